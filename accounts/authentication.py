@@ -1,0 +1,24 @@
+"""DRF authentication for client API keys (the /v1 endpoints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
+
+from accounts.keycache import KeyInfo, bearer_token, key_cache
+
+
+class ClientKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Any) -> tuple[KeyInfo, str]:
+        token = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        return key_cache.authenticate(token), token
+
+    def authenticate_header(self, request: Any) -> str:
+        return 'Bearer realm="api"'
+
+
+class HasClientKey(BasePermission):
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return isinstance(request.user, KeyInfo)

@@ -1,0 +1,124 @@
+"""Client key authentication from an in-process cache.
+
+A key's row is read from the database once per process (per configuration version):
+later requests check the HMAC against the cached hash without a query. Any change to
+keys or teams clears the cache on every process (routing/config/cache.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+
+from accounts.keys import key_prefix, verify_key
+from gatewaysite.api.errors import AuthenticationError
+from gatewaysite.clock import now
+from routing.config.cache import config_cache
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: int
+    prefix: str
+    name: str
+    secret_hash: str
+    team_id: int | None
+    team: str
+    allowed_models: frozenset[str]
+    strategy: str
+    budget_usd: Decimal | None
+    budget_period: str
+    team_budget_usd: Decimal | None
+    team_budget_period: str
+    expires_at: datetime | None
+    revoked: bool
+    metadata: dict[str, Any]
+
+    def may_use(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+
+_MISSING = object()
+
+
+class KeyCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, KeyInfo | float] = {}  # prefix -> info, or expiry time of a negative entry
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        self._entries = {}
+
+    def _load(self, prefix: str) -> KeyInfo | None:
+        from accounts.models import ClientKey
+
+        row = ClientKey.objects.select_related("team").filter(prefix=prefix).first()
+        if row is None:
+            return None
+        team = row.team
+        return KeyInfo(
+            id=row.id,
+            prefix=row.prefix,
+            name=row.name,
+            secret_hash=row.secret_hash,
+            team_id=row.team_id,
+            team=team.name if team else "",
+            allowed_models=frozenset(row.allowed_models or ()),
+            strategy=row.strategy,
+            budget_usd=row.budget_usd,
+            budget_period=row.budget_period,
+            team_budget_usd=team.budget_usd if team else None,
+            team_budget_period=team.budget_period if team else "month",
+            expires_at=row.expires_at,
+            revoked=row.revoked,
+            metadata=dict(row.metadata or {}),
+        )
+
+    def lookup(self, prefix: str) -> KeyInfo | None:
+        entries = self._entries
+        entry = entries.get(prefix, _MISSING)
+        if isinstance(entry, KeyInfo):
+            return entry
+        if isinstance(entry, float) and entry > time.monotonic():
+            return None
+        info = self._load(prefix)
+        if len(entries) > 200_000:  # bound memory under a flood of random prefixes
+            self.clear()
+            entries = self._entries
+        entries[prefix] = info if info is not None else time.monotonic() + settings.GATEWAY["NEGATIVE_KEY_TTL"]
+        return info
+
+    def authenticate(self, raw_key: str) -> KeyInfo:
+        config_cache.current()  # keeps the poller running and the cache fresh
+        prefix = key_prefix(raw_key)
+        if prefix is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        info = self.lookup(prefix)
+        if info is None or not verify_key(raw_key, info.secret_hash):
+            raise AuthenticationError("Incorrect API key provided.")
+        if info.revoked:
+            raise AuthenticationError("This API key has been revoked.", code="key_revoked")
+        if info.expires_at is not None and info.expires_at <= now():
+            raise AuthenticationError("This API key has expired.", code="key_expired")
+        return info
+
+
+key_cache = KeyCache()
+config_cache.on_change(key_cache.clear)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("Use 'Authorization: Bearer <key>'.", code="invalid_authorization_header")
+    return token.strip()

@@ -1,0 +1,53 @@
+"""Issue a client key non-interactively; the secret is the last line of the output."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.dateparse import parse_datetime
+
+from accounts.models import BudgetPeriod
+from accounts.services import key_issue, team_get_or_create
+
+
+class Command(BaseCommand):
+    help = "Issue a client API key and print its secret (shown only this once)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--owner", default="")
+        parser.add_argument("--team", default="")
+        parser.add_argument("--models", default="", help="Comma-separated public model names; empty: all.")
+        parser.add_argument("--strategy", default="")
+        parser.add_argument("--budget", default="", help="USD limit per --budget-period.")
+        parser.add_argument("--budget-period", default=BudgetPeriod.MONTH, choices=[c for c, _ in BudgetPeriod.choices])
+        parser.add_argument("--expires", default="", help="ISO 8601 date-time.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        budget = None
+        if options["budget"]:
+            try:
+                budget = Decimal(options["budget"])
+            except InvalidOperation:
+                raise CommandError("--budget must be a decimal number") from None
+        expires = None
+        if options["expires"]:
+            expires = parse_datetime(options["expires"])
+            if expires is None:
+                raise CommandError("--expires must be an ISO 8601 date-time")
+        team = team_get_or_create(name=options["team"]) if options["team"] else None
+        models = [m.strip() for m in options["models"].split(",") if m.strip()]
+        key, secret = key_issue(
+            name=options["name"],
+            owner=options["owner"],
+            team=team,
+            allowed_models=models,
+            strategy=options["strategy"],
+            budget_usd=budget,
+            budget_period=options["budget_period"],
+            expires_at=expires,
+        )
+        self.stdout.write(f"Issued key {key.display_prefix} ({key.name}); store it now, it is not shown again:")
+        self.stdout.write(secret)

@@ -1,0 +1,99 @@
+"""Typed readers for settings taken from the environment.
+
+Every helper fails loudly (``ImproperlyConfigured``) on a value it cannot parse, so a
+typo in a deployment's environment stops the process at start instead of running with a
+silent default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        if default is None:
+            raise ImproperlyConfigured(f"environment variable {name} is required")
+        return default
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {value!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        parsed = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and parsed < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {parsed}")
+    return parsed
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+    if minimum is not None and parsed < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {parsed}")
+    return parsed
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def local_secret(name: str, var_dir: Path) -> str:
+    """Return secret ``name`` from the environment, or from a file kept in ``var_dir``.
+
+    The embedded default (no environment configured) must start on a fresh machine, so
+    missing secrets are generated once and kept in ``var/local-secrets.json`` (mode 0600)
+    so that issued keys and sessions survive restarts. Production sets the variables.
+    """
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = var_dir / "local-secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            raise ImproperlyConfigured(f"{path} is not valid JSON; delete it to regenerate") from None
+    if name not in stored:
+        stored[name] = secrets.token_urlsafe(48)
+        var_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stored, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return stored[name]

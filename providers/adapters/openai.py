@@ -1,0 +1,70 @@
+"""OpenAI's wire format, which also serves every OpenAI-compatible provider.
+
+OpenAI, Mistral, Groq, Together, DeepSeek, OpenRouter, Ollama (``/v1``) and vLLM all
+take ``POST {base_url}/chat/completions`` with a bearer key. Unknown request fields are
+passed through untouched; only ``model`` is replaced by the deployment's model id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage
+from providers.http import iter_sse, post_json, read_json
+
+
+class OpenAIAdapter(ProviderAdapter):
+    kind = "openai"
+
+    def url(self, target: Target) -> str:
+        return target.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self, target: Target) -> dict[str, str]:
+        headers = {}
+        if target.api_key:
+            headers["authorization"] = f"Bearer {target.api_key}"
+        extra = target.options.get("headers")
+        if isinstance(extra, dict):
+            headers.update({str(k): str(v) for k, v in extra.items()})
+        return headers
+
+    def request_body(self, target: Target, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+        payload = dict(body)
+        payload["model"] = target.model
+        if stream:
+            payload["stream"] = True
+            options = dict(payload.get("stream_options") or {})
+            options["include_usage"] = True  # billing needs usage whatever the client asked
+            payload["stream_options"] = options
+        else:
+            payload.pop("stream", None)
+            payload.pop("stream_options", None)
+        return payload
+
+    def complete(self, target: Target, body: dict[str, Any]) -> Completion:
+        response = post_json(
+            target, self.url(target), self.request_body(target, body, stream=False), self.headers(target)
+        )
+        data = read_json(target, response)
+        if not isinstance(data, dict) or "choices" not in data:
+            raise UpstreamError(f"{target.provider}: answered without choices", status=502)
+        return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
+
+    def stream(self, target: Target, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        response = post_json(
+            target, self.url(target), self.request_body(target, body, stream=True), self.headers(target), stream=True
+        )
+        for _event, data in iter_sse(target, response):
+            if data == b"[DONE]":
+                continue  # read on to the end so the connection can be reused
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{target.provider}: sent an invalid stream event", status=502) from None
+            if isinstance(chunk, dict) and "error" in chunk:
+                message = chunk["error"].get("message", "") if isinstance(chunk["error"], dict) else str(chunk["error"])
+                raise UpstreamError(f"{target.provider}: {message}", status=502)
+            yield chunk

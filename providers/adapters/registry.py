@@ -1,0 +1,16 @@
+"""Adapters by provider kind. Adding a wire format: one module, one line here."""
+
+from __future__ import annotations
+
+from providers.adapters.base import ProviderAdapter
+from providers.adapters.mock import MockAdapter
+from providers.adapters.openai import OpenAIAdapter
+
+ADAPTERS: dict[str, ProviderAdapter] = {
+    OpenAIAdapter.kind: OpenAIAdapter(),
+    MockAdapter.kind: MockAdapter(),
+}
+
+
+def adapter_for(kind: str) -> ProviderAdapter:
+    return ADAPTERS[kind]

@@ -1,0 +1,38 @@
+"""Configuration change detection.
+
+Every write to a configuration model (keys, teams, providers, deployments, pricing,
+rules, routing settings) bumps ``ConfigVersion`` in the same transaction and marks this
+process's snapshot stale. Other processes see the new version on their next poll.
+
+This is the one place signals are used: a cache must be invalidated by *every* write
+path (admin, services, shell), and forgetting one would serve stale keys. Bulk writes
+(``bulk_create``, ``update``) send no signals, so code doing them calls
+``config_changed()`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import F
+from django.db.models.signals import post_delete, post_save
+
+
+def config_changed() -> None:
+    from routing.config.cache import config_cache
+    from routing.models import ConfigVersion
+
+    if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
+        ConfigVersion.objects.update_or_create(pk=1, defaults={"version": 1})
+    config_cache.invalidate_local()
+
+
+def _on_change(sender: type[models.Model], **kwargs: Any) -> None:
+    config_changed()
+
+
+def watch(*model_classes: type[models.Model]) -> None:
+    for model in model_classes:
+        post_save.connect(_on_change, sender=model, weak=False, dispatch_uid=f"config-{model.__name__}-save")
+        post_delete.connect(_on_change, sender=model, weak=False, dispatch_uid=f"config-{model.__name__}-delete")

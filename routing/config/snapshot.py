@@ -1,0 +1,194 @@
+"""An immutable, in-process picture of the routing configuration.
+
+The request path reads only this (and the key cache): no database query per request.
+Built by ``load_snapshot()`` from the database; swapped whole when the config changes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from providers.adapters.base import Target
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentInfo:
+    id: int
+    name: str
+    model_name: str
+    provider_id: int
+    provider: str
+    kind: str
+    vendor: str
+    provider_model: str
+    weight: int
+    priority: int
+    context_window: int | None
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    id: int
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal
+    cache_write_per_mtok: Decimal
+    effective_from: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    id: int
+    name: str
+    priority: int
+    model_pattern: str
+    client_key_id: int | None
+    team_id: int | None
+    header_name: str
+    header_value: str
+    metadata_key: str
+    metadata_value: str
+    stream: bool | None
+    min_input_tokens: int | None
+    max_input_tokens: int | None
+    action: str
+    strategy: str
+    targets: tuple[str, ...]  # deployment names, in order
+
+    @property
+    def needs_token_count(self) -> bool:
+        return self.min_input_tokens is not None or self.max_input_tokens is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettingsInfo:
+    strategy: str = "model"
+    allow_request_strategy: bool = False
+    max_attempts: int = 3
+    cooldown_failures: int = 3
+    cooldown_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    settings: RoutingSettingsInfo
+    deployments_by_model: dict[str, tuple[DeploymentInfo, ...]]
+    deployments_by_name: dict[str, DeploymentInfo]
+    prices: dict[tuple[str, str], tuple[Price, ...]]  # newest first
+    rules: tuple[RuleInfo, ...]
+    models: tuple[str, ...] = field(default=())
+
+    def deployments_for(self, model: str) -> tuple[DeploymentInfo, ...]:
+        return self.deployments_by_model.get(model, ())
+
+    def price_for(self, deployment: DeploymentInfo, at: datetime) -> Price | None:
+        """The price row in effect at ``at`` for the deployment's vendor and model."""
+        for price in self.prices.get((deployment.vendor, deployment.provider_model), ()):
+            if price.effective_from <= at:
+                return price
+        return None
+
+    def models_matching(self, pattern: str) -> list[str]:
+        return [m for m in self.models if fnmatch.fnmatchcase(m, pattern)]
+
+
+def load_snapshot(version: int) -> Snapshot:
+    from providers.models import Deployment, PricingRow
+    from routing.models import RoutingRule, RoutingSettings, RuleTarget
+
+    row = RoutingSettings.objects.filter(pk=1).first()
+    settings = (
+        RoutingSettingsInfo(
+            strategy=row.strategy,
+            allow_request_strategy=row.allow_request_strategy,
+            max_attempts=max(1, row.max_attempts),
+            cooldown_failures=row.cooldown_failures,
+            cooldown_seconds=row.cooldown_seconds,
+        )
+        if row
+        else RoutingSettingsInfo()
+    )
+    by_model: dict[str, list[DeploymentInfo]] = {}
+    by_name: dict[str, DeploymentInfo] = {}
+    deployments = Deployment.objects.filter(enabled=True, provider__enabled=True).select_related("provider")
+    for dep in deployments.order_by("model_name", "priority", "name"):
+        provider = dep.provider
+        info = DeploymentInfo(
+            id=dep.id,
+            name=dep.name,
+            model_name=dep.model_name,
+            provider_id=provider.id,
+            provider=provider.name,
+            kind=provider.kind,
+            vendor=provider.pricing_vendor,
+            provider_model=dep.provider_model,
+            weight=dep.weight,
+            priority=dep.priority,
+            context_window=dep.context_window,
+            target=Target(
+                provider=provider.name,
+                kind=provider.kind,
+                base_url=provider.base_url,
+                model=dep.provider_model,
+                api_key=provider.resolve_api_key(),
+                options=dict(provider.options or {}),
+                connect_timeout=provider.connect_timeout,
+                read_timeout=provider.read_timeout,
+            ),
+        )
+        by_model.setdefault(dep.model_name, []).append(info)
+        by_name[dep.name] = info
+
+    prices: dict[tuple[str, str], list[Price]] = {}
+    for p in PricingRow.objects.order_by("vendor", "model", "-effective_from"):
+        prices.setdefault((p.vendor, p.model), []).append(
+            Price(
+                id=p.id,
+                input_per_mtok=p.input_per_mtok,
+                output_per_mtok=p.output_per_mtok,
+                cached_input_per_mtok=p.cached_input_per_mtok
+                if p.cached_input_per_mtok is not None
+                else p.input_per_mtok,
+                cache_write_per_mtok=p.cache_write_per_mtok if p.cache_write_per_mtok is not None else p.input_per_mtok,
+                effective_from=p.effective_from,
+            )
+        )
+
+    targets: dict[int, list[str]] = {}
+    for t in RuleTarget.objects.select_related("deployment").order_by("rule_id", "position", "id"):
+        targets.setdefault(t.rule_id, []).append(t.deployment.name)
+    rules = tuple(
+        RuleInfo(
+            id=r.id,
+            name=r.name,
+            priority=r.priority,
+            model_pattern=r.model_pattern,
+            client_key_id=r.client_key_id,
+            team_id=r.team_id,
+            header_name=r.header_name.lower(),
+            header_value=r.header_value,
+            metadata_key=r.metadata_key,
+            metadata_value=r.metadata_value,
+            stream=r.stream,
+            min_input_tokens=r.min_input_tokens,
+            max_input_tokens=r.max_input_tokens,
+            action=r.action,
+            strategy=r.strategy,
+            targets=tuple(targets.get(r.id, ())),
+        )
+        for r in RoutingRule.objects.filter(enabled=True).order_by("priority")
+    )
+    return Snapshot(
+        version=version,
+        settings=settings,
+        deployments_by_model={k: tuple(v) for k, v in by_model.items()},
+        deployments_by_name=by_name,
+        prices={k: tuple(v) for k, v in prices.items()},
+        rules=rules,
+        models=tuple(sorted(by_model)),
+    )

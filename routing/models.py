@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class ConfigVersion(models.Model):
+    """One row whose ``version`` rises with every configuration change.
+
+    Each gateway process polls it (routing/config/cache.py) and reloads its in-process
+    snapshot of keys, providers, deployments, pricing and rules when it moves. The bump
+    runs inside the writer's transaction, so readers never see a version whose data is
+    not committed yet.
+    """
+
+    version = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class RoutingSettings(models.Model):
+    """The gateway-wide routing settings (a single row, pk=1)."""
+
+    strategy = models.CharField(max_length=40, default="model")
+    allow_request_strategy = models.BooleanField(
+        default=False, help_text="Let clients choose a strategy per request with the x-gateway-strategy header."
+    )
+    max_attempts = models.PositiveIntegerField(
+        default=3, help_text="Deployments tried per request, fallbacks included."
+    )
+    cooldown_failures = models.PositiveIntegerField(
+        default=3, help_text="Consecutive failures after which a deployment is cooled down."
+    )
+    cooldown_seconds = models.FloatField(default=30.0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "routing settings"
+        verbose_name_plural = "routing settings"
+
+    def __str__(self) -> str:
+        return f"active strategy: {self.strategy}"
+
+    def clean(self) -> None:
+        from routing.strategies.registry import strategy_names
+
+        if self.strategy not in strategy_names():
+            raise ValidationError({"strategy": f"Unknown strategy; valid: {', '.join(strategy_names())}."})
+        if self.max_attempts < 1:
+            raise ValidationError({"max_attempts": "At least one attempt."})
+
+
+class RuleAction(models.TextChoices):
+    ROUTE = "route", "route to the listed deployments, in order"
+    STRATEGY = "strategy", "apply a strategy to the listed deployments (all of the model's if none listed)"
+
+
+class RoutingRule(models.Model):
+    """A prioritized rule of the ``custom`` strategy. Empty conditions match anything."""
+
+    name = models.CharField(max_length=100, unique=True)
+    priority = models.IntegerField(unique=True, help_text="Lower is evaluated first; two rules cannot share one.")
+    enabled = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    # conditions
+    model_pattern = models.CharField(max_length=200, blank=True, help_text="Model name or glob, e.g. gpt-4*.")
+    client_key = models.ForeignKey(
+        "accounts.ClientKey", null=True, blank=True, on_delete=models.CASCADE, related_name="routing_rules"
+    )
+    team = models.ForeignKey(
+        "accounts.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="routing_rules"
+    )
+    header_name = models.CharField(max_length=100, blank=True, help_text="Request header that must be present.")
+    header_value = models.CharField(max_length=200, blank=True, help_text="Its value (glob); empty: any value.")
+    metadata_key = models.CharField(max_length=100, blank=True, help_text="Key in the request's metadata object.")
+    metadata_value = models.CharField(max_length=200, blank=True, help_text="Its value (glob); empty: any value.")
+    stream = models.BooleanField(null=True, blank=True, help_text="Streaming requests only / non-streaming only.")
+    min_input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    max_input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # action
+    action = models.CharField(max_length=16, choices=RuleAction.choices, default=RuleAction.ROUTE)
+    strategy = models.CharField(max_length=40, blank=True, help_text="For the 'strategy' action.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority"]
+
+    def __str__(self) -> str:
+        return f"{self.priority}: {self.name}"
+
+    def clean(self) -> None:
+        from routing.strategies.registry import strategy_names
+
+        if self.action == RuleAction.STRATEGY:
+            valid = [name for name in strategy_names() if name != "custom"]
+            if self.strategy not in valid:
+                raise ValidationError({"strategy": f"Choose one of: {', '.join(valid)}."})
+        if (
+            self.min_input_tokens is not None
+            and self.max_input_tokens is not None
+            and self.min_input_tokens > self.max_input_tokens
+        ):
+            raise ValidationError("min_input_tokens is above max_input_tokens.")
+        if (self.header_value and not self.header_name) or (self.metadata_value and not self.metadata_key):
+            raise ValidationError("A value condition needs its header name / metadata key.")
+
+
+class RuleTarget(models.Model):
+    rule = models.ForeignKey(RoutingRule, on_delete=models.CASCADE, related_name="targets")
+    deployment = models.ForeignKey("providers.Deployment", on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["rule", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["rule", "deployment"], name="rule_target_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.rule_id} -> {self.deployment_id}"
+
+
+class LatencySample(models.Model):
+    """One upstream attempt's timings. Raw rows are pruned; rollups are kept."""
+
+    request_id = models.CharField(max_length=40)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(db_index=True)
+    provider = models.CharField(max_length=64)
+    deployment = models.CharField(max_length=100)
+    model = models.CharField(max_length=200)
+    ok = models.BooleanField(default=True)
+    http_status = models.PositiveSmallIntegerField(default=200)
+    stream = models.BooleanField(default=False)
+    total_ms = models.FloatField(help_text="Gateway received request -> last byte sent.")
+    upstream_ms = models.FloatField(help_text="Upstream call, connect to last byte.")
+    ttft_ms = models.FloatField(null=True, blank=True, help_text="Streams: first token from the upstream.")
+    overhead_ms = models.FloatField(help_text="total minus upstream: what the gateway added.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["request_id", "attempt"], name="latency_sample_unique")]
+        indexes = [models.Index(fields=["deployment", "created_at"])]
+
+
+class LatencyRollup(models.Model):
+    """Per deployment per minute: count, sum, min, max and a histogram for percentiles."""
+
+    deployment = models.CharField(max_length=100)
+    provider = models.CharField(max_length=64)
+    minute = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    sum_ms = models.FloatField(default=0)
+    min_ms = models.FloatField(null=True)
+    max_ms = models.FloatField(null=True)
+    histogram = models.JSONField(default=list)
+    ttft_count = models.PositiveIntegerField(default=0)
+    ttft_sum_ms = models.FloatField(default=0)
+    ttft_min_ms = models.FloatField(null=True)
+    ttft_max_ms = models.FloatField(null=True)
+    ttft_histogram = models.JSONField(default=list)
+    overhead_sum_ms = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["deployment", "minute"], name="latency_rollup_unique")]
+        indexes = [models.Index(fields=["minute"])]

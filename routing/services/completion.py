@@ -1,0 +1,333 @@
+"""The chat completion request path: route, call with fallback, price, record.
+
+view -> ``run_completion`` -> strategy (planning.py) -> adapter -> ``CompletionResult``.
+Fallback: a retryable failure before the first byte reaches the client moves on to the
+next candidate, up to ``max_attempts``. Once a stream has started nothing is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from gatewaysite.api.errors import GatewayError, InvalidRequest, RateLimited, UpstreamFailed, UpstreamTimeout
+from gatewaysite.clock import monotonic, now
+from providers.adapters.base import UpstreamError, Usage
+from providers.adapters.registry import adapter_for
+from routing.config.snapshot import DeploymentInfo
+from routing.health import health
+from routing.latency.live import live_latency
+from routing.services.planning import plan_route
+from routing.strategies.base import Ranking, RouteRequest
+from usage import budgets
+from usage.cost import cost_of, format_usd, from_picodollars
+from usage.events import PendingEvent
+from usage.recorder import get_recorder
+from usage.tokens import count_text_tokens
+
+logger = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class Attempt:
+    deployment: DeploymentInfo
+    started_at: datetime
+    ok: bool = False
+    http_status: int = 200
+    upstream_ms: float = 0.0
+    ttft_ms: float | None = None
+    error_code: str = ""
+
+
+@dataclass
+class CompletionResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes | None = None
+    stream: Iterator[bytes] | None = None
+
+
+@dataclass
+class _Call:
+    """State of one request while it is being served."""
+
+    route: RouteRequest
+    request_id: str
+    received: float  # monotonic
+    received_at: datetime
+    ranking: Ranking | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    reservation: budgets.Reservation | None = None
+    finished: bool = False
+
+    def headers(self, deployment: DeploymentInfo | None) -> dict[str, str]:
+        headers = {"x-gateway-attempts": str(len(self.attempts))}
+        if self.ranking is not None:
+            headers["x-gateway-strategy"] = self.ranking.strategy
+            headers["x-gateway-route-reason"] = self.ranking.reason or self.ranking.strategy
+        if deployment is not None:
+            headers["x-gateway-provider"] = deployment.provider
+            headers["x-gateway-deployment"] = deployment.name
+        return headers
+
+    def finish(
+        self,
+        *,
+        status: str,
+        http_status: int,
+        usage: Usage | None,
+        usage_estimated: bool = False,
+        error_code: str = "",
+    ) -> tuple[Decimal | None, Decimal | None]:
+        """Price the request and record it (once). Returns (cost, key spend so far)."""
+        if self.finished:
+            return None, None
+        self.finished = True
+        total_ms = (monotonic() - self.received) * 1000
+        served = self.attempts[-1] if self.attempts else None
+        deployment = served.deployment if served else None
+        price = self.route.snapshot.price_for(deployment, self.received_at) if deployment else None
+        usage = usage or Usage()
+        cost = cost_of(usage, price) if price is not None else None  # a failure before output costs 0
+        key = self.route.key
+        upstream_total = sum(a.upstream_ms for a in self.attempts)
+        record: dict[str, Any] = {
+            "request_id": self.request_id,
+            "created_at": self.received_at.isoformat(),
+            "client_key_id": key.id,
+            "key_name": key.name,
+            "key_prefix": key.prefix,
+            "team": key.team,
+            "provider": deployment.provider if deployment else "",
+            "deployment": deployment.name if deployment else "",
+            "model": self.route.model,
+            "provider_model": deployment.provider_model if deployment else "",
+            "strategy": self.ranking.strategy if self.ranking else "",
+            "route_reason": (self.ranking.reason if self.ranking else "")[:200],
+            "status": status,
+            "http_status": http_status,
+            "error_code": error_code[:64],
+            "stream": self.route.stream,
+            "attempts": len(self.attempts),
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "cache_creation_tokens": usage.cache_creation_tokens,
+            "usage_estimated": usage_estimated,
+            "cost_usd": str(cost) if cost is not None else None,
+            "pricing_row_id": price.id if price is not None else None,
+            "latency_ms": round(total_ms, 3),
+            "upstream_ms": round(upstream_total, 3),
+            "ttft_ms": served.ttft_ms if served else None,
+        }
+        samples = []
+        for index, attempt in enumerate(self.attempts, start=1):
+            last = index == len(self.attempts)
+            attempt_total = total_ms if last else attempt.upstream_ms
+            samples.append(
+                {
+                    "request_id": self.request_id,
+                    "attempt": index,
+                    "created_at": attempt.started_at.isoformat(),
+                    "provider": attempt.deployment.provider,
+                    "deployment": attempt.deployment.name,
+                    "model": self.route.model,
+                    "ok": attempt.ok,
+                    "http_status": attempt.http_status,
+                    "stream": self.route.stream,
+                    "total_ms": round(attempt_total, 3),
+                    "upstream_ms": round(attempt.upstream_ms, 3),
+                    "ttft_ms": attempt.ttft_ms,
+                    "overhead_ms": round(max(0.0, total_ms - upstream_total), 3) if last else 0.0,
+                }
+            )
+        counters = budgets.settle_counters(key, self.reservation, cost)
+        event = PendingEvent(record=record, samples=samples, counters=counters)
+        values = get_recorder().record(event)
+        spend = from_picodollars(values[0]) if values else None
+        return cost, spend
+
+    def fail_response(self, error: UpstreamError | GatewayError) -> CompletionResult:
+        if isinstance(error, GatewayError):
+            status, code, message, error_type = (
+                error.status_code,
+                str(error.default_code),
+                str(error.detail),
+                error.error_type,
+            )
+        else:
+            status, code, message, error_type = error.status, error.code, error.message, error.error_type
+        budgets.release(self.reservation)
+        self.finish(status="error", http_status=status, usage=None, error_code=code)
+        body = orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}})
+        headers = self.headers(self.attempts[-1].deployment if self.attempts else None)
+        headers["content-type"] = "application/json"
+        return CompletionResult(status=status, headers=headers, body=body)
+
+
+def _as_gateway_error(error: UpstreamError) -> GatewayError:
+    if error.status == 429:
+        return RateLimited(error.message, code=error.code)
+    if error.status == 504:
+        return UpstreamTimeout(error.message, code=error.code)
+    if error.client_error:
+        return InvalidRequest(error.message, code=error.code)
+    return UpstreamFailed(error.message, code=error.code)
+
+
+def _record_attempt(call: _Call, attempt: Attempt, error: UpstreamError | None) -> None:
+    settings = call.route.snapshot.settings
+    name = attempt.deployment.name
+    if error is None:
+        health.success(name)
+        live_latency.observe(name, attempt.ttft_ms if attempt.ttft_ms is not None else attempt.upstream_ms, True)
+        return
+    attempt.ok = False
+    attempt.http_status = error.status
+    attempt.error_code = error.code
+    if not error.client_error:
+        health.failure(name, threshold=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
+        live_latency.observe(name, attempt.upstream_ms, False)
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def _cost_headers(headers: dict[str, str], cost: Decimal | None, spend: Decimal | None) -> None:
+    headers["x-gateway-cost-usd"] = format_usd(cost)
+    if spend is not None:
+        headers["x-gateway-key-spend-usd"] = format_usd(spend)
+
+
+def run_completion(route: RouteRequest, *, request_id: str, received: float) -> CompletionResult:
+    call = _Call(route=route, request_id=request_id, received=received, received_at=now())
+    call.ranking = plan_route(route)
+    call.reservation = budgets.reserve(route.key, route) if budgets.needs_reservation(route.key) else None
+    max_attempts = route.snapshot.settings.max_attempts
+    last_error: UpstreamError | None = None
+    for deployment in call.ranking.candidates[:max_attempts]:
+        attempt = Attempt(deployment=deployment, started_at=now())
+        call.attempts.append(attempt)
+        adapter = adapter_for(deployment.kind)
+        started = monotonic()
+        try:
+            if route.stream:
+                upstream = adapter.stream(deployment.target, route.body)
+                first = next(upstream, None)
+                attempt.ttft_ms = (monotonic() - started) * 1000
+                if first is None:
+                    raise UpstreamError(f"{deployment.provider}: empty stream", status=502)
+            else:
+                completion = adapter.complete(deployment.target, route.body)
+        except UpstreamError as error:
+            attempt.upstream_ms = (monotonic() - started) * 1000
+            _record_attempt(call, attempt, error)
+            last_error = error
+            if not error.retryable:
+                break
+            continue
+        attempt.ok = True
+        if route.stream:
+            return _stream_result(call, attempt, upstream, first, started)
+        attempt.upstream_ms = (monotonic() - started) * 1000
+        _record_attempt(call, attempt, None)
+        cost, spend = call.finish(status="ok", http_status=200, usage=completion.usage)
+        headers = call.headers(deployment)
+        headers["content-type"] = "application/json"
+        _cost_headers(headers, cost, spend)
+        return CompletionResult(status=200, headers=headers, body=orjson.dumps(completion.body))
+    assert last_error is not None
+    return call.fail_response(_as_gateway_error(last_error))
+
+
+def _sse(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _stream_result(
+    call: _Call, attempt: Attempt, upstream: Iterator[dict[str, Any]], first: dict[str, Any], started: float
+) -> CompletionResult:
+    wants_usage = _wants_usage(call.route.body)
+    headers = call.headers(attempt.deployment)
+    headers.update({"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    def body() -> Iterator[bytes]:
+        usage: Usage | None = None
+        output_chars: list[str] = []
+        outcome = "client_closed"
+        try:
+            chunk: dict[str, Any] | None = first
+            while chunk is not None:
+                raw_usage = chunk.get("usage")
+                if raw_usage:
+                    usage = Usage.from_openai(raw_usage)
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    if isinstance(delta.get("content"), str):
+                        output_chars.append(delta["content"])
+                if raw_usage:
+                    attempt.upstream_ms = (monotonic() - started) * 1000
+                    _record_attempt(call, attempt, None)
+                    if wants_usage:
+                        cost, spend = call.finish(status="ok", http_status=200, usage=usage)
+                        chunk["x_gateway"] = {
+                            "cost_usd": format_usd(cost),
+                            "key_spend_usd": format_usd(spend) if spend is not None else None,
+                            "provider": attempt.deployment.provider,
+                            "deployment": attempt.deployment.name,
+                        }
+                        yield _sse(chunk)
+                    else:
+                        chunk.pop("usage", None)
+                        if chunk.get("choices"):
+                            yield _sse(chunk)
+                else:
+                    yield _sse(chunk)
+                chunk = next(upstream, None)
+            outcome = "ok"
+            if not call.finished:
+                attempt.upstream_ms = (monotonic() - started) * 1000
+                _record_attempt(call, attempt, None)
+            yield DONE
+        except UpstreamError as error:  # the stream broke after it started: tell the client, no retry
+            outcome = "error"
+            attempt.upstream_ms = (monotonic() - started) * 1000
+            _record_attempt(call, attempt, error)
+            yield _sse({"error": {"message": error.message, "type": error.error_type, "code": error.code}})
+            yield DONE
+        finally:
+            close = getattr(upstream, "close", None)
+            if close is not None:
+                close()
+            if not call.finished:
+                estimated = usage is None
+                if usage is None:
+                    prompt, _ = call.route.input_tokens()
+                    usage = Usage(
+                        prompt_tokens=prompt,
+                        completion_tokens=count_text_tokens(call.route.model, "".join(output_chars)),
+                    )
+                if attempt.upstream_ms == 0:
+                    attempt.upstream_ms = (monotonic() - started) * 1000
+                try:
+                    call.finish(
+                        status=outcome,
+                        http_status=200 if outcome != "error" else 502,
+                        usage=usage,
+                        usage_estimated=estimated,
+                        error_code="" if outcome == "ok" else outcome,
+                    )
+                except Exception:
+                    logger.exception("could not record usage of stream %s", call.request_id)
+
+    return CompletionResult(status=200, headers=headers, stream=body())

@@ -1,0 +1,66 @@
+"""The base class of routing strategies, and what they are given.
+
+A strategy orders the eligible deployments of the requested model; the router tries them
+in that order (fallback). One method to override: ``choose``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from accounts.keycache import KeyInfo
+from routing.config.snapshot import DeploymentInfo, RuleInfo, Snapshot
+
+
+@dataclass
+class RouteRequest:
+    """One client request as routing sees it."""
+
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    key: KeyInfo
+    snapshot: Snapshot
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    _input_tokens: tuple[int, str] | None = field(default=None, repr=False)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        metadata = self.body.get("metadata")
+        return metadata if isinstance(metadata, dict) else {}
+
+    def input_tokens(self) -> tuple[int, str]:
+        """Estimated input tokens and the tokenizer that counted them (computed once)."""
+        if self._input_tokens is None:
+            from usage.tokens import count_input_tokens
+
+            self._input_tokens = count_input_tokens(self.model, self.body)
+        return self._input_tokens
+
+    def expected_output_tokens(self) -> int:
+        from usage.tokens import expected_output_tokens
+
+        return expected_output_tokens(self.body)
+
+
+@dataclass
+class Ranking:
+    """Deployments in the order to try them, with why, and per-deployment scores for explain."""
+
+    candidates: list[DeploymentInfo]
+    reason: str = ""
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rule: RuleInfo | None = None
+    strategy: str = ""
+
+
+class Strategy(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def choose(self, request: RouteRequest, candidates: Sequence[DeploymentInfo]) -> Ranking:
+        """Order ``candidates`` (never empty) for ``request``; the first is tried first."""

@@ -1,0 +1,102 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI wire format.
+
+The completion view is a DRF view kept lean: no parser negotiation (the body is read
+once and parsed with orjson), no renderer (it returns a ready HttpResponse), no
+throttles; authentication is the in-process key cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse, StreamingHttpResponse
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from accounts.authentication import ClientKeyAuthentication, HasClientKey
+from gatewaysite.api.errors import PayloadTooLarge
+from gatewaysite.api.parsers import parse_json_body
+from gatewaysite.clock import monotonic
+from routing.config.cache import config_cache
+from routing.services.completion import run_completion
+from routing.services.validation import validate_chat_body
+from routing.strategies.base import RouteRequest
+
+
+def read_body(request: Request) -> bytes:
+    limit = settings.GATEWAY["MAX_BODY_BYTES"]
+    length = request.META.get("CONTENT_LENGTH")
+    if length and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    try:
+        raw = request._request.body
+    except RequestDataTooBig:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.") from None
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    return raw
+
+
+def route_request(request: Request) -> RouteRequest:
+    """Parse and validate a chat completion body into what routing works with."""
+    body = validate_chat_body(parse_json_body(read_body(request)))
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return RouteRequest(
+        model=body["model"],
+        body=body,
+        stream=bool(body.get("stream")),
+        key=request.user,
+        snapshot=config_cache.current(),
+        headers=headers,
+    )
+
+
+class ClientKeyView(APIView):
+    authentication_classes = [ClientKeyAuthentication]
+    permission_classes = [HasClientKey]
+    throttle_classes: list[Any] = []
+
+
+class ChatCompletionsView(ClientKeyView):
+    parser_classes: list[Any] = []
+
+    def post(self, request: Request) -> HttpResponse:
+        received = monotonic()
+        route = route_request(request)
+        result = run_completion(route, request_id=request._request.request_id, received=received)
+        if result.stream is not None:
+            response: HttpResponse = StreamingHttpResponse(result.stream, status=result.status)
+        else:
+            response = HttpResponse(result.body, status=result.status)
+        for name, value in result.headers.items():
+            response[name] = value
+        return response
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
+
+
+class ModelsView(ClientKeyView):
+    def get(self, request: Request) -> HttpResponse:
+        import orjson
+
+        key = request.user
+        snapshot = config_cache.current()
+        data = [_model_entry(m) for m in snapshot.models if key.may_use(m)]
+        return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+class ModelDetailView(ClientKeyView):
+    def get(self, request: Request, model: str) -> HttpResponse:
+        import orjson
+
+        from gatewaysite.api.errors import ModelNotFound
+
+        key = request.user
+        snapshot = config_cache.current()
+        if model not in snapshot.models or not key.may_use(model):
+            raise ModelNotFound(f"The model '{model}' does not exist or is not available.", param="model")
+        return HttpResponse(orjson.dumps(_model_entry(model)), content_type="application/json")

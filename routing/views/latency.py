@@ -1,0 +1,16 @@
+"""``POST /v1/routing/latency`` (placeholder: filled in by the latency work)."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+
+from gatewaysite.api.errors import error_response
+from routing.views.completions import ClientKeyView
+
+
+class LatencyView(ClientKeyView):
+    def get(self, request: Request) -> HttpResponse:
+        return error_response(
+            "Not implemented yet.", status_code=501, error_type="server_error", code="not_implemented"
+        )

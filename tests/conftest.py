@@ -1,0 +1,117 @@
+"""Shared fixtures: real Postgres and Redis, loopback providers, a live gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gateway_state() -> Iterator[None]:
+    """Process-wide caches must not leak between tests (truncation sends no signals)."""
+    from accounts.keycache import key_cache
+    from routing.config.cache import config_cache
+    from routing.health import health
+
+    config_cache.reset_for_tests()
+    key_cache.clear()
+    health.reset()
+    yield
+    config_cache.reset_for_tests()
+    key_cache.clear()
+    health.reset()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[Any]:
+    from gatewaysite.redis import get_redis
+
+    client = get_redis()
+    assert client is not None, "tests need REDIS_URL"
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_provider(db: None) -> Any:
+    from providers.models import Provider
+
+    def make(name: str = "fake", kind: str = "openai", base_url: str = "", **fields: Any) -> Provider:
+        return Provider.objects.create(
+            name=name, kind=kind, base_url=base_url, api_key=fields.pop("api_key", "sk-up"), **fields
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_deployment(db: None) -> Any:
+    from providers.models import Deployment
+
+    def make(provider: Any, model_name: str = "gpt-4o-mini", name: str | None = None, **fields: Any) -> Deployment:
+        return Deployment.objects.create(
+            name=name or f"{provider.name}-{model_name}",
+            model_name=model_name,
+            provider=provider,
+            provider_model=fields.pop("provider_model", model_name),
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_price(db: None) -> Any:
+    from datetime import UTC, datetime
+
+    from providers.models import PricingRow
+
+    def make(vendor: str, model: str, input: str, output: str, **fields: Any) -> PricingRow:
+        return PricingRow.objects.create(
+            vendor=vendor,
+            model=model,
+            input_per_mtok=Decimal(input),
+            output_per_mtok=Decimal(output),
+            effective_from=fields.pop("effective_from", datetime(2024, 1, 1, tzinfo=UTC)),
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def issue_key(db: None) -> Any:
+    from accounts.services import key_issue
+
+    def issue(name: str = "test-key", **fields: Any) -> tuple[Any, str]:
+        return key_issue(name=name, **fields)
+
+    return issue
+
+
+@pytest.fixture
+def gateway_url(live_server: Any) -> str:
+    return live_server.url
+
+
+@pytest.fixture
+def openai_for(gateway_url: str) -> Any:
+    import openai
+
+    def make(secret: str, **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(api_key=secret, base_url=gateway_url + "/v1", max_retries=0, **kwargs)
+
+    return make

@@ -1,0 +1,154 @@
+"""The official openai SDK against a live gateway, with a loopback OpenAI-compatible upstream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import pytest
+
+from tests.fakes.http_server import Reply
+from tests.fakes.openai_server import completion_json, error_json, stream_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def setup(
+    fake_openai: Any, make_provider: Any, make_deployment: Any, make_price: Any, issue_key: Any, redis_client: Any
+) -> dict[str, Any]:
+    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
+    make_deployment(provider, "gpt-4o-mini")
+    make_price("openai", "gpt-4o-mini", "0.15", "0.60")
+    _, secret = issue_key()
+    return {"secret": secret, "fake": fake_openai}
+
+
+def test_non_streaming_completion(setup: dict[str, Any], openai_for: Any) -> None:
+    client = openai_for(setup["secret"])
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Hello from the fake provider."
+    assert completion.usage.prompt_tokens == 12
+    assert raw.headers["x-gateway-provider"] == "up"
+    assert raw.headers["x-gateway-deployment"] == "up-gpt-4o-mini"
+    assert raw.headers["x-request-id"].startswith("req_")
+    # 12 * 0.15 + 7 * 0.60 per million = 0.0000060
+    assert raw.headers["x-gateway-cost-usd"] == "0.000006"
+    sent = setup["fake"].received[-1]
+    assert sent.headers["authorization"] == "Bearer sk-up"
+    assert sent.body["model"] == "gpt-4o-mini"
+
+
+def test_unknown_fields_pass_through(setup: dict[str, Any], openai_for: Any) -> None:
+    client = openai_for(setup["secret"])
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], extra_body={"seed": 7, "vendor_knob": "x"}
+    )
+    assert setup["fake"].received[-1].body["vendor_knob"] == "x"
+    assert setup["fake"].received[-1].body["seed"] == 7
+
+
+def test_streaming_completion_with_usage(setup: dict[str, Any], openai_for: Any) -> None:
+    client = openai_for(setup["secret"])
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Hello"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the stream."
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+    assert chunks[-1].model_extra["x_gateway"]["cost_usd"] == "0.0000042"
+    # the gateway always asks the upstream for usage, for billing
+    assert setup["fake"].received[-1].body["stream_options"] == {"include_usage": True}
+
+
+def test_streaming_without_usage_hides_usage_chunk(setup: dict[str, Any], openai_for: Any) -> None:
+    client = openai_for(setup["secret"])
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}], stream=True
+        )
+    )
+    assert all(c.usage is None for c in chunks)
+    assert setup["fake"].received[-1].body["stream_options"] == {"include_usage": True}
+
+
+def test_model_listing(setup: dict[str, Any], openai_for: Any, issue_key: Any) -> None:
+    client = openai_for(setup["secret"])
+    assert [m.id for m in client.models.list()] == ["gpt-4o-mini"]
+    _, limited = issue_key("limited", allowed_models=["other"])
+    assert [m.id for m in openai_for(limited).models.list()] == []
+
+
+@pytest.mark.parametrize(
+    ("upstream_status", "sdk_error", "status"),
+    [
+        (429, openai.RateLimitError, 429),
+        (500, openai.InternalServerError, 502),
+        (503, openai.InternalServerError, 502),
+        (400, openai.BadRequestError, 400),
+    ],
+)
+def test_upstream_errors_map_to_openai_errors(
+    setup: dict[str, Any], openai_for: Any, upstream_status: int, sdk_error: type[Exception], status: int
+) -> None:
+    setup["fake"].queue(*[Reply(status=upstream_status, json=error_json("boom"))] * 3)
+    client = openai_for(setup["secret"])
+    with pytest.raises(sdk_error) as info:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+    assert info.value.status_code == status
+    assert info.value.body["code"]
+
+
+def test_upstream_timeout_is_504(setup: dict[str, Any], openai_for: Any) -> None:
+    from providers.models import Provider
+
+    Provider.objects.filter(name="up").update(read_timeout=0.3)
+    from routing.config.invalidation import config_changed
+
+    config_changed()
+    setup["fake"].queue(Reply(json=completion_json(), delay=1.0))
+    with pytest.raises(openai.APIStatusError) as info:
+        openai_for(setup["secret"]).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert info.value.status_code == 504
+
+
+def test_client_errors(setup: dict[str, Any], openai_for: Any, issue_key: Any, gateway_url: str) -> None:
+    import requests
+
+    with pytest.raises(openai.AuthenticationError):
+        openai_for("gwk_nothere0_x" * 2).models.list()
+    with pytest.raises(openai.NotFoundError) as info:
+        openai_for(setup["secret"]).chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert info.value.body["code"] == "model_not_found"
+    _, limited = issue_key("limited", allowed_models=["other"])
+    with pytest.raises(openai.PermissionDeniedError):
+        openai_for(limited).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+    with pytest.raises(openai.BadRequestError):
+        openai_for(setup["secret"]).chat.completions.create(model="gpt-4o-mini", messages=[])
+    response = requests.post(
+        gateway_url + "/v1/chat/completions", data=b"{not json", headers={"Authorization": f"Bearer {setup['secret']}"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    response = requests.post(
+        gateway_url + "/v1/chat/completions",
+        data=b"x" * (5 * 1024 * 1024),
+        headers={"Authorization": f"Bearer {setup['secret']}"},
+    )
+    assert response.status_code == 413
+
+
+def test_stream_events_helper_is_openai_format() -> None:
+    frames = stream_events(["a"])
+    assert frames[-1] == b"data: [DONE]\n\n"

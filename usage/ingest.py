@@ -1,0 +1,59 @@
+"""Turns usage events into rows: ``UsageRecord`` and ``LatencySample``. Idempotent.
+
+``request_id`` is unique on usage records and ``(request_id, attempt)`` on samples, and
+inserts ignore conflicts, so a redelivered or replayed event changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+
+from routing.models import LatencySample
+from usage.models import UsageRecord
+
+_RECORD_FIELDS = {f.name for f in UsageRecord._meta.concrete_fields} - {"id", "client_key"}
+_SAMPLE_FIELDS = {f.name for f in LatencySample._meta.concrete_fields} - {"id"}
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    parsed = parse_datetime(str(value))
+    if parsed is None:
+        raise ValueError(f"bad timestamp {value!r}")
+    return parsed
+
+
+def _record(data: dict[str, Any]) -> UsageRecord:
+    values = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
+    values["created_at"] = _when(values["created_at"])
+    if values.get("cost_usd") is not None:
+        values["cost_usd"] = Decimal(str(values["cost_usd"]))
+    return UsageRecord(client_key_id=data.get("client_key_id"), **values)
+
+
+def _sample(data: dict[str, Any]) -> LatencySample:
+    values = {k: v for k, v in data.items() if k in _SAMPLE_FIELDS}
+    values["created_at"] = _when(values["created_at"])
+    return LatencySample(**values)
+
+
+def ingest_events(events: Iterable[dict[str, Any]]) -> set[tuple[str, datetime]]:
+    """Insert the rows of ``events``; return the (deployment, minute) buckets they touch."""
+    records: list[UsageRecord] = []
+    samples: list[LatencySample] = []
+    for event in events:
+        records.append(_record(event["record"]))
+        samples.extend(_sample(s) for s in event.get("samples") or [])
+    with transaction.atomic():
+        if records:
+            UsageRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=1000)
+        if samples:
+            LatencySample.objects.bulk_create(samples, ignore_conflicts=True, batch_size=1000)
+    return {(s.deployment, s.created_at.replace(second=0, microsecond=0)) for s in samples}

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class UsageRecord(models.Model):
+    """What one client request used and cost. Exactly one row per ``request_id``.
+
+    Names (key, team, provider, deployment, model) are copied, not only linked, so a
+    report of last year still reads right after a provider is renamed or deleted.
+    ``cost_usd`` is NULL when no price was known: unknown, never zero.
+    """
+
+    request_id = models.CharField(max_length=40, unique=True)
+    created_at = models.DateTimeField(db_index=True)
+    client_key = models.ForeignKey(
+        "accounts.ClientKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
+    key_name = models.CharField(max_length=100, blank=True)
+    key_prefix = models.CharField(max_length=16, blank=True)
+    team = models.CharField(max_length=100, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    deployment = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=200)
+    provider_model = models.CharField(max_length=200, blank=True)
+    strategy = models.CharField(max_length=40, blank=True)
+    route_reason = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, help_text="ok, error or client_closed.")
+    http_status = models.PositiveSmallIntegerField(default=200)
+    error_code = models.CharField(max_length=64, blank=True)
+    stream = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cache_creation_tokens = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(
+        default=False, help_text="Tokens counted by the gateway (the stream ended before the provider's usage)."
+    )
+    cost_usd = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
+    pricing_row_id = models.BigIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(default=0)
+    upstream_ms = models.FloatField(default=0)
+    ttft_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["client_key", "created_at"]),
+            models.Index(fields=["team", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id

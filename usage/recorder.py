@@ -1,0 +1,238 @@
+"""Recording usage events from the request path: one fast step, never lost.
+
+Group commit: a request hands its event to the process's single writer and waits until
+the event is durable. The writer takes everything queued, writes it in one round trip,
+and wakes the waiters; while it writes, new events queue up for the next batch. Batches
+grow with load, so one round trip serves many requests (docs/architecture.md).
+
+- ``RedisStreamRecorder`` (``REDIS_URL`` set): one pipeline of XADDs to the usage stream
+  plus the counter increments (spend, budgets). Celery workers move the stream into
+  Postgres (usage/consumer.py). If Redis fails, the batch goes straight to the database;
+  if that fails too, to a spool file that ``replay_spool`` loads later.
+- ``DatabaseRecorder`` (embedded default): the batch is inserted into the database
+  directly and latency rollups are refreshed in process; counters live in process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import connection
+
+from gatewaysite.redis import get_redis
+from usage.events import PendingEvent, decode_payload
+
+logger = logging.getLogger(__name__)
+
+
+class _Slot:
+    __slots__ = ("event", "done", "result", "error")
+
+    def __init__(self, event: PendingEvent) -> None:
+        self.event = event
+        self.done = threading.Event()
+        self.result: list[int] = []
+        self.error: BaseException | None = None
+
+
+class GroupCommitWriter:
+    """One writer thread per process; ``submit`` blocks until the event's batch is written."""
+
+    def __init__(self, flush: Callable[[list[PendingEvent]], list[list[int]]], name: str) -> None:
+        self._flush = flush
+        self._name = name
+        self._queue: list[_Slot] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            with self._cond:
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._pid = os.getpid()
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
+
+    def submit(self, event: PendingEvent, timeout: float = 30.0) -> list[int]:
+        self._ensure_thread()
+        slot = _Slot(event)
+        with self._cond:
+            self._queue.append(slot)
+            self._cond.notify()
+        if not slot.done.wait(timeout):
+            raise TimeoutError("usage writer did not flush in time")
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch, self._queue = self._queue, []
+            try:
+                results = self._flush([slot.event for slot in batch])
+                for slot, result in zip(batch, results, strict=True):
+                    slot.result = result
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter, never swallowed
+                for slot in batch:
+                    slot.error = exc
+            for slot in batch:
+                slot.done.set()
+
+
+def _spool(events: list[PendingEvent]) -> None:
+    spool_dir = Path(settings.VAR_DIR) / "spool"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    with open(spool_dir / f"usage-{os.getpid()}.jsonl", "ab") as handle:
+        for event in events:
+            handle.write(event.payload() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_to_database(events: list[PendingEvent]) -> None:
+    from routing.latency.rollup import refresh_buckets
+    from usage.ingest import ingest_events
+
+    try:
+        touched = ingest_events(decode_payload(e.payload()) for e in events)
+        refresh_buckets(touched)
+    finally:
+        connection.close()  # the writer thread must not hold a connection between batches
+
+
+class Recorder:
+    def record(self, event: PendingEvent) -> list[int]:
+        """Make ``event`` durable; return the counters' values after their increments."""
+        raise NotImplementedError
+
+
+class NullRecorder(Recorder):
+    """Benchmark-only (GATEWAY_RECORDING_ENABLED=0): records nothing."""
+
+    def record(self, event: PendingEvent) -> list[int]:
+        return [0 for _ in event.counters]
+
+
+class LocalCounters:
+    """In-process counters for the embedded default (one process, no Redis)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def incr(self, key: str, amount: int) -> int:
+        with self._lock:
+            value = self._values.get(key, 0) + amount
+            self._values[key] = value
+            return value
+
+    def get(self, key: str) -> int | None:
+        return self._values.get(key)
+
+    def set_if_missing(self, key: str, value: int) -> None:
+        with self._lock:
+            self._values.setdefault(key, value)
+
+
+local_counters = LocalCounters()
+
+
+class DatabaseRecorder(Recorder):
+    def __init__(self) -> None:
+        self._writer = GroupCommitWriter(self._flush, "usage-db-writer")
+
+    def _flush(self, events: list[PendingEvent]) -> list[list[int]]:
+        try:
+            _write_to_database(events)
+        except Exception:
+            logger.exception("usage: database write failed; spooling %d events", len(events))
+            _spool(events)
+        return [[local_counters.incr(c.key, c.amount) for c in e.counters] for e in events]
+
+    def record(self, event: PendingEvent) -> list[int]:
+        return self._writer.submit(event)
+
+
+class RedisStreamRecorder(Recorder):
+    def __init__(self) -> None:
+        self._writer = GroupCommitWriter(self._flush, "usage-redis-writer")
+
+    def _flush(self, events: list[PendingEvent]) -> list[list[int]]:
+        client = get_redis()
+        assert client is not None
+        stream = settings.GATEWAY["USAGE_STREAM"]
+        try:
+            pipe = client.pipeline(transaction=False)
+            for event in events:
+                pipe.xadd(stream, {"e": event.payload()})
+                for counter in event.counters:
+                    pipe.incrby(counter.key, counter.amount)
+                    if counter.ttl_seconds:
+                        pipe.expire(counter.key, counter.ttl_seconds)
+            replies = pipe.execute()
+        except Exception:
+            logger.exception("usage: Redis write failed; writing %d events to the database", len(events))
+            try:
+                _write_to_database(events)
+            except Exception:
+                logger.exception("usage: database write failed too; spooling %d events", len(events))
+                _spool(events)
+            return [[0 for _ in e.counters] for e in events]
+        results: list[list[int]] = []
+        position = 0
+        for event in events:
+            position += 1  # the XADD reply
+            values = []
+            for counter in event.counters:
+                values.append(int(replies[position]))
+                position += 2 if counter.ttl_seconds else 1
+            results.append(values)
+        return results
+
+    def record(self, event: PendingEvent) -> list[int]:
+        return self._writer.submit(event)
+
+
+_recorder: Recorder | None = None
+
+
+def get_recorder() -> Recorder:
+    global _recorder
+    if _recorder is None:
+        if not settings.GATEWAY["RECORDING_ENABLED"]:
+            _recorder = NullRecorder()
+        elif settings.REDIS_URL:
+            _recorder = RedisStreamRecorder()
+        else:
+            _recorder = DatabaseRecorder()
+    return _recorder
+
+
+def reset_recorder() -> None:
+    global _recorder
+    _recorder = None
+
+
+def replay_spool() -> int:
+    """Load spooled events into the database (idempotent); return how many were read."""
+    from usage.ingest import ingest_events
+
+    spool_dir = Path(settings.VAR_DIR) / "spool"
+    count = 0
+    for path in sorted(spool_dir.glob("usage-*.jsonl")):
+        events: list[dict[str, Any]] = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        ingest_events(events)
+        count += len(events)
+        path.unlink()
+    return count

@@ -1,0 +1,24 @@
+"""Celery tasks of the usage pipeline. Thin: each calls a service and is safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+@shared_task(
+    name="usage.drain_stream",
+    queue="usage",
+    acks_late=True,
+    expires=10,
+    autoretry_for=(RedisConnectionError, RedisTimeoutError, OperationalError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def drain_stream() -> int:
+    """Move usage events from the Redis stream into Postgres (scheduled every second)."""
+    from usage.consumer import drain
+
+    return drain()
