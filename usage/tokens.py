@@ -45,7 +45,7 @@ def _encoding(name: str) -> Any | None:
             import tiktoken
 
             _encodings[name] = tiktoken.get_encoding(name)
-        except Exception:  # offline without a cache dir, or a broken cache file
+        except Exception:  # noqa: BLE001 - offline without a cache dir, or a broken cache file
             logger.warning("tiktoken encoding %s unavailable; using %s", name, APPROXIMATION)
             _failed.add(name)
             return None
