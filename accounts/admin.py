@@ -1,0 +1,1 @@
+"""Client keys and teams admin."""

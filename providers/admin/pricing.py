@@ -1,0 +1,1 @@
+"""Pricing rows admin: history, CSV import and export, unpriced deployments."""

@@ -1,0 +1,1 @@
+"""Latency samples, rollups and the latency chart admin."""

@@ -1,0 +1,1 @@
+"""Routing rules and routing settings admin."""

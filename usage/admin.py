@@ -1,0 +1,1 @@
+"""Usage records admin (read-only) and the cost export."""
