@@ -1,0 +1,61 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8084
+export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/data/tiktoken)
+
+.PHONY: run test lint format worker beat bench bench-quick smoke migrate clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q '.[test]'
+	@touch $@
+
+## run: install, migrate, set up the embedded defaults, serve on $(PORT) with the production server
+run: $(VENV)/.installed
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py collectstatic --no-input -v 0
+	$(BIN)/python manage.py bootstrap
+	PORT=$(PORT) exec $(BIN)/gunicorn -c gatewaysite/gunicorn.conf.py gatewaysite.wsgi:application
+
+## test: install and run the whole test suite (Postgres and Redis: DATABASE_URL / REDIS_URL or the local defaults)
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest --create-db $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+migrate: $(VENV)/.installed
+	$(BIN)/python manage.py migrate
+
+## worker / beat: the Celery processes (need REDIS_URL and DATABASE_URL)
+worker: $(VENV)/.installed
+	$(BIN)/celery -A gatewaysite worker -Q default,usage,latency --concurrency 2 --loglevel INFO
+
+beat: $(VENV)/.installed
+	$(BIN)/celery -A gatewaysite beat --loglevel INFO --schedule var/celerybeat-schedule
+
+## bench: the benchmark (bench/README.md); bench-quick: a short run
+bench: $(VENV)/.installed
+	bash bench/run.sh
+
+bench-quick: $(VENV)/.installed
+	bash bench/run.sh --quick
+
+## smoke: start the embedded default in a scratch directory, one completion through the mock provider, stop
+smoke: $(VENV)/.installed
+	bash scripts/smoke_embedded.sh
+
+clean:
+	rm -rf $(VENV) var
