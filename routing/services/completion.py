@@ -236,6 +236,12 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
             if not error.retryable:
                 break
             continue
+        except Exception:  # an adapter bug must not lose the record or hide the fallback
+            logger.exception("adapter %s failed on deployment %s", deployment.kind, deployment.name)
+            attempt.upstream_ms = (monotonic() - started) * 1000
+            last_error = UpstreamError(f"{deployment.provider}: the gateway could not translate the answer", status=502)
+            _record_attempt(call, attempt, last_error)
+            continue
         attempt.ok = True
         if route.stream:
             return _stream_result(call, attempt, upstream, first, started)
@@ -304,6 +310,19 @@ def _stream_result(
             attempt.upstream_ms = (monotonic() - started) * 1000
             _record_attempt(call, attempt, error)
             yield _sse({"error": {"message": error.message, "type": error.error_type, "code": error.code}})
+            yield DONE
+        except Exception:
+            outcome = "error"
+            logger.exception("stream %s failed in the gateway", call.request_id)
+            yield _sse(
+                {
+                    "error": {
+                        "message": "The gateway failed while streaming.",
+                        "type": "api_error",
+                        "code": "stream_error",
+                    }
+                }
+            )
             yield DONE
         finally:
             close = getattr(upstream, "close", None)
