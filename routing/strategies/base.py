@@ -25,6 +25,7 @@ class RouteRequest:
     key: KeyInfo
     snapshot: Snapshot
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    dry_run: bool = False  # explain: rank without changing any strategy state (round-robin position)
     _input_tokens: tuple[int, str] | None = field(default=None, repr=False)
 
     @property

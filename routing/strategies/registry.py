@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from routing.strategies.balanced import BalancedStrategy
 from routing.strategies.base import Strategy
+from routing.strategies.cost import CostStrategy
+from routing.strategies.custom import CustomStrategy
 from routing.strategies.model import ModelStrategy
 
 STRATEGY_CLASSES: list[type[Strategy]] = [
     ModelStrategy,
+    BalancedStrategy,
+    CostStrategy,
+    CustomStrategy,
 ]
 
 STRATEGIES: dict[str, Strategy] = {cls.name: cls() for cls in STRATEGY_CLASSES}
