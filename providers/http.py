@@ -60,6 +60,13 @@ def error_message(payload: bytes) -> str:
     return ""
 
 
+def redact(target: Target, text: str) -> str:
+    """``text`` without the provider's credential, should an upstream echo it back."""
+    if target.api_key and len(target.api_key) >= 4 and target.api_key in text:
+        return text.replace(target.api_key, "[redacted]")
+    return text
+
+
 def post_json(
     target: Target, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool = False
 ) -> urllib3.BaseHTTPResponse:
@@ -84,7 +91,7 @@ def post_json(
         finally:
             if stream:
                 response.release_conn()
-        raise error_for_status(target.provider, response.status, error_message(body))
+        raise error_for_status(target.provider, response.status, redact(target, error_message(body)))
     return response
 
 

@@ -1,0 +1,476 @@
+"""Anthropic's Messages API (``POST {base_url}/v1/messages``) behind OpenAI's chat format.
+
+Requests: system and developer messages become ``system``; consecutive messages of one
+role are merged (Anthropic requires alternating turns); assistant ``tool_calls`` become
+``tool_use`` blocks and ``role: tool`` messages ``tool_result`` blocks in a user turn;
+``image_url`` parts become image blocks. ``max_tokens`` is required by Anthropic, so
+``GATEWAY["ANTHROPIC_DEFAULT_MAX_TOKENS"]`` applies when the client sends none.
+Parameters Anthropic cannot honour are rejected (``REJECTED``) or dropped (``DROPPED``);
+see docs/providers.md.
+
+Options (``Provider.options``): ``anthropic_version`` (header, default 2023-06-01),
+``anthropic_beta`` (header, optional), ``headers`` (extra headers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from gatewaysite.clock import clock
+from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage, error_for_status
+from providers.http import iter_sse, post_json, read_json, redact
+
+DEFAULT_VERSION = "2023-06-01"
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Anthropic error types (in error bodies and ``event: error``) and their HTTP statuses.
+ERROR_STATUSES = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+# Sent through unchanged: Anthropic knows them under the same name.
+PASSED = ("temperature", "top_p", "top_k")
+
+# Parameters whose effect a client relies on and Anthropic cannot give: a clear 400.
+REJECTED = {
+    "logprobs": "Anthropic does not return log probabilities.",
+    "top_logprobs": "Anthropic does not return log probabilities.",
+    "audio": "Anthropic models do not produce audio.",
+    "functions": "use 'tools' instead of the deprecated 'functions'.",
+    "function_call": "use 'tool_choice' instead of the deprecated 'function_call'.",
+    "web_search_options": "web search is not available through this provider.",
+}
+
+# Hints and bookkeeping Anthropic has no equivalent for: dropped silently.
+DROPPED = (
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "metadata",
+    "store",
+    "service_tier",
+    "prediction",
+    "prompt_cache_key",
+    "safety_identifier",
+    "reasoning_effort",
+    "verbosity",
+)
+
+
+def unsupported(message: str, param: str) -> UpstreamError:
+    return UpstreamError(
+        f"{message} (parameter '{param}')",
+        status=400,
+        code="unsupported_parameter",
+        error_type="invalid_request_error",
+        client_error=True,
+    )
+
+
+def invalid(message: str) -> UpstreamError:
+    return UpstreamError(
+        message, status=400, code="invalid_request", error_type="invalid_request_error", client_error=True
+    )
+
+
+def upstream_error(target: Target, upstream_status: int, message: str) -> UpstreamError:
+    """``error_for_status`` plus Anthropic's own 529 (overloaded): worth trying elsewhere."""
+    if upstream_status == 529:
+        return UpstreamError(
+            f"{target.provider}: {message or 'overloaded'}",
+            status=502,
+            code="upstream_overloaded",
+            upstream_status=529,
+        )
+    return error_for_status(target.provider, upstream_status, message)
+
+
+# --- request ---------------------------------------------------------------------------
+
+
+def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str) or not url:
+        raise invalid(f"{where}: image_url needs a url.")
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not sep or encoding != "base64" or not media_type:
+            raise invalid(f"{where}: image data URLs must be base64 ('data:image/png;base64,...').")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise invalid(f"{where}: image URLs must be data: or http(s) URLs.")
+
+
+def _blocks(content: Any, where: str, *, images: bool = True) -> list[dict[str, Any]]:
+    """OpenAI message content (string or parts) as Anthropic content blocks."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise invalid(f"{where}: content must be a string or an array of parts.")
+    blocks: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind in ("text", "refusal"):
+            text = part.get(kind)
+            if not isinstance(text, str):
+                raise invalid(f"{where}[{index}]: a {kind} part needs a string '{kind}'.")
+            if not text:
+                continue  # Anthropic rejects empty text blocks
+            block: dict[str, Any] = {"type": "text", "text": text}
+        elif kind == "image_url" and images:
+            block = _image_block(part, f"{where}[{index}]")
+        else:
+            raise unsupported(f"{where}[{index}]: content parts of type {kind!r} are not supported", "messages")
+        if isinstance(part.get("cache_control"), Mapping):
+            block["cache_control"] = part["cache_control"]  # prompt caching breakpoints pass through
+        blocks.append(block)
+    return blocks
+
+
+def _tool_use_blocks(tool_calls: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(tool_calls, list):
+        raise invalid(f"{where}.tool_calls must be an array.")
+    blocks = []
+    for index, call in enumerate(tool_calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise invalid(f"{where}.tool_calls[{index}] needs function.name.")
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+        except orjson.JSONDecodeError:
+            raise invalid(f"{where}.tool_calls[{index}].function.arguments is not valid JSON.") from None
+        if not isinstance(parsed, dict):
+            raise invalid(f"{where}.tool_calls[{index}].function.arguments must be a JSON object.")
+        blocks.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": function["name"], "input": parsed})
+    return blocks
+
+
+def _system_text(content: Any, where: str) -> list[dict[str, Any]]:
+    return _blocks(content, where, images=False)
+
+
+def translate_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, Anthropic messages with strictly alternating roles)."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system.extend(_system_text(content, where))
+            continue
+        if role == "user":
+            anthropic_role, blocks = "user", _blocks(content, where)
+        elif role == "assistant":
+            anthropic_role, blocks = "assistant", _blocks(content, where, images=False)
+            if message.get("tool_calls"):
+                blocks += _tool_use_blocks(message["tool_calls"], where)
+        elif role == "tool":
+            tool_call_id = message.get("tool_call_id")
+            if not isinstance(tool_call_id, str) or not tool_call_id:
+                raise invalid(f"{where}: tool messages need a tool_call_id.")
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id}
+            inner = _blocks(content, where)
+            if inner:
+                result["content"] = inner
+            anthropic_role, blocks = "user", [result]
+        else:
+            raise unsupported(f"{where}: the role {role!r} is not supported; use tools", "messages")
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == anthropic_role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": anthropic_role, "content": blocks})
+    return system, turns
+
+
+def translate_tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise invalid("'tools' must be an array.")
+    result = []
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
+            raise unsupported(f"tools[{index}]: only function tools are supported", "tools")
+        function = tool.get("function")
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise invalid(f"tools[{index}] needs function.name.")
+        entry: dict[str, Any] = {
+            "name": function["name"],
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if function.get("description"):
+            entry["description"] = function["description"]
+        if isinstance(tool.get("cache_control"), Mapping):
+            entry["cache_control"] = tool["cache_control"]
+        result.append(entry)
+    return result
+
+
+def translate_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if choice is None:
+        result: dict[str, Any] | None = {"type": "auto"} if parallel is False else None
+    elif choice == "auto":
+        result = {"type": "auto"}
+    elif choice == "required":
+        result = {"type": "any"}
+    elif choice == "none":
+        result = {"type": "none"}
+    elif isinstance(choice, Mapping) and isinstance((choice.get("function") or {}).get("name"), str):
+        result = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        raise invalid("'tool_choice' must be 'auto', 'none', 'required' or a function.")
+    if result is not None and parallel is False and result["type"] != "none":
+        result["disable_parallel_tool_use"] = True
+    return result
+
+
+def request_body(target: Target, body: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
+    for name, reason in REJECTED.items():
+        if body.get(name) not in (None, False):
+            raise unsupported(reason, name)
+    if (body.get("n") or 1) != 1:
+        raise unsupported("Anthropic returns one choice per request; send n=1", "n")
+    response_format = body.get("response_format")
+    if response_format is not None and (
+        not isinstance(response_format, Mapping) or response_format.get("type") != "text"
+    ):
+        raise unsupported(
+            "Anthropic has no JSON mode; describe the format in the prompt or use a tool", "response_format"
+        )
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise unsupported("Anthropic models produce text only", "modalities")
+
+    system, messages = translate_messages(body["messages"])
+    if not messages:
+        raise invalid("Anthropic needs at least one user or assistant message besides system messages.")
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    payload: dict[str, Any] = {
+        "model": target.model,
+        "messages": messages,
+        "max_tokens": max_tokens or settings.GATEWAY["ANTHROPIC_DEFAULT_MAX_TOKENS"],
+    }
+    if system:
+        payload["system"] = system
+    for name in PASSED:
+        if body.get(name) is not None:
+            payload[name] = body[name]
+    stop = body.get("stop")
+    if stop:
+        payload["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if body.get("tools"):
+        payload["tools"] = translate_tools(body["tools"])
+    choice = translate_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None and payload.get("tools"):
+        payload["tool_choice"] = choice
+    if isinstance(body.get("user"), str) and body["user"]:
+        payload["metadata"] = {"user_id": body["user"]}
+    if stream:
+        payload["stream"] = True
+    return payload
+
+
+# --- response --------------------------------------------------------------------------
+
+
+def usage_of(raw: Mapping[str, Any] | None) -> Usage:
+    """Anthropic's ``input_tokens`` excludes cache reads and writes; OpenAI's prompt count includes them."""
+    raw = raw or {}
+    fresh = int(raw.get("input_tokens") or 0)
+    read = int(raw.get("cache_read_input_tokens") or 0)
+    written = int(raw.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        prompt_tokens=fresh + read + written,
+        completion_tokens=int(raw.get("output_tokens") or 0),
+        cached_tokens=read,
+        cache_creation_tokens=written,
+    )
+
+
+def completion_of(target: Target, data: Any) -> Completion:
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        raise UpstreamError(f"{target.provider}: answered without content", status=502)
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in data["content"]:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text") or ""))
+        elif block.get("type") == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+        # thinking and redacted_thinking blocks have no place in OpenAI's format
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    usage = usage_of(data.get("usage"))
+    result = {
+        "id": data.get("id") or "",
+        "object": "chat.completion",
+        "created": int(clock.time()),
+        "model": data.get("model") or target.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": FINISH_REASONS.get(data.get("stop_reason") or "end_turn", "stop"),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage.to_openai(),
+    }
+    return Completion(body=result, usage=usage)
+
+
+class AnthropicAdapter(ProviderAdapter):
+    kind = "anthropic"
+
+    def url(self, target: Target) -> str:
+        return target.base_url.rstrip("/") + "/v1/messages"
+
+    def headers(self, target: Target) -> dict[str, str]:
+        headers = {
+            "x-api-key": target.api_key,
+            "anthropic-version": str(target.options.get("anthropic_version", DEFAULT_VERSION)),
+        }
+        if target.options.get("anthropic_beta"):
+            headers["anthropic-beta"] = str(target.options["anthropic_beta"])
+        extra = target.options.get("headers")
+        if isinstance(extra, dict):
+            headers.update({str(k): str(v) for k, v in extra.items()})
+        return headers
+
+    def _post(self, target: Target, payload: dict[str, Any], *, stream: bool) -> Any:
+        try:
+            return post_json(target, self.url(target), payload, self.headers(target), stream=stream)
+        except UpstreamError as error:
+            if error.upstream_status == 529:
+                raise upstream_error(target, 529, error.message.removeprefix(f"{target.provider}: ")) from None
+            raise
+
+    def complete(self, target: Target, body: dict[str, Any]) -> Completion:
+        response = self._post(target, request_body(target, body, stream=False), stream=False)
+        return completion_of(target, read_json(target, response))
+
+    def stream(self, target: Target, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        payload = request_body(target, body, stream=True)
+        response = self._post(target, payload, stream=True)
+        translator = StreamTranslator(target)
+        for _event, data in iter_sse(target, response):
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{target.provider}: sent an invalid stream event", status=502) from None
+            if isinstance(event, dict):
+                yield from translator.feed(event)
+        if not translator.stopped:
+            raise UpstreamError(f"{target.provider}: the stream ended before message_stop", status=502)
+
+
+class StreamTranslator:
+    """Anthropic stream events in, OpenAI ``chat.completion.chunk`` dicts out."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.base: dict[str, Any] = {
+            "id": "",
+            "object": "chat.completion.chunk",
+            "created": int(clock.time()),
+            "model": target.model,
+        }
+        self.usage: dict[str, Any] = {}
+        self.tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
+        self.finish_reason: str | None = None
+        self.stopped = False
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+    def feed(self, event: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self.base["id"] = message.get("id") or ""
+            self.base["model"] = message.get("model") or self.target.model
+            self.usage.update({k: v for k, v in (message.get("usage") or {}).items() if v is not None})
+            yield self.chunk({"role": "assistant", "content": ""})
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tool_index[int(event.get("index") or 0)] = len(self.tool_index)
+                call = {
+                    "index": index,
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""},
+                }
+                yield self.chunk({"tool_calls": [call]})
+            elif block.get("type") == "text" and block.get("text"):
+                yield self.chunk({"content": block["text"]})
+        elif kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                yield self.chunk({"content": delta.get("text") or ""})
+            elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                index = self.tool_index.get(int(event.get("index") or 0))
+                if index is not None:
+                    yield self.chunk(
+                        {"tool_calls": [{"index": index, "function": {"arguments": delta["partial_json"]}}]}
+                    )
+            # thinking, signature and citation deltas have no place in OpenAI's format
+        elif kind == "message_delta":
+            # usage here is cumulative; newer API versions repeat the input counts as well
+            self.usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            stop_reason = (event.get("delta") or {}).get("stop_reason")
+            if stop_reason:
+                self.finish_reason = FINISH_REASONS.get(stop_reason, "stop")
+                yield self.chunk({}, self.finish_reason)
+        elif kind == "message_stop":
+            self.stopped = True
+            if self.finish_reason is None:
+                yield self.chunk({}, "stop")
+            yield {**self.base, "choices": [], "usage": usage_of(self.usage).to_openai()}
+        elif kind == "error":
+            error = event.get("error") or {}
+            status = ERROR_STATUSES.get(error.get("type"), 500)
+            raise upstream_error(self.target, status, redact(self.target, str(error.get("message") or "")))
+        # ping and future event types are ignored, as Anthropic asks of clients

@@ -1,0 +1,515 @@
+"""Google's Gemini API (``generateContent`` / ``streamGenerateContent``) behind OpenAI's chat format.
+
+``POST {base_url}/v1beta/models/{model}:generateContent`` (and
+``:streamGenerateContent?alt=sse``), the key in ``x-goog-api-key``. Requests: system and
+developer messages become ``systemInstruction``; assistant turns are ``model`` turns;
+tool calls are ``functionCall`` parts and tool results ``functionResponse`` parts;
+consecutive turns of one role are merged. Sampling parameters go to ``generationConfig``.
+Parameters Gemini cannot honour are rejected (``REJECTED``) or dropped (``DROPPED``);
+see docs/providers.md.
+
+Gemini 2.5+ attaches a ``thoughtSignature`` to function calls, which must come back with
+the call on the next turn. OpenAI's format has no field for it, so it rides inside the
+tool call id (``<id>__thought__<signature>``) and is unpacked when the client echoes the
+assistant message back.
+
+Options (``Provider.options``): ``api_version`` (path segment, default ``v1beta``),
+``headers`` (extra headers).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from gatewaysite.clock import clock
+from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage, error_for_status
+from providers.http import iter_sse, post_json, read_json, redact
+
+SIGNATURE_SEPARATOR = "__thought__"
+
+FINISH_REASONS = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "LANGUAGE": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "IMAGE_PROHIBITED_CONTENT": "content_filter",
+    "MALFORMED_FUNCTION_CALL": "stop",
+    "UNEXPECTED_TOOL_CALL": "stop",
+    "OTHER": "stop",
+}
+
+# Google's error ``status`` strings, for errors that arrive inside a stream.
+ERROR_STATUSES = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+# OpenAI name -> generationConfig name.
+GENERATION_CONFIG = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "top_k": "topK",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+}
+
+REJECTED = {
+    "logprobs": "log probabilities are not translated for Gemini.",
+    "top_logprobs": "log probabilities are not translated for Gemini.",
+    "audio": "audio output is not available through this provider.",
+    "functions": "use 'tools' instead of the deprecated 'functions'.",
+    "function_call": "use 'tool_choice' instead of the deprecated 'function_call'.",
+    "web_search_options": "web search is not available through this provider.",
+}
+
+DROPPED = (
+    "user",
+    "logit_bias",
+    "metadata",
+    "store",
+    "service_tier",
+    "prediction",
+    "prompt_cache_key",
+    "safety_identifier",
+    "reasoning_effort",
+    "verbosity",
+    "parallel_tool_calls",
+)
+
+# JSON Schema keywords Gemini's OpenAPI-subset ``parameters`` schema refuses.
+SCHEMA_KEYS_DROPPED = ("$schema", "additionalProperties", "strict", "$id", "$comment")
+
+
+def unsupported(message: str, param: str) -> UpstreamError:
+    return UpstreamError(
+        f"{message} (parameter '{param}')",
+        status=400,
+        code="unsupported_parameter",
+        error_type="invalid_request_error",
+        client_error=True,
+    )
+
+
+def invalid(message: str) -> UpstreamError:
+    return UpstreamError(
+        message, status=400, code="invalid_request", error_type="invalid_request_error", client_error=True
+    )
+
+
+def upstream_error(target: Target, upstream_status: int, message: str) -> UpstreamError:
+    """``error_for_status``, except that Gemini reports a bad API key as HTTP 400."""
+    if upstream_status == 400 and "api key" in message.lower():
+        upstream_status = 401
+    return error_for_status(target.provider, upstream_status, message)
+
+
+# --- request ---------------------------------------------------------------------------
+
+
+def _image_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str) or not url:
+        raise invalid(f"{where}: image_url needs a url.")
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        mime_type, _, encoding = header.partition(";")
+        if not sep or encoding != "base64" or not mime_type:
+            raise invalid(f"{where}: image data URLs must be base64 ('data:image/png;base64,...').")
+        return {"inlineData": {"mimeType": mime_type, "data": data}}
+    if url.startswith(("http://", "https://", "gs://")):
+        mime_type = mimetypes.guess_type(url.split("?", 1)[0])[0] or "image/jpeg"
+        return {"fileData": {"mimeType": mime_type, "fileUri": url}}
+    raise invalid(f"{where}: image URLs must be data:, http(s) or gs:// URLs.")
+
+
+def _parts(content: Any, where: str, *, images: bool = True) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise invalid(f"{where}: content must be a string or an array of parts.")
+    parts: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind in ("text", "refusal"):
+            text = part.get(kind)
+            if not isinstance(text, str):
+                raise invalid(f"{where}[{index}]: a {kind} part needs a string '{kind}'.")
+            if text:
+                parts.append({"text": text})
+        elif kind == "image_url" and images:
+            parts.append(_image_part(part, f"{where}[{index}]"))
+        else:
+            raise unsupported(f"{where}[{index}]: content parts of type {kind!r} are not supported", "messages")
+    return parts
+
+
+def _text(content: Any, where: str) -> str:
+    return "".join(p["text"] for p in _parts(content, where, images=False))
+
+
+def pack_call_id(call_id: str, signature: str | None) -> str:
+    return f"{call_id}{SIGNATURE_SEPARATOR}{signature}" if signature else call_id
+
+
+def unpack_call_id(call_id: str) -> tuple[str, str | None]:
+    call_id, _, signature = call_id.partition(SIGNATURE_SEPARATOR)
+    return call_id, signature or None
+
+
+def _function_call_parts(tool_calls: Any, where: str, names: dict[str, str]) -> list[dict[str, Any]]:
+    if not isinstance(tool_calls, list):
+        raise invalid(f"{where}.tool_calls must be an array.")
+    parts = []
+    for index, call in enumerate(tool_calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise invalid(f"{where}.tool_calls[{index}] needs function.name.")
+        arguments = function.get("arguments") or "{}"
+        try:
+            args = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+        except orjson.JSONDecodeError:
+            raise invalid(f"{where}.tool_calls[{index}].function.arguments is not valid JSON.") from None
+        if not isinstance(args, dict):
+            raise invalid(f"{where}.tool_calls[{index}].function.arguments must be a JSON object.")
+        raw_id = str(call.get("id") or "")
+        names[raw_id] = function["name"]
+        _, signature = unpack_call_id(raw_id)
+        part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
+        if signature:
+            part["thoughtSignature"] = signature
+        parts.append(part)
+    return parts
+
+
+def _function_response(message: Mapping[str, Any], where: str, names: dict[str, str]) -> dict[str, Any]:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise invalid(f"{where}: tool messages need a tool_call_id.")
+    name = names.get(call_id) or message.get("name")
+    if not isinstance(name, str) or not name:
+        raise invalid(f"{where}: tool_call_id {call_id!r} matches no earlier assistant tool call.")
+    text = _text(message.get("content"), where)
+    try:
+        result = orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError:
+        result = None
+    response = result if isinstance(result, dict) else {"content": text if result is None else result}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+def translate_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(systemInstruction parts, contents with merged consecutive roles)."""
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool call id -> function name, for functionResponse
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system.extend(_parts(content, where, images=False))
+            continue
+        if role == "user":
+            gemini_role, parts = "user", _parts(content, where)
+        elif role == "assistant":
+            gemini_role, parts = "model", _parts(content, where, images=False)
+            if message.get("tool_calls"):
+                parts += _function_call_parts(message["tool_calls"], where, names)
+        elif role == "tool":
+            gemini_role, parts = "user", [_function_response(message, where, names)]
+        else:
+            raise unsupported(f"{where}: the role {role!r} is not supported; use tools", "messages")
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == gemini_role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": gemini_role, "parts": parts})
+    return system, contents
+
+
+def clean_schema(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: clean_schema(v) for k, v in schema.items() if k not in SCHEMA_KEYS_DROPPED}
+    if isinstance(schema, list):
+        return [clean_schema(v) for v in schema]
+    return schema
+
+
+def translate_tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise invalid("'tools' must be an array.")
+    declarations = []
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
+            raise unsupported(f"tools[{index}]: only function tools are supported", "tools")
+        function = tool.get("function")
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise invalid(f"tools[{index}] needs function.name.")
+        declaration: dict[str, Any] = {"name": function["name"]}
+        if function.get("description"):
+            declaration["description"] = function["description"]
+        parameters = function.get("parameters")
+        if isinstance(parameters, Mapping) and parameters.get("properties"):
+            declaration["parameters"] = clean_schema(dict(parameters))  # Gemini refuses an empty object schema
+        declarations.append(declaration)
+    return [{"functionDeclarations": declarations}]
+
+
+def translate_tool_choice(choice: Any) -> dict[str, Any]:
+    if choice == "auto":
+        return {"functionCallingConfig": {"mode": "AUTO"}}
+    if choice == "none":
+        return {"functionCallingConfig": {"mode": "NONE"}}
+    if choice == "required":
+        return {"functionCallingConfig": {"mode": "ANY"}}
+    if isinstance(choice, Mapping) and isinstance((choice.get("function") or {}).get("name"), str):
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}}
+    raise invalid("'tool_choice' must be 'auto', 'none', 'required' or a function.")
+
+
+def _response_format(config: dict[str, Any], response_format: Any) -> None:
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind == "text":
+        return
+    if kind == "json_object":
+        config["responseMimeType"] = "application/json"
+        return
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        config["responseMimeType"] = "application/json"
+        if isinstance(schema, Mapping):
+            config["responseJsonSchema"] = schema
+        return
+    raise invalid("'response_format' must be of type text, json_object or json_schema.")
+
+
+def request_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    for name, reason in REJECTED.items():
+        if body.get(name) not in (None, False):
+            raise unsupported(reason, name)
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise unsupported("only text output is available through this provider", "modalities")
+
+    system, contents = translate_messages(body["messages"])
+    if not contents:
+        raise invalid("Gemini needs at least one user or assistant message besides system messages.")
+    payload: dict[str, Any] = {"contents": contents}
+    if system:
+        payload["systemInstruction"] = {"parts": system}
+    config: dict[str, Any] = {}
+    for name, gemini_name in GENERATION_CONFIG.items():
+        if body.get(name) is not None:
+            config[gemini_name] = body[name]
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens:
+        config["maxOutputTokens"] = max_tokens
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if (body.get("n") or 1) != 1:
+        config["candidateCount"] = body["n"]
+    if body.get("response_format") is not None:
+        _response_format(config, body["response_format"])
+    if config:
+        payload["generationConfig"] = config
+    if body.get("tools"):
+        payload["tools"] = translate_tools(body["tools"])
+        if body.get("tool_choice") is not None:
+            payload["toolConfig"] = translate_tool_choice(body["tool_choice"])
+    return payload
+
+
+# --- response --------------------------------------------------------------------------
+
+
+def usage_of(raw: Mapping[str, Any] | None) -> Usage:
+    """``promptTokenCount`` already includes cached tokens; thinking counts as output."""
+    raw = raw or {}
+    return Usage(
+        prompt_tokens=int(raw.get("promptTokenCount") or 0) + int(raw.get("toolUsePromptTokenCount") or 0),
+        completion_tokens=int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0),
+        cached_tokens=int(raw.get("cachedContentTokenCount") or 0),
+    )
+
+
+def _tool_call(part: Mapping[str, Any]) -> dict[str, Any]:
+    call = part["functionCall"]
+    call_id = str(call.get("id") or "call_" + uuid.uuid4().hex[:24])
+    return {
+        "id": pack_call_id(call_id, part.get("thoughtSignature")),
+        "type": "function",
+        "function": {"name": call.get("name"), "arguments": orjson.dumps(call.get("args") or {}).decode()},
+    }
+
+
+def _split_parts(candidate: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in (candidate.get("content") or {}).get("parts") or ():
+        if not isinstance(part, Mapping) or part.get("thought"):
+            continue  # thought summaries have no place in OpenAI's format
+        if isinstance(part.get("functionCall"), Mapping):
+            calls.append(_tool_call(part))
+        elif isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return texts, calls
+
+
+def _finish_reason(reason: str | None, has_calls: bool) -> str | None:
+    if not reason:
+        return None
+    mapped = FINISH_REASONS.get(reason, "stop")
+    return "tool_calls" if has_calls and mapped == "stop" else mapped
+
+
+def completion_of(target: Target, data: Any) -> Completion:
+    if not isinstance(data, dict):
+        raise UpstreamError(f"{target.provider}: answered without candidates", status=502)
+    choices = []
+    candidates = data.get("candidates") or []
+    for position, candidate in enumerate(candidates):
+        texts, calls = _split_parts(candidate)
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+        if calls:
+            message["tool_calls"] = calls
+        choices.append(
+            {
+                "index": int(candidate.get("index") or position),
+                "message": message,
+                "finish_reason": _finish_reason(candidate.get("finishReason") or "STOP", bool(calls)),
+                "logprobs": None,
+            }
+        )
+    if not choices:  # the prompt itself was blocked (promptFeedback.blockReason)
+        choices.append(
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": ""},
+                "finish_reason": "content_filter",
+                "logprobs": None,
+            }
+        )
+    usage = usage_of(data.get("usageMetadata"))
+    result = {
+        "id": "chatcmpl-" + str(data.get("responseId") or uuid.uuid4().hex[:24]),
+        "object": "chat.completion",
+        "created": int(clock.time()),
+        "model": data.get("modelVersion") or target.model,
+        "choices": choices,
+        "usage": usage.to_openai(),
+    }
+    return Completion(body=result, usage=usage)
+
+
+class GeminiAdapter(ProviderAdapter):
+    kind = "gemini"
+
+    def url(self, target: Target, *, stream: bool) -> str:
+        version = str(target.options.get("api_version") or "v1beta")
+        model = quote(target.model.removeprefix("models/"), safe="")
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{target.base_url.rstrip('/')}/{version}/models/{model}:{method}"
+
+    def headers(self, target: Target) -> dict[str, str]:
+        headers = {"x-goog-api-key": target.api_key}
+        extra = target.options.get("headers")
+        if isinstance(extra, dict):
+            headers.update({str(k): str(v) for k, v in extra.items()})
+        return headers
+
+    def _post(self, target: Target, payload: dict[str, Any], *, stream: bool) -> Any:
+        try:
+            return post_json(target, self.url(target, stream=stream), payload, self.headers(target), stream=stream)
+        except UpstreamError as error:
+            if error.upstream_status == 400 and "api key" in error.message.lower():
+                raise upstream_error(target, 400, error.message.removeprefix(f"{target.provider}: ")) from None
+            raise
+
+    def complete(self, target: Target, body: dict[str, Any]) -> Completion:
+        response = self._post(target, request_body(body), stream=False)
+        return completion_of(target, read_json(target, response))
+
+    def stream(self, target: Target, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        payload = request_body(body)
+        response = self._post(target, payload, stream=True)
+        base: dict[str, Any] = {
+            "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+            "object": "chat.completion.chunk",
+            "created": int(clock.time()),
+            "model": target.model,
+        }
+        usage: Mapping[str, Any] | None = None
+        tool_counts: dict[int, int] = {}  # candidate index -> tool calls sent so far
+        finished: set[int] = set()
+        started = False
+        for _event, data in iter_sse(target, response):
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{target.provider}: sent an invalid stream event", status=502) from None
+            if isinstance(event, list) and event:
+                event = event[0]
+            if not isinstance(event, dict):
+                continue
+            if isinstance(event.get("error"), Mapping):
+                error = event["error"]
+                status = int(error.get("code") or ERROR_STATUSES.get(error.get("status"), 500))
+                raise upstream_error(target, status, redact(target, str(error.get("message") or "")))
+            if not started:
+                started = True
+                if event.get("responseId"):
+                    base["id"] = "chatcmpl-" + str(event["responseId"])
+                base["model"] = event.get("modelVersion") or target.model
+                yield {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                }
+            if event.get("usageMetadata"):
+                usage = event["usageMetadata"]  # cumulative: the last one counts
+            for position, candidate in enumerate(event.get("candidates") or ()):
+                index = int(candidate.get("index") or position)
+                texts, calls = _split_parts(candidate)
+                delta: dict[str, Any] = {}
+                if texts:
+                    delta["content"] = "".join(texts)
+                if calls:
+                    first = tool_counts.get(index, 0)
+                    delta["tool_calls"] = [{"index": first + i, **call} for i, call in enumerate(calls)]
+                    tool_counts[index] = first + len(calls)
+                if delta:
+                    yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+                reason = _finish_reason(candidate.get("finishReason"), bool(tool_counts.get(index)))
+                if reason:
+                    finished.add(index)
+                    yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": reason}]}
+            if not event.get("candidates") and (event.get("promptFeedback") or {}).get("blockReason"):
+                finished.add(0)
+                yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
+        if not finished:
+            raise UpstreamError(f"{target.provider}: the stream ended before a finish reason", status=502)
+        if usage is not None:
+            yield {**base, "choices": [], "usage": usage_of(usage).to_openai()}
