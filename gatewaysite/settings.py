@@ -150,6 +150,15 @@ GATEWAY = {
     "ANTHROPIC_DEFAULT_MAX_TOKENS": env_int("GATEWAY_ANTHROPIC_DEFAULT_MAX_TOKENS", 4096, minimum=1),
     # Expected output tokens for estimates when the request has no max_tokens.
     "DEFAULT_EXPECTED_OUTPUT_TOKENS": env_int("GATEWAY_DEFAULT_EXPECTED_OUTPUT_TOKENS", 256, minimum=1),
+    # Latency (docs/latency.md): raw samples older than this are pruned; rollups are kept.
+    "LATENCY_SAMPLE_RETENTION_DAYS": env_int("GATEWAY_LATENCY_SAMPLE_RETENTION_DAYS", 7, minimum=1),
+    # Latency strategy: live window and half-life of its decay, what a failed attempt counts as,
+    # samples a deployment needs to be ranked, and one request in N that tries one without them.
+    "LATENCY_WINDOW_SECONDS": env_int("GATEWAY_LATENCY_WINDOW_SECONDS", 60, minimum=2),
+    "LATENCY_HALF_LIFE_SECONDS": env_float("GATEWAY_LATENCY_HALF_LIFE_SECONDS", 10.0, minimum=0.1),
+    "LATENCY_ERROR_PENALTY_MS": env_float("GATEWAY_LATENCY_ERROR_PENALTY_MS", 5000.0, minimum=0),
+    "LATENCY_MIN_SAMPLES": env_int("GATEWAY_LATENCY_MIN_SAMPLES", 3, minimum=1),
+    "LATENCY_EXPLORE_EVERY": env_int("GATEWAY_LATENCY_EXPLORE_EVERY", 20, minimum=0),
 }
 
 LOGGING = {
