@@ -13,7 +13,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Case, Count, Exists, F, OuterRef, QuerySet, When
+from django.db.models import Case, CharField, Count, Exists, F, OuterRef, QuerySet, When
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
@@ -26,7 +26,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def with_priced(queryset: QuerySet[Deployment]) -> QuerySet[Deployment]:
     """Annotate ``priced``: a pricing row for (provider's pricing vendor, provider model) is in effect now."""
-    vendor = Case(When(provider__vendor="", then=F("provider__kind")), default=F("provider__vendor"))
+    vendor = Case(
+        When(provider__vendor="", then=F("provider__kind")), default=F("provider__vendor"), output_field=CharField()
+    )
     rows = PricingRow.objects.filter(
         vendor=OuterRef("pricing_vendor"), model=OuterRef("provider_model"), effective_from__lte=now()
     )
