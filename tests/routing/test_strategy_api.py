@@ -1,0 +1,154 @@
+"""``/admin/routing/strategy`` with staff JWTs, including the seed's curl examples as written."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from typing import Any
+
+import pytest
+import requests
+
+from routing.strategies.registry import strategy_names
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The seed's examples, verbatim (phase 4, "Set Routing Strategy"): no content-type header.
+SEED_EXAMPLES = {
+    "cost": """curl -X POST http://localhost:8084/admin/routing/strategy \\
+  -H "Authorization: Bearer JWT_TOKEN" \\
+  -d '{"strategy": "cost"}'""",
+    "latency": """curl -X POST http://localhost:8084/admin/routing/strategy \\
+  -H "Authorization: Bearer JWT_TOKEN" \\
+  -d '{"strategy": "latency"}'""",
+    "balanced": """curl -X POST http://localhost:8084/admin/routing/strategy \\
+  -H "Authorization: Bearer JWT_TOKEN" \\
+  -d '{"strategy": "balanced"}'""",
+}
+
+
+@pytest.fixture
+def users(db: None) -> dict[str, Any]:
+    from django.contrib.auth.models import User
+
+    return {
+        "staff": User.objects.create_user("ops", password="ops-password-1", is_staff=True),
+        "plain": User.objects.create_user("analyst", password="analyst-password-1"),
+    }
+
+
+def obtain(url: str, username: str, password: str) -> dict[str, str]:
+    response = requests.post(url + "/api/token/", json={"username": username, "password": password}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def strategy_in_db() -> str:
+    from routing.models import RoutingSettings
+
+    row = RoutingSettings.objects.filter(pk=1).first()
+    return row.strategy if row else "model"
+
+
+@pytest.mark.parametrize("strategy", list(SEED_EXAMPLES))
+def test_seed_curl_examples_as_written(live_server: Any, users: dict[str, Any], strategy: str) -> None:
+    token = obtain(live_server.url, "ops", "ops-password-1")["access"]
+    command = SEED_EXAMPLES[strategy].replace("http://localhost:8084", live_server.url).replace("JWT_TOKEN", token)
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert "-H" in argv and not any("content-type" in a.lower() for a in argv)
+    result = subprocess.run([*argv, "-s", "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=30)
+    body, _, status = result.stdout.rpartition("\n")
+    assert status == "200", result.stdout + result.stderr
+    assert json.loads(body) == {"strategy": strategy, "strategies": strategy_names()}
+    assert strategy_in_db() == strategy
+
+
+def test_get_returns_the_active_strategy_and_the_valid_names(live_server: Any, users: dict[str, Any]) -> None:
+    token = obtain(live_server.url, "ops", "ops-password-1")["access"]
+    response = requests.get(
+        live_server.url + "/admin/routing/strategy", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert response.status_code == 200
+    assert response.json() == {"strategy": "model", "strategies": strategy_names()}
+    assert {"model", "balanced", "cost", "custom"} <= set(response.json()["strategies"])
+
+
+def test_refreshed_token_works(live_server: Any, users: dict[str, Any]) -> None:
+    pair = obtain(live_server.url, "ops", "ops-password-1")
+    refreshed = requests.post(live_server.url + "/api/token/refresh/", json={"refresh": pair["refresh"]}, timeout=10)
+    assert refreshed.status_code == 200
+    response = requests.post(
+        live_server.url + "/admin/routing/strategy",
+        data=b'{"strategy": "custom"}',
+        headers={"Authorization": f"Bearer {refreshed.json()['access']}"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and strategy_in_db() == "custom"
+
+
+def test_unknown_strategy_is_a_400_listing_valid_names(live_server: Any, users: dict[str, Any]) -> None:
+    token = obtain(live_server.url, "ops", "ops-password-1")["access"]
+    headers = {"Authorization": f"Bearer {token}"}
+    response = requests.post(
+        live_server.url + "/admin/routing/strategy", data=b'{"strategy": "fastest"}', headers=headers, timeout=10
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_strategy" and error["param"] == "strategy"
+    for name in strategy_names():
+        assert name in error["message"]
+    for bad in (b"{}", b'{"strategy": 3}', b"not json", b"[]"):
+        response = requests.post(live_server.url + "/admin/routing/strategy", data=bad, headers=headers, timeout=10)
+        assert response.status_code == 400, bad
+        assert response.json()["error"]["type"] == "invalid_request_error"
+    assert strategy_in_db() == "model"
+
+
+def test_wrong_credentials_are_refused(live_server: Any, users: dict[str, Any], issue_key: Any) -> None:
+    url = live_server.url + "/admin/routing/strategy"
+    body = b'{"strategy": "cost"}'
+    _, api_key = issue_key()
+    by_api_key = requests.post(url, data=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+    assert by_api_key.status_code in (401, 403)
+    plain = obtain(live_server.url, "analyst", "analyst-password-1")["access"]
+    by_non_staff = requests.post(url, data=body, headers={"Authorization": f"Bearer {plain}"}, timeout=10)
+    assert by_non_staff.status_code == 403
+    assert by_non_staff.json()["error"]["type"] == "permission_error"
+    anonymous = requests.post(url, data=body, timeout=10)
+    assert anonymous.status_code == 401
+    bad_password = requests.post(
+        live_server.url + "/api/token/", json={"username": "ops", "password": "wrong"}, timeout=10
+    )
+    assert bad_password.status_code == 401
+    assert strategy_in_db() == "model"
+
+
+def test_switch_applies_to_the_next_completion(
+    live_server: Any, users: dict[str, Any], make_provider: Any, make_deployment: Any, issue_key: Any, redis_client: Any
+) -> None:
+    provider = make_provider("mockp", kind="mock")
+    for name in ("a", "b", "c"):
+        make_deployment(provider, "gpt-4o", name=name)
+    _, api_key = issue_key()
+
+    def deployment_served() -> tuple[str, str]:
+        response = requests.post(
+            live_server.url + "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        return response.headers["x-gateway-strategy"], response.headers["x-gateway-deployment"]
+
+    assert {deployment_served() for _ in range(3)} == {("model", "a")}
+    token = obtain(live_server.url, "ops", "ops-password-1")["access"]
+    switched = requests.post(
+        live_server.url + "/admin/routing/strategy",
+        data=b'{"strategy": "balanced"}',
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert switched.status_code == 200
+    assert {deployment_served() for _ in range(3)} == {("balanced", "a"), ("balanced", "b"), ("balanced", "c")}
