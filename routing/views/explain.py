@@ -1,16 +1,18 @@
-"""``POST /v1/routing/explain`` (placeholder: filled in by the routing work)."""
+"""``POST /v1/routing/explain``: where a chat completion body would go, and why. Calls no provider."""
 
 from __future__ import annotations
 
+import orjson
 from django.http import HttpResponse
 from rest_framework.request import Request
 
-from gatewaysite.api.errors import error_response
-from routing.views.completions import ClientKeyView
+from routing.services.explain import routing_explain
+from routing.views.completions import ClientKeyView, route_request
 
 
 class ExplainView(ClientKeyView):
+    parser_classes: list = []
+
     def post(self, request: Request) -> HttpResponse:
-        return error_response(
-            "Not implemented yet.", status_code=501, error_type="server_error", code="not_implemented"
-        )
+        result = routing_explain(route=route_request(request))
+        return HttpResponse(orjson.dumps(result, default=str), content_type="application/json")

@@ -1,0 +1,135 @@
+"""Explain a routing decision without making it: ``POST /v1/routing/explain`` and the admin rule tester.
+
+The request is planned exactly as ``/v1/chat/completions`` would plan it (same strategy
+precedence, same cooldowns, same rules), with ``dry_run`` set so that no strategy moves
+its state (the round-robin position stays where it was) and no provider is called.
+The JSON shape is documented in docs/routing.md ("Explain").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from accounts.keycache import KeyInfo
+from gatewaysite.clock import now
+from routing.config.snapshot import DeploymentInfo, RuleInfo, Snapshot
+from routing.health import health
+from routing.latency.live import live_latency
+from routing.services.planning import STRATEGY_HEADER, plan_route, strategy_for
+from routing.strategies.base import Ranking, RouteRequest
+from routing.strategies.custom import check_rules
+from usage.cost import estimate_cost, format_usd
+
+
+def explain_route_request(
+    *,
+    body: dict[str, Any],
+    key: KeyInfo,
+    snapshot: Snapshot,
+    headers: dict[str, str] | None = None,
+    strategy: str | None = None,
+) -> RouteRequest:
+    """A route request built outside an HTTP request (the admin rule tester).
+
+    ``strategy`` forces a strategy the way an allowed ``x-gateway-strategy`` header would.
+    ``body`` must already be validated (``validate_chat_body``).
+    """
+    lowered = {name.lower(): value for name, value in (headers or {}).items()}
+    if strategy:
+        lowered[STRATEGY_HEADER] = strategy
+        snapshot = dataclasses.replace(
+            snapshot, settings=dataclasses.replace(snapshot.settings, allow_request_strategy=True)
+        )
+    return RouteRequest(
+        model=body["model"],
+        body=body,
+        stream=bool(body.get("stream")),
+        key=key,
+        snapshot=snapshot,
+        headers=lowered,
+    )
+
+
+def _rule_dict(rule: RuleInfo | None) -> dict[str, Any] | None:
+    if rule is None:
+        return None
+    return {
+        "id": rule.id,
+        "name": rule.name,
+        "priority": rule.priority,
+        "action": rule.action,
+        "strategy": rule.strategy or None,
+        "targets": list(rule.targets),
+    }
+
+
+def _excluded_reason(deployment: DeploymentInfo, ranking: Ranking) -> str:
+    if health.cooling(deployment.name):
+        return "cooling_down"
+    if ranking.rule is not None:
+        return "not_in_rule"
+    return "not_ranked"
+
+
+def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
+    """The ranking ``route`` would get now, with each candidate's scores. Calls no provider."""
+    route = dataclasses.replace(route, dry_run=True)
+    ranking = plan_route(route)  # raises 404/403 like the completion endpoint
+    name, source = strategy_for(route)
+    snapshot = route.snapshot
+    input_tokens, tokenizer = route.input_tokens()
+    output_tokens = route.expected_output_tokens()
+    moment = now()
+    latency = live_latency.stats()
+    max_attempts = snapshot.settings.max_attempts
+
+    candidates = []
+    for rank, deployment in enumerate(ranking.candidates, start=1):
+        price = snapshot.price_for(deployment, moment)
+        mean = latency.get(deployment.name)
+        candidates.append(
+            {
+                "rank": rank,
+                "deployment": deployment.name,
+                "provider": deployment.provider,
+                "provider_model": deployment.provider_model,
+                "will_try": rank <= max_attempts,
+                "cooling_down": health.cooling(deployment.name),
+                "estimated_cost_usd": (
+                    format_usd(estimate_cost(input_tokens, output_tokens, price)) if price is not None else None
+                ),
+                "latency_ms": round(mean[0], 3) if mean is not None else None,
+                "latency_samples": mean[1] if mean is not None else 0,
+                "weight": deployment.weight,
+                "priority": deployment.priority,
+                "score": ranking.scores.get(deployment.name, {}),
+            }
+        )
+    ranked = {d.name for d in ranking.candidates}
+    excluded = [
+        {"deployment": d.name, "provider": d.provider, "reason": _excluded_reason(d, ranking)}
+        for d in snapshot.deployments_for(route.model)
+        if d.name not in ranked
+    ]
+    rules = None
+    if ranking.strategy == "custom":
+        eligible = [d for d in snapshot.deployments_for(route.model) if not health.cooling(d.name)] or list(
+            snapshot.deployments_for(route.model)
+        )
+        rules = [check.as_dict() for check in check_rules(route, eligible)]
+    return {
+        "object": "routing.explain",
+        "model": route.model,
+        "stream": route.stream,
+        "strategy": ranking.strategy or name,
+        "strategy_source": source,
+        "reason": ranking.reason,
+        "rule": _rule_dict(ranking.rule),
+        "chosen": ranking.candidates[0].name if ranking.candidates else None,
+        "max_attempts": max_attempts,
+        "tokens": {"input": input_tokens, "tokenizer": tokenizer, "expected_output": output_tokens},
+        "candidates": candidates,
+        "excluded": excluded,
+        "rules": rules,
+    }
