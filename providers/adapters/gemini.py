@@ -477,7 +477,8 @@ class GeminiAdapter(ProviderAdapter):
                 continue
             if isinstance(event.get("error"), Mapping):
                 error = event["error"]
-                status = int(error.get("code") or ERROR_STATUSES.get(error.get("status"), 500))
+                code = error.get("code")
+                status = code if isinstance(code, int) and code >= 400 else ERROR_STATUSES.get(error.get("status"), 500)
                 raise upstream_error(target, status, redact(target, str(error.get("message") or "")))
             if not started:
                 started = True
