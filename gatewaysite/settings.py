@@ -150,6 +150,8 @@ GATEWAY = {
     "ANTHROPIC_DEFAULT_MAX_TOKENS": env_int("GATEWAY_ANTHROPIC_DEFAULT_MAX_TOKENS", 4096, minimum=1),
     # Expected output tokens for estimates when the request has no max_tokens.
     "DEFAULT_EXPECTED_OUTPUT_TOKENS": env_int("GATEWAY_DEFAULT_EXPECTED_OUTPUT_TOKENS", 256, minimum=1),
+    # Load the shipped price list on `migrate` (providers/pricing/seed_prices.json, docs/cost.md).
+    "SEED_PRICING": env_bool("GATEWAY_SEED_PRICING", True),
     # Latency (docs/latency.md): raw samples older than this are pruned; rollups are kept.
     "LATENCY_SAMPLE_RETENTION_DAYS": env_int("GATEWAY_LATENCY_SAMPLE_RETENTION_DAYS", 7, minimum=1),
     # Latency strategy: live window and half-life of its decay, what a failed attempt counts as,

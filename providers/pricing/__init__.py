@@ -1,0 +1,1 @@
+"""Pricing data: the shipped price list, import and export (JSON, CSV, LiteLLM), selectors."""
