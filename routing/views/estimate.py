@@ -1,16 +1,20 @@
-"""``POST /v1/routing/estimate-cost`` (placeholder: filled in by the cost work)."""
+"""``POST /v1/routing/estimate-cost``: what a chat completion would cost on each candidate. Calls no provider."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from django.http import HttpResponse
 from rest_framework.request import Request
 
-from gatewaysite.api.errors import error_response
-from routing.views.completions import ClientKeyView
+from routing.services.estimate import routing_estimate
+from routing.views.completions import ClientKeyView, route_request
 
 
 class EstimateCostView(ClientKeyView):
+    parser_classes: list[Any] = []
+
     def post(self, request: Request) -> HttpResponse:
-        return error_response(
-            "Not implemented yet.", status_code=501, error_type="server_error", code="not_implemented"
-        )
+        result = routing_estimate(route=route_request(request))
+        return HttpResponse(orjson.dumps(result), content_type="application/json")
