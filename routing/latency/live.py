@@ -1,15 +1,273 @@
-"""Live latency statistics for the latency strategy (placeholder: filled in by the latency work)."""
+"""Live latency per deployment for the latency strategy, shared across gateway processes.
+
+The request path never waits on Redis for it:
+
+- ``observe()`` (after each upstream attempt) adds to this process's per-second
+  aggregates in memory: sum of microseconds and count of successful attempts, count of
+  failed ones.
+- A background thread (a greenlet under gunicorn's gevent worker), started lazily and
+  again after a fork, syncs once a second in one pipeline: it adds this process's new
+  aggregates to the shared per-second hashes ``gw:lat:{epoch_second}`` (fields
+  ``s|{deployment}``, ``n|{deployment}``, ``e|{deployment}``, HINCRBY, with EXPIRE) and
+  reads back the whole window for every deployment, from every process.
+- ``stats()`` combines the last view read back with what this process observed since,
+  as a time-decayed mean: a second ``age`` seconds old weighs ``0.5 ** (age /
+  half_life)``, seconds older than the window do not count. A failed attempt counts as
+  ``LATENCY_ERROR_PENALTY_MS``, so a failing deployment looks slow.
+
+So a deployment that slows down loses traffic within about a second on every process,
+and one that was avoided drops out of the window, after which the strategy tries it
+again (exploration) and it wins traffic back if it recovered.
+
+Without Redis (embedded default) the same aggregates stay in this process.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from gatewaysite import clock as clock_module
+from gatewaysite.redis import get_redis
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "gw:lat:"
+SYNC_INTERVAL_SECONDS = 1.0
+
+# deployment -> epoch second -> [sum of successful microseconds, successes, failures]
+Buckets = dict[str, dict[int, list[int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStat:
+    mean_ms: float
+    samples: int
+    errors: int
+
+
+def _merge(into: Buckets, other: Buckets) -> None:
+    for deployment, seconds in other.items():
+        target = into.setdefault(deployment, {})
+        for second, (sum_us, ok, errors) in seconds.items():
+            bucket = target.get(second)
+            if bucket is None:
+                target[second] = [sum_us, ok, errors]
+            else:
+                bucket[0] += sum_us
+                bucket[1] += ok
+                bucket[2] += errors
+
+
+class _Totals:
+    """Decayed sums of one deployment: weighted ms, weighted samples, raw samples, raw errors."""
+
+    __slots__ = ("weighted_ms", "weight", "samples", "errors")
+
+    def __init__(self) -> None:
+        self.weighted_ms = 0.0
+        self.weight = 0.0
+        self.samples = 0
+        self.errors = 0
+
+    def copy(self) -> _Totals:
+        other = _Totals()
+        other.weighted_ms, other.weight, other.samples, other.errors = (
+            self.weighted_ms,
+            self.weight,
+            self.samples,
+            self.errors,
+        )
+        return other
+
+
+def _accumulate(totals: dict[str, _Totals], buckets: Buckets, now_second: int, conf: dict[str, Any]) -> None:
+    window = conf["LATENCY_WINDOW_SECONDS"]
+    half_life = conf["LATENCY_HALF_LIFE_SECONDS"]
+    penalty = conf["LATENCY_ERROR_PENALTY_MS"]
+    for deployment, seconds in buckets.items():
+        entry = totals.get(deployment)
+        for second, (sum_us, ok, errors) in seconds.items():
+            age = now_second - second
+            if age >= window:
+                continue
+            if entry is None:
+                entry = totals[deployment] = _Totals()
+            weight = 0.5 ** (max(age, 0) / half_life)
+            entry.weighted_ms += weight * (sum_us / 1000 + errors * penalty)
+            entry.weight += weight * (ok + errors)
+            entry.samples += ok + errors
+            entry.errors += errors
+
 
 class LiveLatency:
+    def __init__(
+        self,
+        *,
+        client_factory: Callable[[], Any] = get_redis,
+        sync_interval: float = SYNC_INTERVAL_SECONDS,
+        background: bool = True,
+    ) -> None:
+        self._client_factory = client_factory
+        self._sync_interval = sync_interval
+        self._background = background
+        self._lock = threading.Lock()
+        self._local: Buckets = {}  # observed here, not pushed yet
+        self._inflight: Buckets = {}  # being pushed right now
+        self._remote: Buckets = {}  # the window as last read back (all processes, this one included)
+        self._remote_totals: dict[str, _Totals] = {}
+        self._remote_second: int | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    # --- the request path ------------------------------------------------------------
+
     def observe(self, deployment: str, upstream_ms: float, ok: bool) -> None:
-        return None
+        """Record one attempt (ms: time to first token for streams, upstream time otherwise)."""
+        second = int(clock_module.clock.time())
+        with self._lock:
+            seconds = self._local.get(deployment)
+            if seconds is None:
+                seconds = self._local[deployment] = {}
+            bucket = seconds.get(second)
+            if bucket is None:
+                bucket = seconds[second] = [0, 0, 0]
+            if ok:
+                bucket[0] += int(upstream_ms * 1000)
+                bucket[1] += 1
+            else:
+                bucket[2] += 1
+        self._ensure_sync()
+
+    def live(self) -> dict[str, LiveStat]:
+        """Deployment name -> decayed mean ms, samples and errors in the window."""
+        conf = settings.GATEWAY
+        now_second = int(clock_module.clock.time())
+        self._ensure_sync()
+        with self._lock:
+            if self._remote_second != now_second:
+                if self._client_factory() is None:
+                    self._fold_local(now_second, conf)
+                self._remote_totals = {}
+                _accumulate(self._remote_totals, self._remote, now_second, conf)
+                self._remote_second = now_second
+            totals = {name: entry.copy() for name, entry in self._remote_totals.items()}
+            _accumulate(totals, self._inflight, now_second, conf)
+            _accumulate(totals, self._local, now_second, conf)
+        return {
+            name: LiveStat(mean_ms=entry.weighted_ms / entry.weight, samples=entry.samples, errors=entry.errors)
+            for name, entry in totals.items()
+            if entry.weight > 0
+        }
 
     def stats(self) -> dict[str, tuple[float, int]]:
         """deployment name -> (recent mean upstream ms, recent sample count)."""
-        return {}
+        return {name: (stat.mean_ms, stat.samples) for name, stat in self.live().items()}
+
+    # --- sharing ---------------------------------------------------------------------
+
+    def _fold_local(self, now_second: int, conf: dict[str, Any]) -> None:
+        """Embedded mode: this process's observations are the whole view (lock held)."""
+        if not self._local:
+            return
+        _merge(self._remote, self._local)
+        self._local = {}
+        window = conf["LATENCY_WINDOW_SECONDS"]
+        for deployment in list(self._remote):
+            seconds = self._remote[deployment]
+            for second in [s for s in seconds if now_second - s >= window]:
+                del seconds[second]
+            if not seconds:
+                del self._remote[deployment]
+
+    def sync_now(self) -> None:
+        """Push this process's new aggregates and read the shared window back (one round trip)."""
+        client = self._client_factory()
+        if client is None:
+            return
+        conf = settings.GATEWAY
+        window = conf["LATENCY_WINDOW_SECONDS"]
+        now_second = int(clock_module.clock.time())
+        with self._lock:
+            batch, self._local = self._local, {}
+            _merge(self._inflight, batch)
+            batch = self._inflight
+        pipe = client.pipeline(transaction=False)
+        keys: set[str] = set()
+        for deployment, seconds in batch.items():
+            for second, (sum_us, ok, errors) in seconds.items():
+                if now_second - second >= window:
+                    continue
+                key = f"{KEY_PREFIX}{second}"
+                if ok:
+                    pipe.hincrby(key, f"s|{deployment}", sum_us)
+                    pipe.hincrby(key, f"n|{deployment}", ok)
+                if errors:
+                    pipe.hincrby(key, f"e|{deployment}", errors)
+                keys.add(key)
+        for key in keys:
+            pipe.expire(key, window + 10)
+        first = now_second - window + 1
+        for second in range(first, now_second + 1):
+            pipe.hgetall(f"{KEY_PREFIX}{second}")
+        try:
+            replies = pipe.execute()
+        except BaseException:
+            with self._lock:  # keep what was not pushed for the next attempt
+                _merge(self._local, self._inflight)
+                self._inflight = {}
+            raise
+        remote: Buckets = {}
+        for second, fields in zip(range(first, now_second + 1), replies[-window:], strict=True):
+            for raw_field, raw_value in fields.items():
+                kind, _, deployment = raw_field.decode().partition("|")
+                bucket = remote.setdefault(deployment, {}).setdefault(second, [0, 0, 0])
+                bucket["sne".index(kind)] += int(raw_value)
+        with self._lock:
+            self._remote = remote
+            self._inflight = {}
+            self._remote_second = None
+
+    def _ensure_sync(self) -> None:
+        if not self._background or (self._pid == os.getpid() and self._thread is not None):
+            return
+        if self._client_factory() is None:
+            return
+        with self._lock:
+            if self._pid and self._pid != os.getpid():  # a forked child: the parent's observations are not ours
+                self._local, self._inflight, self._remote = {}, {}, {}
+                self._remote_second = None
+                self._thread = None
+            if self._thread is None:
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="live-latency-sync", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            time.sleep(self._sync_interval)
+            try:
+                self.sync_now()
+                failures = 0
+            except Exception:  # noqa: BLE001 - Redis down: routing keeps working on local data
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    logger.warning("live latency: sync failed (%d in a row)", failures, exc_info=True)
+
+    def reset(self) -> None:
+        """Forget everything this process knows (tests)."""
+        with self._lock:
+            self._local, self._inflight, self._remote = {}, {}, {}
+            self._remote_totals = {}
+            self._remote_second = None
 
 
 live_latency = LiveLatency()

@@ -6,12 +6,14 @@ from routing.strategies.balanced import BalancedStrategy
 from routing.strategies.base import Strategy
 from routing.strategies.cost import CostStrategy
 from routing.strategies.custom import CustomStrategy
+from routing.strategies.latency import LatencyStrategy
 from routing.strategies.model import ModelStrategy
 
 STRATEGY_CLASSES: list[type[Strategy]] = [
     ModelStrategy,
     BalancedStrategy,
     CostStrategy,
+    LatencyStrategy,
     CustomStrategy,
 ]
 
