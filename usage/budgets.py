@@ -1,46 +1,359 @@
-"""Spend counters and budgets (placeholder: budgets are filled in by the cost work).
+"""Spend counters and budgets.
 
-``reserve`` runs before the upstream call; ``settle_counters`` returns the counter
-increments that go into the same round trip as the usage event.
+A key or a team may have a budget: USD per UTC day or per UTC month. Before a budgeted
+request goes upstream, ``reserve`` holds its *maximum* cost (the input estimate plus the
+expected output tokens - ``max_tokens`` or the configured default - at the price of the
+most expensive candidate deployment) against every budget that applies. It is refused
+(``BudgetExceeded``, 429) when ``spent + held + this request`` would pass a budget. The
+check-and-hold is atomic: a Lua script in Redis, a lock in the embedded mode.
+
+After the request, ``settle_counters`` returns the counter increments that go into the
+recorder's pipeline together with the usage event: the actual cost is added to the
+period's spend and the hold is released, in the same round trip.
+
+Counters are integer pico-dollars (``usage/cost.py``), so increments are exact:
+- ``gw:spend:key:<id>``: the key's spend since it was issued (``x-gateway-key-spend-usd``);
+- ``gw:budget:<key|team>:<id>:<period>``: spend of one budget period (``2026-11-26``, ``2026-11``);
+- ``...:<period>:hold:<slot>``: cost held by requests in flight, in 10-minute slots. A
+  reservation checks the current and the previous slot, so the hold of a request that
+  dies without settling (a killed process) lapses within 20 minutes.
+
+After a Redis restart (counters missing) a counter is seeded from the sum of the usage
+records in Postgres: for budgets in ``reserve`` (the script reports the missing seed
+marker), for the key's total lazily once a minute per key per process. Unknown costs
+(no price) add nothing to any counter; see docs/cost.md for how budgets treat them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from accounts.keycache import KeyInfo
+from gatewaysite.api.errors import BudgetExceeded
+from gatewaysite.clock import now
+from gatewaysite.redis import get_redis
 from usage.events import CounterIncrement
 
 if TYPE_CHECKING:
     from routing.strategies.base import RouteRequest
+
+logger = logging.getLogger(__name__)
+
+HOLD_SLOT_SECONDS = 600
+HOLD_TTL_SECONDS = 3 * HOLD_SLOT_SECONDS
+KEY_SPEND_RECHECK_SECONDS = 60.0
+
+_RESERVE = """
+local n = tonumber(ARGV[1])
+local amount = tonumber(ARGV[2])
+for i = 1, n do
+  local base = (i - 1) * 4
+  if redis.call('EXISTS', KEYS[base + 2]) == 0 then return -i end
+  local spent = tonumber(redis.call('GET', KEYS[base + 1]) or '0')
+  local held = math.max(0, tonumber(redis.call('GET', KEYS[base + 3]) or '0'))
+    + math.max(0, tonumber(redis.call('GET', KEYS[base + 4]) or '0'))
+  if spent + held + amount > tonumber(ARGV[3 + i]) then return i end
+end
+for i = 1, n do
+  local hold = KEYS[(i - 1) * 4 + 3]
+  redis.call('INCRBY', hold, ARGV[2])
+  redis.call('EXPIRE', hold, ARGV[3])
+end
+return 0
+"""
+
+_SEED = """
+if redis.call('SET', KEYS[2], '1', 'NX') then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+  end
+  return 1
+end
+return 0
+"""
 
 
 def key_spend_counter(key_id: int) -> str:
     return f"gw:spend:key:{key_id}"
 
 
-@dataclass
-class Reservation:
-    key: KeyInfo
-    amount: Decimal
+# --- periods --------------------------------------------------------------------------
+
+
+def period_bounds(period: str, at: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of the UTC day or month containing ``at``."""
+    at = at.astimezone(UTC)
+    if period == "day":
+        start = datetime(at.year, at.month, at.day, tzinfo=UTC)
+        return start, start + timedelta(days=1)
+    start = datetime(at.year, at.month, 1, tzinfo=UTC)
+    end = datetime(at.year + (at.month == 12), at.month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def period_id(period: str, at: datetime) -> str:
+    at = at.astimezone(UTC)
+    return f"{at:%Y-%m-%d}" if period == "day" else f"{at:%Y-%m}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One budget that applies to a request: the key's own or its team's."""
+
+    scope: str  # "key" or "team"
+    scope_id: int
+    name: str
+    limit_usd: Decimal
+    period: str  # "day" or "month"
+
+    def counters(self, at: datetime) -> BudgetCounters:
+        pid = period_id(self.period, at)
+        base = f"gw:budget:{self.scope}:{self.scope_id}:{pid}"
+        slot = int(at.timestamp()) // HOLD_SLOT_SECONDS
+        _, end = period_bounds(self.period, at)
+        ttl = int((end - at).total_seconds()) + 86_400  # every counter of the period ends a day after it
+        return BudgetCounters(
+            spent=base,
+            seeded=base + ":seeded",
+            hold=f"{base}:hold:{slot}",
+            previous_hold=f"{base}:hold:{slot - 1}",
+            ttl=max(ttl, 60),
+        )
+
+
+@dataclass(frozen=True)
+class BudgetCounters:
+    spent: str
+    seeded: str
+    hold: str
+    previous_hold: str
+    ttl: int
+
+
+def budgets_for(key: KeyInfo) -> list[Budget]:
+    budgets = []
+    if key.budget_usd is not None:
+        budgets.append(Budget("key", key.id, key.name, key.budget_usd, key.budget_period or "month"))
+    if key.team_budget_usd is not None and key.team_id is not None:
+        budgets.append(Budget("team", key.team_id, key.team, key.team_budget_usd, key.team_budget_period or "month"))
+    return budgets
 
 
 def needs_reservation(key: KeyInfo) -> bool:
     return key.budget_usd is not None or key.team_budget_usd is not None
 
 
+# --- the amount held -------------------------------------------------------------------
+
+
+def max_request_cost(route: RouteRequest, at: datetime) -> Decimal | None:
+    """The most this request can cost on any of its model's deployments; None: none is priced."""
+    from usage.cost import estimate_cost
+
+    input_tokens, _ = route.input_tokens()
+    output_tokens = route.expected_output_tokens()
+    costs = [
+        estimate_cost(input_tokens, output_tokens, price)
+        for deployment in route.snapshot.deployments_for(route.model)
+        if (price := route.snapshot.price_for(deployment, at)) is not None
+    ]
+    return max(costs) if costs else None
+
+
+# --- reservations ----------------------------------------------------------------------
+
+
+@dataclass
+class Reservation:
+    key: KeyInfo
+    amount: Decimal
+    amount_pico: int = 0
+    counters: list[BudgetCounters] = field(default_factory=list)
+    released: bool = False
+
+
+def _db_spent(budget: Budget, at: datetime) -> Decimal:
+    from django.db.models import Sum
+
+    from usage.models import UsageRecord
+
+    start, end = period_bounds(budget.period, at)
+    records = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
+    if budget.scope == "key":
+        records = records.filter(client_key_id=budget.scope_id)
+    else:
+        records = records.filter(client_key__team_id=budget.scope_id)
+    return records.aggregate(total=Sum("cost_usd"))["total"] or Decimal(0)
+
+
+def _refuse(budget: Budget, amount: Decimal, at: datetime) -> BudgetExceeded:
+    from usage.cost import format_usd
+
+    _, end = period_bounds(budget.period, at)
+    period = "daily" if budget.period == "day" else "monthly"
+    owner = f"API key '{budget.name}'" if budget.scope == "key" else f"team '{budget.name}'"
+    return BudgetExceeded(
+        f"Budget exceeded: the {period} budget of {owner} is ${format_usd(budget.limit_usd)} and this request "
+        f"could cost up to ${format_usd(amount)} more than is left. It resets at {end:%Y-%m-%dT%H:%MZ}.",
+        code="budget_exceeded",
+    )
+
+
+_local_lock = threading.Lock()
+
+
+def _reserve_local(budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
+    from usage.cost import to_picodollars
+    from usage.recorder import local_counters
+
+    with _local_lock:
+        for budget, c in zip(budgets, counters, strict=True):
+            if local_counters.get(c.seeded) is None:
+                local_counters.set_if_missing(c.spent, to_picodollars(_db_spent(budget, at)))
+                local_counters.set_if_missing(c.seeded, 1)
+        for budget, c in zip(budgets, counters, strict=True):
+            spent = local_counters.get(c.spent) or 0
+            held = max(0, local_counters.get(c.hold) or 0) + max(0, local_counters.get(c.previous_hold) or 0)
+            if spent + held + pico > to_picodollars(budget.limit_usd):
+                raise _refuse(budget, from_pico(pico), at)
+        for c in counters:
+            local_counters.incr(c.hold, pico)
+
+
+def from_pico(value: int) -> Decimal:
+    from usage.cost import from_picodollars
+
+    return from_picodollars(value)
+
+
+def _reserve_redis(client, budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:  # type: ignore[no-untyped-def]
+    from usage.cost import to_picodollars
+
+    keys = [k for c in counters for k in (c.spent, c.seeded, c.hold, c.previous_hold)]
+    args = [len(counters), pico, HOLD_TTL_SECONDS, *[to_picodollars(b.limit_usd) for b in budgets]]
+    script = client.register_script(_RESERVE)
+    for _ in range(len(budgets) + 2):
+        outcome = int(script(keys=keys, args=args))
+        if outcome == 0:
+            return
+        if outcome > 0:
+            raise _refuse(budgets[outcome - 1], from_pico(pico), at)
+        # A period counter is missing (new period, or Redis lost it): seed it from Postgres.
+        budget, c = budgets[-outcome - 1], counters[-outcome - 1]
+        client.register_script(_SEED)(keys=[c.spent, c.seeded], args=[to_picodollars(_db_spent(budget, at)), c.ttl])
+    raise RuntimeError("budget counters could not be seeded")
+
+
 def reserve(key: KeyInfo, route: RouteRequest) -> Reservation | None:
     """Hold the request's estimated maximum cost against the key's and team's budgets."""
-    return None
+    from usage.cost import to_picodollars
+
+    budgets = budgets_for(key)
+    if not budgets:
+        return None
+    at = now()
+    amount = max_request_cost(route, at)
+    if amount is None:
+        # Fail closed: a budget cannot be enforced on a request whose cost cannot be known.
+        raise BudgetExceeded(
+            f"The model '{route.model}' has no price configured, so a request cannot be checked against the "
+            "budget of this key or its team. Ask an operator to add a pricing row.",
+            code="budget_unpriced_model",
+        )
+    pico = to_picodollars(amount)
+    counters = [b.counters(at) for b in budgets]
+    client = get_redis()
+    if client is None:
+        _reserve_local(budgets, counters, pico, at)
+    else:
+        _reserve_redis(client, budgets, counters, pico, at)
+    return Reservation(key=key, amount=amount, amount_pico=pico, counters=counters)
 
 
 def release(reservation: Reservation | None) -> None:
-    return None
+    """Give back a hold now (the request failed); settling later adds only the actual cost."""
+    if reservation is None or reservation.released:
+        return
+    reservation.released = True
+    client = get_redis()
+    if client is None:
+        from usage.recorder import local_counters
+
+        for c in reservation.counters:
+            local_counters.incr(c.hold, -reservation.amount_pico)
+        return
+    pipe = client.pipeline(transaction=False)
+    for c in reservation.counters:
+        pipe.decrby(c.hold, reservation.amount_pico)
+    pipe.execute()
+
+
+# --- settling --------------------------------------------------------------------------
+
+_key_spend_checked: dict[int, float] = {}
+
+
+def _ensure_key_spend_seeded(key_id: int) -> None:
+    """Seed ``gw:spend:key:<id>`` from Postgres if it is missing (new process, or Redis restarted).
+
+    Checked once a minute per key per process: one EXISTS, and a query only when missing.
+    """
+    checked = _key_spend_checked.get(key_id)
+    moment = time.monotonic()
+    if checked is not None and moment - checked < KEY_SPEND_RECHECK_SECONDS:
+        return
+    _key_spend_checked[key_id] = moment
+    from django.db.models import Sum
+
+    from usage.cost import to_picodollars
+    from usage.models import UsageRecord
+
+    counter = key_spend_counter(key_id)
+    marker = counter + ":seeded"
+    client = get_redis()
+    if client is None:
+        from usage.recorder import local_counters
+
+        if local_counters.get(marker) is None:
+            total = UsageRecord.objects.filter(client_key_id=key_id).aggregate(t=Sum("cost_usd"))["t"] or 0
+            local_counters.set_if_missing(counter, to_picodollars(Decimal(total)))
+            local_counters.set_if_missing(marker, 1)
+        return
+    if client.exists(marker):
+        return
+    total = UsageRecord.objects.filter(client_key_id=key_id).aggregate(t=Sum("cost_usd"))["t"] or 0
+    client.register_script(_SEED)(keys=[counter, marker], args=[to_picodollars(Decimal(total)), 0])
+
+
+def forget_seeding() -> None:
+    """Tests: make the next request check the key spend counters again."""
+    _key_spend_checked.clear()
 
 
 def settle_counters(key: KeyInfo, reservation: Reservation | None, cost: Decimal | None) -> list[CounterIncrement]:
+    """Counter increments for the usage event's round trip; the key's total spend comes first."""
     from usage.cost import to_picodollars
 
-    return [CounterIncrement(key_spend_counter(key.id), to_picodollars(cost) if cost is not None else 0)]
+    try:
+        _ensure_key_spend_seeded(key.id)
+    except Exception:  # noqa: BLE001 - seeding is best effort; recording the request is not
+        logger.warning("could not seed the spend counter of key %s; retrying later", key.id, exc_info=True)
+        _key_spend_checked.pop(key.id, None)
+    pico = to_picodollars(cost) if cost is not None else 0
+    increments = [CounterIncrement(key_spend_counter(key.id), pico)]
+    if reservation is not None:
+        for c in reservation.counters:
+            if pico:
+                increments.append(CounterIncrement(c.spent, pico, c.ttl))
+            if not reservation.released:
+                increments.append(CounterIncrement(c.hold, -reservation.amount_pico, HOLD_TTL_SECONDS))
+        reservation.released = True
+    return increments
