@@ -158,7 +158,8 @@ def error_event(error_type: str, message: str) -> bytes:
 def check_request(received: Received, api_key: str | None) -> str | None:
     """What Anthropic would reject about this request, or None."""
     headers = received.headers
-    if api_key is not None and headers.get("x-api-key") != api_key:
+    # the API takes the key as x-api-key or, as recent SDKs send it, as a bearer token
+    if api_key is not None and api_key not in (headers.get("x-api-key"), headers.get("authorization", "")[7:]):
         return "authentication_error: invalid x-api-key"
     if not headers.get("anthropic-version"):
         return "invalid_request_error: anthropic-version: header is required"

@@ -420,3 +420,22 @@ def test_bad_tool_arguments_are_a_client_error(fake: FakeAnthropic) -> None:
     with pytest.raises(UpstreamError) as info:
         adapter.complete(target(fake), {"model": "m", "messages": messages})
     assert info.value.status == 400 and info.value.client_error
+
+
+def test_fake_speaks_anthropics_wire_format(fake: FakeAnthropic) -> None:
+    """The official anthropic SDK, pointed at the fake, parses its answers and streams."""
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=KEY, base_url=fake.url, max_retries=0)
+    fake.queue(Reply(json=message_json("Hi.", tool_uses=[{"id": "toolu_1", "name": "f", "input": {"a": 1}}])))
+    message = client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "a"}])
+    assert message.stop_reason == "tool_use" and message.content[1].input == {"a": 1}
+    tool = {"id": "toolu_2", "name": "f", "input": {}, "partial_json": ['{"a"', ": 2}"]}
+    fake.queue(Reply(events=stream_events(["Hel", "lo"], tool_uses=[tool], cache_read=5)))
+    with client.messages.stream(model="m", max_tokens=10, messages=[{"role": "user", "content": "a"}]) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == "Hello" and final.content[1].input == {"a": 2}
+    assert final.usage.cache_read_input_tokens == 5 and final.stop_reason == "tool_use"
+    with pytest.raises(anthropic.RateLimitError):
+        fake.queue(Reply(status=429, json=error_json("rate_limit_error", "slow down")))
+        client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "a"}])
