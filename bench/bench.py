@@ -1,0 +1,521 @@
+"""The gateway benchmark: what the gateway adds on top of a fast upstream.
+
+Run it with ``bash bench/run.sh`` (``make bench``); see docs/benchmark.md. This module
+drives the phases; ``bench/report.py`` turns the raw figures into the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.report import (
+    STREAM_MARKER,
+    check_targets,
+    headline,
+    parse_cpuinfo,
+    parse_marked_json,
+    parse_meminfo_gib,
+    parse_wrk,
+    render_markdown,
+    summarize_collapsed,
+    summarize_compare,
+)
+
+ROOT = procs.ROOT
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "benchmark.md"
+DOC_START = "<!-- bench:latest:start -->"
+DOC_END = "<!-- bench:latest:end -->"
+MODEL = "bench-model"
+STREAM_MODEL = "bench-stream"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+# --- the gateway's configuration (in this process, through Django) ----------------------
+
+
+def django_setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
+    import django
+
+    django.setup()
+
+
+def configure_gateway(upstream_port: int, stream_port: int) -> str:
+    """Providers, deployments, prices and a rule for the benchmark; returns a client key."""
+    from accounts.services import key_issue
+    from providers.models import Deployment, PricingRow, Provider
+    from routing.config.invalidation import config_changed
+    from routing.models import RoutingRule, RoutingSettings, RuleTarget
+
+    since = datetime(2024, 1, 1, tzinfo=UTC)
+    deployments = {}
+    for name, port, model, provider_model, price in (
+        ("bench-a", upstream_port, MODEL, "bench-upstream", ("0.15", "0.60")),
+        ("bench-b", upstream_port, MODEL, "bench-upstream", ("0.30", "1.20")),
+        ("bench-stream", stream_port, STREAM_MODEL, "bench-stream", ("0.15", "0.60")),
+    ):
+        provider = Provider.objects.create(
+            name=name, kind="openai", vendor=name, base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-upstream"
+        )
+        deployments[name] = Deployment.objects.create(
+            name=f"{name}-dep", model_name=model, provider=provider, provider_model=provider_model
+        )
+        PricingRow.objects.create(
+            vendor=name,
+            model=provider_model,
+            input_per_mtok=Decimal(price[0]),
+            output_per_mtok=Decimal(price[1]),
+            effective_from=since,
+        )
+    rule = RoutingRule.objects.create(name="bench-rule", priority=1, model_pattern="bench-*", action="route")
+    RuleTarget.objects.create(rule=rule, deployment=deployments["bench-a"], position=0)
+    RuleTarget.objects.create(rule=rule, deployment=deployments["bench-b"], position=1)
+    RoutingSettings.objects.update_or_create(pk=1, defaults={"strategy": "model"})
+    config_changed()
+    _key, secret = key_issue(name="bench")
+    return secret
+
+
+def strategy_names() -> list[str]:
+    from routing.strategies.registry import strategy_names as names
+
+    return names()
+
+
+def set_strategy(name: str) -> None:
+    from routing.config.invalidation import config_changed
+    from routing.models import RoutingSettings
+
+    RoutingSettings.objects.update_or_create(pk=1, defaults={"strategy": name})
+    config_changed()
+
+
+def drain_usage() -> int:
+    """Move the usage stream into Postgres (what Celery does in production)."""
+    from usage.consumer import drain
+
+    total = 0
+    while True:
+        moved = drain(batch_size=1000, max_batches=50)
+        total += moved
+        if not moved:
+            return total
+
+
+def usage_records() -> int:
+    from usage.models import UsageRecord
+
+    return UsageRecord.objects.count()
+
+
+# --- measuring --------------------------------------------------------------------------
+
+
+def probe(url: str, key: str, model: str) -> dict[str, str]:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = urllib.request.Request(
+        url, data=body, headers={"authorization": f"Bearer {key}", "content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+        return {k.lower(): v for k, v in response.headers.items()}
+
+
+def wait_for_strategy(url: str, key: str, name: str, timeout: float = 10.0) -> tuple[str, int]:
+    """Probe until the gateway routes with ``name``; returns what it used and the probe count."""
+    deadline = time.monotonic() + timeout
+    seen, probes = "", 0
+    while time.monotonic() < deadline:
+        seen = probe(url, key, MODEL).get("x-gateway-strategy", "")
+        probes += 1
+        if seen == name:
+            break
+        time.sleep(0.2)
+    return seen, probes
+
+
+def measure(
+    url: str, *, connections: int, duration: float, key: str, pids: list[int], threads: int = 1
+) -> dict[str, Any]:
+    before = procs.cpu_ticks(pids)
+    with procs.RssSampler(pids) as sampler:
+        output = procs.run_wrk(url, connections=connections, duration=duration, key=key, model=MODEL, threads=threads)
+    result = parse_wrk(output)
+    if pids:
+        cpu_seconds = (procs.cpu_ticks(pids) - before) / CLK_TCK
+        result["cpu_us_per_req"] = round(cpu_seconds / result["requests"] * 1e6, 1) if result["requests"] else None
+        result["cpu_percent"] = round(100 * cpu_seconds / result["seconds"], 1)
+        result["peak_rss_mb"] = sampler.peak_mb
+    return result
+
+
+def machine() -> dict[str, Any]:
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu_model": parse_cpuinfo(read("/proc/cpuinfo")),
+        "mem_gib": parse_meminfo_gib(read("/proc/meminfo")),
+        "kernel": f"Linux {platform.release()}",
+        "python": platform.python_version(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        return sha.strip() + ("+changes" if dirty.strip() else "")
+    except OSError:
+        return "?"
+
+
+# --- phases -----------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(args.tmp)
+        self.logs = self.tmp / "logs"
+        self.env = dict(os.environ)
+        self.gateway_url = f"http://127.0.0.1:{args.gateway_port}/v1/chat/completions"
+        self.direct_url = f"http://127.0.0.1:{args.upstream_port}/v1/chat/completions"
+        self.stream_direct_url = f"http://127.0.0.1:{args.stream_port}/v1/chat/completions"
+        self.services: list[procs.Service] = []
+        self.key = ""
+        self.requests_recorded = 0
+        self.recording = False
+        self.results: dict[str, Any] = {
+            "machine": machine(),
+            "commit": commit(),
+            "config": {
+                "quick": args.quick,
+                "duration": args.duration,
+                "wrk_threads": 1,
+                "usage_drain": "between phases, in the benchmark process (usage.consumer.drain)",
+            },
+            "runs": {"direct": {}, "strategies": {}},
+        }
+
+    def start(self, service: procs.Service) -> procs.Service:
+        self.services.append(service)
+        return service
+
+    def stop(self, service: procs.Service) -> None:
+        service.stop()
+        if service in self.services:
+            self.services.remove(service)
+
+    def gateway(
+        self, *, workers: int = 1, recording: bool = True, root: Path = ROOT
+    ) -> tuple[procs.Service, list[int]]:
+        service = self.start(
+            procs.start_gateway(
+                self.args.gateway_port,
+                self.env,
+                workers=workers,
+                recording=recording,
+                log=self.logs / "gateway.log",
+                root=root,
+            )
+        )
+        pids = procs.children(service.pid)
+        self.recording = recording
+        headers = probe(self.gateway_url, self.key, MODEL)  # loads the snapshot and key cache
+        self.count(1)
+        log(
+            f"gateway up: {workers} worker(s) {pids}, recording {'on' if recording else 'off'}, "
+            f"strategy {headers.get('x-gateway-strategy')}"
+        )
+        return service, pids
+
+    def count(self, requests: int) -> None:
+        """Requests answered by a gateway that records usage (each must become a record)."""
+        if self.recording:
+            self.requests_recorded += requests
+
+    def warm(self, url: str, pids: list[int]) -> None:
+        output = procs.run_wrk(url, connections=16, duration=self.args.warmup, key=self.key, model=MODEL)
+        if pids:
+            self.count(parse_wrk(output)["requests"])
+
+    def http_pair(self, url: str, pids: list[int]) -> dict[str, Any]:
+        out = {}
+        for conns in (1, 16):
+            result = measure(url, connections=conns, duration=self.args.duration, key=self.key, pids=pids)
+            out[f"c{conns}"] = result
+            if pids:
+                self.count(result["requests"])
+            log(
+                f"  c{conns}: {result['rps']} req/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+                f"errors {result['errors']}, CPU {result.get('cpu_us_per_req')} us/req"
+            )
+        return out
+
+    def run_http(self) -> None:
+        args = self.args
+        runs = self.results["runs"]
+        log("upstream direct")
+        self.warm(self.direct_url, [])
+        runs["direct"] = self.http_pair(self.direct_url, [])
+
+        names = [n for n in (args.strategies.split(",") if args.strategies else strategy_names()) if n]
+        default = "model" if "model" in names else names[0]
+        self.results["default_strategy"] = default
+        gateway, pids = self.gateway()
+        for name in [default] + [n for n in names if n != default]:
+            set_strategy(name)
+            seen, probes = wait_for_strategy(self.gateway_url, self.key, name)
+            self.count(probes)
+            log(f"gateway, strategy {name} (in effect: {seen})")
+            self.warm(self.gateway_url, pids)
+            runs["strategies"][name] = self.http_pair(self.gateway_url, pids)
+            runs["strategies"][name]["strategy_in_effect"] = seen
+            drained = drain_usage()
+            log(f"  drained {drained} usage events")
+        set_strategy(default)
+        self.count(wait_for_strategy(self.gateway_url, self.key, default)[1])
+        self.stop(gateway)
+        drain_usage()
+        self.results["records"] = {"ingested": usage_records(), "requests": self.requests_recorded}
+
+        log("gateway, recording off")
+        gateway, pids = self.gateway(recording=False)
+        self.warm(self.gateway_url, pids)
+        runs["recording_off"] = self.http_pair(self.gateway_url, pids)
+        self.stop(gateway)
+
+        if args.workers2:
+            log("gateway, 1 process vs 2 processes at 16 connections per process")
+            gateway, pids = self.gateway(workers=2)
+            self.warm(self.gateway_url, pids)
+            result = measure(
+                self.gateway_url, connections=32, duration=args.duration, key=self.key, pids=pids, threads=2
+            )
+            runs["workers2"] = {"c32": result}
+            log(f"  2 processes, c32: {result['rps']} req/s, errors {result['errors']}")
+            self.stop(gateway)
+            drain_usage()
+
+    def stream_client(self, url: str) -> dict[str, Any]:
+        args = self.args
+        cmd = [
+            procs.PYTHON,
+            "-m",
+            "bench.stream_client",
+            "--url",
+            url,
+            "--streams",
+            str(args.streams),
+            "--ramp",
+            str(args.ramp),
+            "--key",
+            self.key,
+            "--model",
+            STREAM_MODEL,
+        ]
+        timeout = args.ramp + args.chunks * args.interval + 300
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"stream client failed: {done.stderr[-2000:]}")
+        return parse_marked_json(done.stdout, STREAM_MARKER)
+
+    def run_streams(self) -> None:
+        args = self.args
+        upstream = self.start(
+            procs.start_stream_upstream(args.stream_port, args.chunks, args.interval, self.logs / "stream-upstream.log")
+        )
+        streams: dict[str, Any] = {
+            "config": {"streams": args.streams, "ramp": args.ramp, "chunks": args.chunks, "interval": args.interval}
+        }
+        log(f"streams direct: {args.streams} over {args.ramp} s, {args.chunks} chunks x {args.interval} s")
+        upstream_pid = [upstream.pid]
+        before = procs.cpu_ticks(upstream_pid)
+        direct = self.stream_client(self.stream_direct_url)
+        direct["upstream_cpu_s"] = round((procs.cpu_ticks(upstream_pid) - before) / CLK_TCK, 2)
+        streams["direct"] = direct
+        log(f"  {direct}")
+        gateway, pids = self.gateway()
+        log("streams through the gateway")
+        before = procs.cpu_ticks(pids)
+        with procs.RssSampler(pids, interval=0.2) as sampler:
+            through = self.stream_client(self.gateway_url)
+        through["gateway_cpu_s"] = round((procs.cpu_ticks(pids) - before) / CLK_TCK, 2)
+        through["peak_rss_mb"] = sampler.peak_mb
+        through["vm_hwm_mb"] = round(max(procs.rss_kb(p).get("VmHWM", 0) for p in pids) / 1024, 1)
+        streams["gateway"] = through
+        log(f"  {through}")
+        self.stop(gateway)
+        self.stop(upstream)
+        self.results["streams"] = streams
+        drain_usage()
+
+    def run_compare(self) -> None:
+        """The same load on the code in ``--compare-root`` (before) and this tree (after), alternated."""
+        args = self.args
+        before_root = Path(args.compare_root).resolve()
+        rounds: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+        direct: list[dict[str, Any]] = []
+        for round_number in range(args.compare_rounds):
+            direct.append(self.http_pair(self.direct_url, []))
+            for label, root in (("before", before_root), ("after", ROOT)):
+                log(f"compare round {round_number + 1}: {label} ({root})")
+                gateway, pids = self.gateway(root=root)
+                self.warm(self.gateway_url, pids)
+                rounds[label].append(self.http_pair(self.gateway_url, pids))
+                self.stop(gateway)
+                drain_usage()
+        self.results["compare"] = summarize_compare(rounds, direct, before=str(before_root))
+
+    def run_profile(self) -> None:
+        """py-spy on the single worker under 16-connection load."""
+        args = self.args
+        spy = str(ROOT / ".venv" / "bin" / "py-spy")
+        if not os.path.exists(spy):
+            log("py-spy is not installed (.venv/bin/pip install py-spy); skipping the profile")
+            return
+        profiles = {}
+        for recording in (True, False):
+            label = "recording_on" if recording else "recording_off"
+            gateway, pids = self.gateway(recording=recording)
+            self.warm(self.gateway_url, pids)
+            raw = RESULTS / f"profile-{label}.txt"
+            spy_proc = subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pids[0]),
+                    "--duration",
+                    str(int(args.profile_seconds)),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--idle",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)
+            load = measure(self.gateway_url, connections=16, duration=args.profile_seconds, key=self.key, pids=pids)
+            spy_proc.wait(60)
+            summary = summarize_collapsed(raw.read_text().splitlines()) if raw.exists() else {}
+            summary["load"] = {k: load.get(k) for k in ("rps", "p50_ms", "cpu_us_per_req", "cpu_percent")}
+            profiles[label] = summary
+            log(f"profile {label}: {summary.get('samples')} samples; buckets {summary.get('buckets')}")
+            self.stop(gateway)
+            drain_usage()
+        (RESULTS / "profile.json").write_text(json.dumps(profiles, indent=2) + "\n")
+        self.results["profile"] = {k: {"buckets": v.get("buckets"), "load": v.get("load")} for k, v in profiles.items()}
+
+    def write(self) -> None:
+        figures = headline(self.results)
+        figures["stream_count"] = self.results.get("streams", {}).get("config", {}).get("streams", 0)
+        self.results["headline"] = figures
+        self.results["targets"] = check_targets(figures)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.results, indent=2) + "\n"
+        (RESULTS / "latest.json").write_text(text)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        (RESULTS / f"run-{stamp}.json").write_text(text)
+        markdown = render_markdown(self.results)
+        (RESULTS / "latest.md").write_text(markdown)
+        if self.args.docs and DOCS.exists():
+            doc = DOCS.read_text()
+            if DOC_START in doc and DOC_END in doc:
+                body = markdown.split("\n", 2)[2] if markdown.startswith("# ") else markdown
+                body = body.replace("\n## ", "\n### ")
+                head, _, rest = doc.partition(DOC_START)
+                _, _, tail = rest.partition(DOC_END)
+                DOCS.write_text(f"{head}{DOC_START}\n{body.strip()}\n{DOC_END}{tail}")
+        print(markdown)
+
+    def run(self) -> None:
+        django_setup()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start(procs.start_nginx(self.args.upstream_port, self.tmp / "nginx"))
+            self.key = configure_gateway(self.args.upstream_port, self.args.stream_port)
+            if "http" in self.args.phases:
+                self.run_http()
+            if "streams" in self.args.phases:
+                self.run_streams()
+            if self.args.compare_root:
+                self.run_compare()
+            if self.args.profile:
+                self.run_profile()
+            self.write()
+        finally:
+            for service in reversed(list(self.services)):
+                service.stop()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Gateway benchmark (see docs/benchmark.md).")
+    parser.add_argument("--quick", action="store_true", help="short runs: 3 s per HTTP run, 10-chunk streams")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (10; quick 3)")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--streams", type=int, default=2000)
+    parser.add_argument("--chunks", type=int, help="chunks per stream (60; quick 10)")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between chunks")
+    parser.add_argument("--ramp", type=float, help="seconds over which the streams start (10; quick 4)")
+    parser.add_argument("--strategies", default="", help="comma-separated; default: every registered strategy")
+    parser.add_argument("--phases", default="http,streams", help="http, streams (comma-separated)")
+    parser.add_argument("--no-workers2", dest="workers2", action="store_false")
+    parser.add_argument("--profile", action="store_true", help="also profile the worker with py-spy")
+    parser.add_argument("--profile-seconds", type=float, default=15.0)
+    parser.add_argument("--compare-root", default="", help="a code tree to compare with (before/after)")
+    parser.add_argument("--compare-rounds", type=int, default=2)
+    parser.add_argument("--no-docs", dest="docs", action="store_false", help="do not update docs/benchmark.md")
+    parser.add_argument("--upstream-port", type=int, default=18090)
+    parser.add_argument("--stream-port", type=int, default=18091)
+    parser.add_argument("--gateway-port", type=int, default=18084)
+    parser.add_argument("--tmp", default="/tmp/gw-bench")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.chunks is None:
+        args.chunks = 10 if args.quick else 60
+    if args.ramp is None:
+        args.ramp = 4.0 if args.quick else 10.0
+    args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    Bench(parse_args(argv)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

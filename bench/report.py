@@ -1,0 +1,485 @@
+"""The benchmark's pure logic: parsing tool output, percentiles, targets, the tables.
+
+Nothing here starts processes or reads the clock, so it is tested directly
+(tests/bench/). ``bench/bench.py`` runs the processes and calls these.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+WRK_MARKER = "WRK_JSON "
+STREAM_MARKER = "STREAM_JSON "
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+def parse_marked_json(output: str, marker: str) -> dict[str, Any]:
+    """The JSON object on the last line of ``output`` that starts with ``marker``."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(marker):
+            return json.loads(line[len(marker) :])
+    raise ValueError(f"no {marker.strip()} line in output")
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """wrk's summary (printed by bench/post.lua's ``done``) with derived figures.
+
+    wrk counts a response with status >= 400 as a status error; socket errors are
+    connect/read/write/timeout. Latencies are converted to milliseconds.
+    """
+    raw = parse_marked_json(output, WRK_MARKER)
+    seconds = raw["duration_us"] / 1_000_000
+    socket_errors = raw["errors_connect"] + raw["errors_read"] + raw["errors_write"] + raw["errors_timeout"]
+    result: dict[str, Any] = {
+        "requests": raw["requests"],
+        "seconds": round(seconds, 3),
+        "rps": round(raw["requests"] / seconds, 1) if seconds > 0 else 0.0,
+        "errors_status": raw["errors_status"],
+        "errors_socket": socket_errors,
+        "errors": raw["errors_status"] + socket_errors,
+        "mean_ms": round(raw["latency_mean_us"] / 1000, 3),
+        "max_ms": round(raw["latency_max_us"] / 1000, 3),
+    }
+    for key, value in raw.items():
+        match = re.fullmatch(r"latency_p(\d+(?:_\d+)?)_us", key)
+        if match:
+            result[f"p{match.group(1)}_ms"] = round(value / 1000, 3)
+    return result
+
+
+def parse_proc_status(text: str) -> dict[str, int]:
+    """``VmRSS`` / ``VmHWM`` (and other ``Vm*`` lines) of /proc/<pid>/status, in kB."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name.startswith("Vm"):
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                values[name] = int(parts[0])
+    return values
+
+
+def parse_proc_stat_cpu_ticks(text: str) -> int:
+    """utime + stime (clock ticks) from /proc/<pid>/stat; the command may contain spaces."""
+    after = text[text.rindex(")") + 2 :].split()
+    # after[0] is field 3 (state); utime and stime are fields 14 and 15
+    return int(after[11]) + int(after[12])
+
+
+def parse_cpuinfo(text: str) -> str:
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "model name":
+            return value.strip()
+    return "unknown"
+
+
+def parse_meminfo_gib(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 1024 / 1024, 1)
+    return 0.0
+
+
+# --- statistics -------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Linear-interpolated percentile (``p`` in 0..100) of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return float(ordered[0])
+    rank = (len(ordered) - 1) * p / 100
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    if low == high:
+        return float(ordered[low])
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _r(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summarize_streams(
+    *,
+    ok: Sequence[bool],
+    errors: Iterable[str],
+    ttft_ms: Sequence[float],
+    duration_ms: Sequence[float],
+    events: Sequence[int],
+) -> dict[str, Any]:
+    return {
+        "streams": len(ok),
+        "ok": sum(1 for o in ok if o),
+        "errors": len(ok) - sum(1 for o in ok if o),
+        "error_kinds": dict(Counter(errors)),
+        "ttft_p50_ms": _r(percentile(ttft_ms, 50)),
+        "ttft_p99_ms": _r(percentile(ttft_ms, 99)),
+        "ttft_max_ms": _r(max(ttft_ms) if ttft_ms else None),
+        "duration_p50_s": _r(p / 1000 if (p := percentile(duration_ms, 50)) is not None else None, 3),
+        "duration_p99_s": _r(p / 1000 if (p := percentile(duration_ms, 99)) is not None else None, 3),
+        "events_min": min(events) if events else 0,
+    }
+
+
+def added(gateway: float | None, direct: float | None) -> float | None:
+    """What the gateway adds on top of the direct figure."""
+    if gateway is None or direct is None:
+        return None
+    return round(gateway - direct, 3)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def _median(values: list[float]) -> float | None:
+    return percentile(values, 50)
+
+
+def summarize_compare(
+    rounds: dict[str, list[dict[str, Any]]], direct: list[dict[str, Any]], *, before: str
+) -> dict[str, Any]:
+    """Median over alternated rounds of before/after, and the after/before ratios."""
+    out: dict[str, Any] = {"before_root": before, "rounds": len(rounds.get("after", []))}
+    for conns in ("c1", "c16"):
+        row: dict[str, Any] = {}
+        base_p50 = _median([d[conns]["p50_ms"] for d in direct if conns in d])
+        for label in ("before", "after"):
+            runs = [r[conns] for r in rounds.get(label, []) if conns in r]
+            rps = _median([r["rps"] for r in runs])
+            p50 = _median([r["p50_ms"] for r in runs])
+            cpu = _median([r["cpu_us_per_req"] for r in runs if r.get("cpu_us_per_req") is not None])
+            row[label] = {
+                "rps": _r(rps, 1),
+                "p50_ms": _r(p50, 3),
+                "added_p50_ms": added(p50, base_p50),
+                "cpu_us_per_req": _r(cpu, 1),
+            }
+        row["rps_ratio"] = ratio(row["after"]["rps"], row["before"]["rps"])
+        row["cpu_ratio"] = ratio(row["after"]["cpu_us_per_req"], row["before"]["cpu_us_per_req"])
+        out[conns] = row
+    return out
+
+
+# --- summary and targets ----------------------------------------------------------------
+
+TARGETS = [
+    # key, description, comparison, goal
+    ("rps_c16", "throughput at 16 connections, every record on (req/s, 1 process)", ">=", 600.0),
+    ("added_p50_c1_ms", "added latency p50 at 1 connection (ms)", "<=", 1.5),
+    ("recording_cost", "usage+latency recording cost vs recording off (throughput share)", "<=", 0.15),
+    ("stream_errors", "2,000 concurrent streams: errors", "==", 0),
+    ("stream_added_ttft_p99_ms", "2,000 concurrent streams: added TTFT p99 (ms)", "<", 50.0),
+    ("stream_peak_rss_mb", "2,000 concurrent streams: peak worker RSS (MB)", "<", 1024.0),
+    ("two_process_ratio", "two processes vs one (throughput ratio)", ">=", 1.7),
+]
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The figures the targets are about, computed from the raw runs."""
+    runs = results.get("runs", {})
+    direct = runs.get("direct", {})
+    default = results.get("default_strategy", "model")
+    gateway = runs.get("strategies", {}).get(default, {})
+    off = runs.get("recording_off", {})
+    one = gateway.get("c16", {}).get("rps")
+    out: dict[str, Any] = {
+        "rps_c16": one,
+        "added_p50_c1_ms": added(gateway.get("c1", {}).get("p50_ms"), direct.get("c1", {}).get("p50_ms")),
+        "added_p99_c1_ms": added(gateway.get("c1", {}).get("p99_ms"), direct.get("c1", {}).get("p99_ms")),
+        "gateway_share_of_direct_c16": ratio(one, direct.get("c16", {}).get("rps")),
+    }
+    off_rps = off.get("c16", {}).get("rps")
+    out["recording_cost"] = round(1 - one / off_rps, 3) if one and off_rps else None
+    two = runs.get("workers2", {}).get("c32", {}).get("rps")
+    out["two_process_ratio"] = ratio(two, one)
+    streams = results.get("streams", {})
+    gw_streams, direct_streams = streams.get("gateway"), streams.get("direct")
+    if gw_streams:
+        out["stream_errors"] = gw_streams.get("errors")
+        out["stream_added_ttft_p50_ms"] = added(
+            gw_streams.get("ttft_p50_ms"), (direct_streams or {}).get("ttft_p50_ms")
+        )
+        out["stream_added_ttft_p99_ms"] = added(
+            gw_streams.get("ttft_p99_ms"), (direct_streams or {}).get("ttft_p99_ms")
+        )
+        out["stream_peak_rss_mb"] = gw_streams.get("peak_rss_mb")
+    return out
+
+
+def check_targets(figures: dict[str, Any], *, streams_expected: int = 2000) -> list[dict[str, Any]]:
+    checks = []
+    for key, description, op, goal in TARGETS:
+        value = figures.get(key)
+        if key.startswith("stream_") and figures.get("stream_count", streams_expected) < 2000:
+            description += f" (only {figures.get('stream_count')} streams in this run)"
+        if value is None:
+            met = None
+        elif op == ">=":
+            met = value >= goal
+        elif op == "<=":
+            met = value <= goal
+        elif op == "<":
+            met = value < goal
+        else:
+            met = value == goal
+        checks.append({"key": key, "target": description, "goal": f"{op} {goal:g}", "value": value, "met": met})
+    return checks
+
+
+# --- tables -----------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(cell) if not isinstance(cell, str) else cell for cell in row) + " |")
+    return lines
+
+
+def http_rows(results: dict[str, Any]) -> list[list[Any]]:
+    runs = results.get("runs", {})
+    direct = runs.get("direct", {})
+    rows: list[list[Any]] = []
+
+    def row(label: str, conns: str, run: dict[str, Any], processes: int = 1, compare: bool = True) -> None:
+        base = direct.get(conns, {}) if compare else {}
+        rows.append(
+            [
+                label,
+                conns[1:],
+                run.get("rps"),
+                _r(run["rps"] / processes, 1) if run.get("rps") is not None else None,
+                run.get("p50_ms"),
+                run.get("p99_ms"),
+                added(run.get("p50_ms"), base.get("p50_ms")) if compare else None,
+                added(run.get("p99_ms"), base.get("p99_ms")) if compare else None,
+                run.get("cpu_us_per_req"),
+                run.get("peak_rss_mb"),
+                run.get("errors"),
+            ]
+        )
+
+    for conns in ("c1", "c16"):
+        if conns in direct:
+            row("upstream direct (nginx)", conns, direct[conns], compare=False)
+    for name, by_conns in runs.get("strategies", {}).items():
+        for conns in ("c1", "c16"):
+            if conns in by_conns:
+                row(f"gateway, strategy `{name}`", conns, by_conns[conns])
+    for conns in ("c1", "c16"):
+        if conns in runs.get("recording_off", {}):
+            row("gateway, recording off", conns, runs["recording_off"][conns])
+    if "c32" in runs.get("workers2", {}):
+        row("gateway, 2 processes", "c32", runs["workers2"]["c32"], processes=2, compare=False)
+    return rows
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    machine = results.get("machine", {})
+    config = results.get("config", {})
+    lines = [
+        "# Gateway benchmark: latest run",
+        "",
+        f"- date: {machine.get('date', '?')}",
+        f"- machine: {machine.get('nproc', '?')} CPUs ({machine.get('cpu_model', '?')}), "
+        f"{machine.get('mem_gib', '?')} GiB memory, {machine.get('kernel', '?')}",
+        f"- mode: {'quick' if config.get('quick') else 'full'}; {config.get('duration', '?')} s per HTTP run, "
+        f"gateway commit {results.get('commit', '?')}",
+        "",
+        "## Requests (`POST /v1/chat/completions`, non-streaming)",
+        "",
+    ]
+    header = [
+        "run",
+        "conns",
+        "req/s",
+        "req/s per process",
+        "p50 ms",
+        "p99 ms",
+        "added p50 ms",
+        "added p99 ms",
+        "CPU µs/req",
+        "peak RSS MB",
+        "errors",
+    ]
+    lines += _table(header, http_rows(results))
+    records = results.get("records")
+    if records:
+        lines += [
+            "",
+            f"Usage records ingested from the stream: {_fmt(records.get('ingested'))} "
+            f"for {_fmt(records.get('requests'))} completed requests with recording on "
+            f"(fewer records than requests would mean lost records).",
+        ]
+    streams = results.get("streams", {})
+    if streams:
+        lines += ["", "## Concurrent streams", ""]
+        sc = streams.get("config", {})
+        lines.append(
+            f"{_fmt(sc.get('streams'))} streams started over {_fmt(sc.get('ramp'))} s, each "
+            f"{_fmt(sc.get('chunks'))} chunks {_fmt(sc.get('interval'))} s apart, one gateway process."
+        )
+        lines.append("")
+        srows = []
+        for label, key in (("upstream direct", "direct"), ("gateway", "gateway")):
+            s = streams.get(key)
+            if not s:
+                continue
+            base = streams.get("direct", {}) if key == "gateway" else {}
+            srows.append(
+                [
+                    label,
+                    s.get("streams"),
+                    s.get("ok"),
+                    s.get("errors"),
+                    s.get("ttft_p50_ms"),
+                    s.get("ttft_p99_ms"),
+                    added(s.get("ttft_p50_ms"), base.get("ttft_p50_ms")) if base else None,
+                    added(s.get("ttft_p99_ms"), base.get("ttft_p99_ms")) if base else None,
+                    s.get("duration_p99_s"),
+                    s.get("peak_rss_mb"),
+                ]
+            )
+        lines += _table(
+            [
+                "target",
+                "streams",
+                "ok",
+                "errors",
+                "TTFT p50 ms",
+                "TTFT p99 ms",
+                "added TTFT p50 ms",
+                "added TTFT p99 ms",
+                "duration p99 s",
+                "peak RSS MB",
+            ],
+            srows,
+        )
+    compare = results.get("compare")
+    if compare:
+        lines += [
+            "",
+            "## Before / after",
+            "",
+            f"Before: `{compare.get('before_root')}`; median of {compare.get('rounds')} alternated rounds.",
+            "",
+        ]
+        crows = []
+        for conns in ("c1", "c16"):
+            row = compare.get(conns, {})
+            for label in ("before", "after"):
+                r = row.get(label, {})
+                crows.append(
+                    [label, conns[1:], r.get("rps"), r.get("p50_ms"), r.get("added_p50_ms"), r.get("cpu_us_per_req")]
+                )
+            crows.append(["after / before", conns[1:], row.get("rps_ratio"), None, None, row.get("cpu_ratio")])
+        lines += _table(["code", "conns", "req/s", "p50 ms", "added p50 ms", "CPU µs/req"], crows)
+    checks = results.get("targets", [])
+    if checks:
+        lines += ["", "## Targets", ""]
+        lines += _table(
+            ["target", "goal", "measured", "met"],
+            [[c["target"], c["goal"], c["value"], c["met"]] for c in checks],
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --- profiles ---------------------------------------------------------------------------
+
+# Buckets for a py-spy collapsed profile, in priority order: a sample goes to the first
+# bucket any of whose needles appears in any frame of its stack. A sample whose innermost
+# frame is the gevent hub's loop is the process waiting for I/O (idle).
+IDLE_FRAMES = ("run (gevent/hub.py", "wait (gevent/_gevent_c_hub")
+PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("usage recording (recorder, event payload)", ("usage/recorder.py", "usage/events.py")),
+    ("cost and counters", ("usage/cost.py", "usage/budgets.py")),
+    ("token counting", ("usage/tokens.py",)),
+    ("upstream HTTP call (urllib3, http.client)", ("urllib3/", "http/client.py", "providers/")),
+    (
+        "routing (plan, strategy, snapshot, health)",
+        (
+            "routing/services/planning.py",
+            "routing/strategies/",
+            "routing/config/",
+            "routing/health.py",
+            "routing/latency/",
+        ),
+    ),
+    ("body parsing and validation", ("gatewaysite/api/parsers.py", "routing/services/validation.py")),
+    ("key check", ("accounts/",)),
+    ("completion path (other)", ("routing/services/completion.py",)),
+    ("view (DRF dispatch, response)", ("rest_framework/", "routing/views/")),
+    ("Django middleware and handler", ("django/", "whitenoise/", "gatewaysite/middleware.py")),
+    ("gunicorn worker and HTTP parsing", ("gunicorn/",)),
+    ("gevent (scheduling, sockets)", ("gevent/", "greenlet")),
+]
+
+
+def bucket_of(frames: Sequence[str]) -> str:
+    if frames and any(frames[-1].startswith(idle) for idle in IDLE_FRAMES):
+        return "idle (waiting for I/O)"
+    for name, needles in PROFILE_BUCKETS:
+        if any(needle in frame for frame in frames for needle in needles):
+            return name
+    return "other"
+
+
+def summarize_collapsed(lines: Iterable[str], *, top: int = 25) -> dict[str, Any]:
+    """Self-time by function and by bucket from py-spy's ``--format raw`` output.
+
+    Each line is ``frame;frame;...;frame count`` (outermost first).
+    """
+    total = 0
+    self_counts: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+        buckets[bucket_of(frames)] += count
+
+    def share(count: int) -> float:
+        return round(100 * count / total, 1) if total else 0.0
+
+    return {
+        "samples": total,
+        "buckets": [{"bucket": b, "percent": share(c)} for b, c in buckets.most_common()],
+        "self": [{"frame": f, "percent": share(c)} for f, c in self_counts.most_common(top)],
+        "inclusive": [{"frame": f, "percent": share(c)} for f, c in inclusive.most_common(top)],
+    }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The gateway benchmark, one command: bash bench/run.sh [--quick] [--profile] [...]
+# (make bench). Options: .venv/bin/python -m bench.bench --help. Results go to
+# bench/results/latest.{json,md} and the table into docs/benchmark.md.
+#
+# Uses its own Postgres database and Redis DB (dropped and recreated on every run):
+#   BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/gw_bench)
+#   BENCH_REDIS_URL    (redis://127.0.0.1:6379/6)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="$ROOT/.venv/bin/python"
+
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "bench: installing ${need[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
+    # the package starts a system nginx on port 80; the benchmark runs its own
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
+  else
+    echo "bench: missing ${need[*]}: run 'sudo apt-get install -y nginx-light wrk' (the benchmark" >&2
+    echo "       drives the gateway with wrk and uses nginx as the fixed-response upstream)." >&2
+    exit 1
+  fi
+fi
+export PATH="$PATH:/usr/sbin"
+
+if [ ! -x "$PY" ]; then
+  echo "bench: no virtualenv at .venv (python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]')" >&2
+  exit 1
+fi
+if [[ " $* " == *" --profile "* ]] && [ ! -x "$ROOT/.venv/bin/py-spy" ]; then
+  "$ROOT/.venv/bin/pip" install -q py-spy
+fi
+
+# 2,000 client streams + 2,000 gateway connections + 2,000 upstream connections
+hard="$(ulimit -Hn)"
+if [ "$hard" = "unlimited" ] || [ "$hard" -ge 65536 ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
+if [ "$(ulimit -n)" -lt 8192 ]; then
+  echo "bench: open-file limit is $(ulimit -n); 2,000 streams need about 8,192 (raise the hard limit)" >&2
+fi
+
+export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gw_bench}"
+export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379/6}"
+export DJANGO_SETTINGS_MODULE=gatewaysite.settings
+export DEBUG=0
+unset GATEWAY_RECORDING_ENABLED GUNICORN_ACCESS_LOG WEB_CONCURRENCY
+
+"$PY" - <<'PYEOF'
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+
+url = urlsplit(os.environ["DATABASE_URL"])
+name = url.path.lstrip("/")
+admin = urlunsplit(url._replace(path="/postgres"))
+with psycopg.connect(admin, autocommit=True) as conn:
+    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.execute(f'CREATE DATABASE "{name}"')
+redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+PYEOF
+"$PY" manage.py migrate -v 0
+
+exec "$PY" -m bench.bench "$@"

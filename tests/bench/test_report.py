@@ -1,0 +1,191 @@
+"""The benchmark's own logic: parsing tool output, percentiles, targets, tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.report import (
+    added,
+    bucket_of,
+    check_targets,
+    headline,
+    parse_cpuinfo,
+    parse_marked_json,
+    parse_meminfo_gib,
+    parse_proc_stat_cpu_ticks,
+    parse_proc_status,
+    parse_wrk,
+    percentile,
+    render_markdown,
+    summarize_collapsed,
+    summarize_streams,
+)
+
+WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:18084/v1/chat/completions
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    13.04ms   10.11ms  72.19ms   85.40%
+    Req/Sec     1.15k   100.00     1.30k    70.00%
+  3432 requests in 3.00s, 2.10MB read
+Requests/sec:   1144.10
+Transfer/sec:    716.00KB
+WRK_JSON {"requests":3432,"duration_us":3000000,"bytes":2200000,"errors_connect":1,"errors_read":2,\
+"errors_write":0,"errors_status":4,"errors_timeout":3,"latency_mean_us":13040.7,"latency_max_us":72190,\
+"latency_p50_us":12950,"latency_p90_us":20100,"latency_p99_us":72100,"latency_p99_9_us":72190}
+"""
+
+
+def test_parse_wrk_derives_rate_errors_and_milliseconds() -> None:
+    result = parse_wrk(WRK_OUTPUT)
+    assert result["requests"] == 3432
+    assert result["rps"] == 1144.0
+    assert result["errors_status"] == 4
+    assert result["errors_socket"] == 6  # connect + read + write + timeout
+    assert result["errors"] == 10
+    assert result["p50_ms"] == 12.95
+    assert result["p99_ms"] == 72.1
+    assert result["p99_9_ms"] == 72.19
+    assert result["mean_ms"] == 13.041  # 13040.7 us, rounded to the microsecond
+
+
+def test_parse_wrk_without_summary_line_fails_loudly() -> None:
+    with pytest.raises(ValueError, match="WRK_JSON"):
+        parse_wrk("Requests/sec: 10\n")
+
+
+def test_parse_marked_json_takes_the_last_marked_line() -> None:
+    output = 'noise\nSTREAM_JSON {"a": 1}\nmore\nSTREAM_JSON {"a": 2}\n'
+    assert parse_marked_json(output, "STREAM_JSON ") == {"a": 2}
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [10.0, 1.0, 4.0, 3.0, 2.0]  # unsorted on purpose
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 100) == 10.0
+    assert percentile(values, 90) == pytest.approx(7.6)  # rank 3.6 between 4 and 10
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([], 50) is None
+
+
+def test_summarize_streams_counts_errors_by_kind() -> None:
+    summary = summarize_streams(
+        ok=[True, True, False, False, False],
+        errors=["timeout", "cut_short", "timeout"],
+        ttft_ms=[1.0, 2.0, 3.0],
+        duration_ms=[30_000.0, 30_500.0],
+        events=[62, 61],
+    )
+    assert summary["streams"] == 5
+    assert summary["ok"] == 2
+    assert summary["errors"] == 3
+    assert summary["error_kinds"] == {"timeout": 2, "cut_short": 1}
+    assert summary["ttft_p50_ms"] == 2.0
+    assert summary["duration_p50_s"] == 30.25
+    assert summary["events_min"] == 61
+
+
+def test_proc_parsers() -> None:
+    status = "Name:\tpython3\nVmPeak:\t  300000 kB\nVmHWM:\t   90000 kB\nVmRSS:\t   85000 kB\nThreads:\t3\n"
+    assert parse_proc_status(status) == {"VmPeak": 300000, "VmHWM": 90000, "VmRSS": 85000}
+    # the command may contain spaces and parentheses; utime=700 stime=300
+    stat = "1234 (gunicorn: worker (x)) S 1 1234 1234 0 -1 4194560 1000 0 0 0 700 300 0 0 20 0 1 0 100 0 0"
+    assert parse_proc_stat_cpu_ticks(stat) == 1000
+    assert parse_cpuinfo("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
+    assert parse_meminfo_gib("MemTotal:       24684132 kB\nMemFree: 1 kB\n") == 23.5
+
+
+def _results(**overrides: object) -> dict:
+    results = {
+        "default_strategy": "model",
+        "runs": {
+            "direct": {"c1": {"rps": 16000.0, "p50_ms": 0.06, "p99_ms": 0.1}, "c16": {"rps": 150000.0}},
+            "strategies": {
+                "model": {
+                    "c1": {"rps": 1000.0, "p50_ms": 0.96, "p99_ms": 2.0},
+                    "c16": {"rps": 1100.0, "p50_ms": 13.0, "p99_ms": 70.0},
+                }
+            },
+            "recording_off": {"c16": {"rps": 1250.0}},
+            "workers2": {"c32": {"rps": 2090.0}},
+        },
+        "streams": {
+            "direct": {"ttft_p50_ms": 0.2, "ttft_p99_ms": 3.0},
+            "gateway": {"errors": 0, "ttft_p50_ms": 2.2, "ttft_p99_ms": 40.0, "peak_rss_mb": 200.0},
+        },
+    }
+    results.update(overrides)
+    return results
+
+
+def test_headline_compares_gateway_with_direct_and_recording_off() -> None:
+    figures = headline(_results())
+    assert figures["rps_c16"] == 1100.0
+    assert figures["added_p50_c1_ms"] == 0.9
+    assert figures["recording_cost"] == 0.12  # 1 - 1100/1250
+    assert figures["two_process_ratio"] == 1.9
+    assert figures["stream_added_ttft_p99_ms"] == 37.0
+    assert figures["stream_peak_rss_mb"] == 200.0
+
+
+def test_targets_are_judged_against_their_goals() -> None:
+    figures = headline(_results())
+    figures["two_process_ratio"] = 1.5
+    checks = {c["key"]: c for c in check_targets(figures)}
+    assert checks["rps_c16"]["met"] is True
+    assert checks["added_p50_c1_ms"]["met"] is True
+    assert checks["recording_cost"]["met"] is True
+    assert checks["stream_errors"]["met"] is True
+    assert checks["stream_added_ttft_p99_ms"]["met"] is True
+    assert checks["two_process_ratio"]["met"] is False
+
+
+def test_missing_runs_leave_targets_unjudged() -> None:
+    checks = {c["key"]: c for c in check_targets(headline({"runs": {}}))}
+    assert all(c["met"] is None for c in checks.values())
+
+
+def test_added_needs_both_figures() -> None:
+    assert added(2.5, 1.0) == 1.5
+    assert added(None, 1.0) is None
+    assert added(1.0, None) is None
+
+
+def test_markdown_table_shows_added_latency_per_run() -> None:
+    text = render_markdown(
+        _results(machine={"date": "2026-01-01 00:00 UTC", "nproc": 2, "cpu_model": "AMD EPYC", "mem_gib": 23.5})
+    )
+    assert "2 CPUs (AMD EPYC), 23.5 GiB memory" in text
+    rows = [line for line in text.splitlines() if line.startswith("| gateway, strategy `model` | 1 |")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[2] == "1,000.00"  # req/s
+    assert cells[6] == "0.90"  # added p50: 0.96 - 0.06
+    assert "| gateway, 2 processes | 32 | 2,090.00 | 1,045.00 |" in text
+    assert "## Concurrent streams" in text
+
+
+def test_collapsed_profile_is_bucketed_by_the_layers_of_the_request_path() -> None:
+    lines = [
+        "run (gevent/hub.py:647) 50",
+        "handle (gunicorn/workers/ggevent.py:120);post (routing/views/completions.py:60);"
+        "post_json (providers/http.py:75);request (urllib3/_request_methods.py:143) 30",
+        "handle (gunicorn/workers/ggevent.py:120);record (usage/recorder.py:300);wait (gevent/event.py:1) 15",
+        "handle (gunicorn/workers/ggevent.py:120);parse (gunicorn/http/parser.py:10) 5",
+        "garbage line",
+    ]
+    summary = summarize_collapsed(lines)
+    assert summary["samples"] == 100
+    buckets = {b["bucket"]: b["percent"] for b in summary["buckets"]}
+    assert buckets["idle (waiting for I/O)"] == 50.0
+    assert buckets["upstream HTTP call (urllib3, http.client)"] == 30.0
+    assert buckets["usage recording (recorder, event payload)"] == 15.0
+    assert buckets["gunicorn worker and HTTP parsing"] == 5.0
+    assert summary["self"][0] == {"frame": "run (gevent/hub.py:647)", "percent": 50.0}
+    inclusive = {f["frame"]: f["percent"] for f in summary["inclusive"]}
+    assert inclusive["handle (gunicorn/workers/ggevent.py:120)"] == 50.0
+
+
+def test_bucket_of_prefers_the_innermost_idle_frame() -> None:
+    assert bucket_of(["handle (gunicorn/workers/ggevent.py:1)", "run (gevent/hub.py:647)"]) == "idle (waiting for I/O)"
+    assert bucket_of(["something (elsewhere.py:1)"]) == "other"
