@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 from django.conf import settings
@@ -24,7 +23,7 @@ class LatencyStrategy(Strategy):
     description = "lowest recent latency, exploring deployments without recent samples"
 
     def __init__(self) -> None:
-        self._turns = itertools.count(1)
+        self._turn = 0  # requests that could explore; a lost update under a race only shifts the cadence
 
     def choose(self, request: RouteRequest, candidates: Sequence[DeploymentInfo]) -> Ranking:
         conf = settings.GATEWAY
@@ -42,7 +41,9 @@ class LatencyStrategy(Strategy):
         if not measured:
             reason = "no_recent_samples"
         elif unmeasured and explore_every:
-            turn = next(self._turns)
+            turn = self._turn + 1
+            if not request.dry_run:  # explain ranks without moving the cadence
+                self._turn = turn
             if turn % explore_every == 0:
                 pick = unmeasured.pop((turn // explore_every) % len(unmeasured))
                 measured.insert(0, pick)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -150,6 +151,10 @@ def deployment(name: str, priority: int = 0) -> DeploymentInfo:
     )
 
 
+REQUEST: Any = SimpleNamespace(dry_run=False)
+DRY_RUN: Any = SimpleNamespace(dry_run=True)
+
+
 def test_strategy_orders_by_recent_latency_and_explores(
     clock: MovableClock, conf: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,23 +162,27 @@ def test_strategy_orders_by_recent_latency_and_explores(
     monkeypatch.setattr("routing.strategies.latency.live_latency", live)
     strategy = LatencyStrategy()
     a, b, c = deployment("a", 0), deployment("b", 1), deployment("c", 2)
-    ranking = strategy.choose(None, [c, b, a])  # type: ignore[arg-type]
+    ranking = strategy.choose(REQUEST, [c, b, a])
     assert [d.name for d in ranking.candidates] == ["a", "b", "c"]
     assert ranking.reason == "no_recent_samples"
     for _ in range(3):
         live.observe("a", 80.0, True)
         live.observe("b", 20.0, True)
-    ranking = strategy.choose(None, [a, b, c])  # type: ignore[arg-type]
+    ranking = strategy.choose(REQUEST, [a, b, c])
     assert [d.name for d in ranking.candidates][:2] == ["b", "a"]
     assert ranking.scores["b"] == {"mean_ms": 20.0, "samples": 3}
     assert ranking.scores["c"] == {"mean_ms": None, "samples": 0}
-    firsts = Counter(strategy.choose(None, [a, b, c]).candidates[0].name for _ in range(99))  # type: ignore[arg-type]
+    firsts = Counter(strategy.choose(REQUEST, [a, b, c]).candidates[0].name for _ in range(99))
     assert firsts["c"] == 20  # one in five tries the unmeasured deployment first
     assert firsts["b"] == 79
+    # explain (dry run) shows the ranking without moving the cadence
+    turn = strategy._turn
+    assert {strategy.choose(DRY_RUN, [a, b, c]).candidates[0].name for _ in range(10)} <= {"b", "c"}
+    assert strategy._turn == turn
     # b starts failing: errors count as slow, a takes over
     for _ in range(3):
         live.observe("b", 5.0, False)
-    assert strategy.choose(None, [a, b]).candidates[0].name == "a"  # type: ignore[arg-type]
+    assert strategy.choose(REQUEST, [a, b]).candidates[0].name == "a"
 
 
 class TunableOpenAI(FakeOpenAI):
