@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import openai
@@ -152,7 +153,8 @@ def test_streamed_tool_call(fake: FakeAnthropic, secret: str, openai_for: Any) -
     )
 
 
-def test_upstream_errors(fake: FakeAnthropic, secret: str, openai_for: Any) -> None:
+def test_upstream_errors(fake: FakeAnthropic, secret: str, openai_for: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
     client = openai_for(secret)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
     fake.queue(Reply(status=529, json=error_json("overloaded_error", f"Overloaded ({KEY})")))
@@ -167,6 +169,7 @@ def test_upstream_errors(fake: FakeAnthropic, secret: str, openai_for: Any) -> N
         client.chat.completions.with_raw_response.create(**body)
     assert "prompt is too long" in bad.value.message
     assert bad.value.response.headers["x-gateway-attempts"] == "1"  # the client's fault: no fallback
+    assert caplog.records and KEY not in caplog.text  # nor in the logs
 
 
 @pytest.mark.parametrize("cut", ["error_event", "connection_closed"])

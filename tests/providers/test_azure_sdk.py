@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import openai
@@ -112,7 +113,8 @@ def test_tool_call_round_trip(fake: FakeAzure, secret: str, openai_for: Any) -> 
     assert sent[2] == {"role": "tool", "tool_call_id": "call_az1", "content": "18C"}
 
 
-def test_upstream_errors(fake: FakeAzure, secret: str, openai_for: Any) -> None:
+def test_upstream_errors(fake: FakeAzure, secret: str, openai_for: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
     client = openai_for(secret)
     fake.queue(Reply(status=429, json=error_json(f"Rate limit reached for {KEY}", code="429", type_="")))
     with pytest.raises(openai.RateLimitError) as info:
@@ -129,3 +131,4 @@ def test_upstream_errors(fake: FakeAzure, secret: str, openai_for: Any) -> None:
     )
     with pytest.raises(openai.BadRequestError, match="content management policy"):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True)
+    assert caplog.records and KEY not in caplog.text  # nor in the logs

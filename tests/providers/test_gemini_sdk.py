@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import openai
@@ -132,7 +133,8 @@ def test_streamed_tool_call(fake: FakeGemini, secret: str, openai_for: Any) -> N
     assert finish == "tool_calls"
 
 
-def test_upstream_errors(fake: FakeGemini, secret: str, openai_for: Any) -> None:
+def test_upstream_errors(fake: FakeGemini, secret: str, openai_for: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
     client = openai_for(secret)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
     fake.queue(Reply(status=429, json=error_json(429, "RESOURCE_EXHAUSTED", f"Quota exceeded for {KEY}")))
@@ -148,6 +150,7 @@ def test_upstream_errors(fake: FakeGemini, secret: str, openai_for: Any) -> None
     fake.queue(Reply(status=400, json=error_json(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")))
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(**body)
+    assert caplog.records and KEY not in caplog.text  # nor in the logs
 
 
 def test_stream_error_after_start_reaches_the_client(fake: FakeGemini, secret: str, openai_for: Any) -> None:
