@@ -1,16 +1,49 @@
-"""``GET /v1/reports/costs`` (placeholder: filled in by the cost work)."""
+"""``GET /v1/reports/costs``: finance's cost report (staff JWT). Shape and parameters: docs/cost.md."""
 
 from __future__ import annotations
 
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from gatewaysite.api.errors import error_response
+from usage.reports import (
+    cost_report,
+    detail_csv,
+    detail_json,
+    parse_report_params,
+    records_between,
+    report_csv,
+    report_json,
+    report_total,
+)
+
+
+def _filename(params, suffix: str) -> str:  # type: ignore[no-untyped-def]
+    return f"costs_{params.start:%Y%m%d}_{params.end:%Y%m%d}.{suffix}"
 
 
 class CostReportView(APIView):
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[JSONRenderer, str]:
+        # ``format`` is this report's own parameter (json or csv), not DRF's renderer override.
+        return JSONRenderer(), "application/json"
+
     def get(self, request: Request) -> HttpResponse:
-        return error_response(
-            "Not implemented yet.", status_code=501, error_type="server_error", code="not_implemented"
-        )
+        params = parse_report_params(request.query_params)
+        if params.row_level:
+            records = records_between(params.start, params.end)
+            total = report_total(records)
+            if params.format == "csv":
+                response: HttpResponse = StreamingHttpResponse(
+                    detail_csv(records, total), content_type="text/csv; charset=utf-8"
+                )
+                response["content-disposition"] = f'attachment; filename="{_filename(params, "csv")}"'
+            else:
+                response = StreamingHttpResponse(detail_json(records, total, params), content_type="application/json")
+            return response
+        report = cost_report(params)
+        if params.format == "csv":
+            response = HttpResponse(report_csv(report), content_type="text/csv; charset=utf-8")
+            response["content-disposition"] = f'attachment; filename="{_filename(params, "csv")}"'
+            return response
+        return HttpResponse(report_json(report), content_type="application/json")

@@ -1,0 +1,244 @@
+"""Finance reports over usage records: grouped totals and row-level exports.
+
+Totals are summed by Postgres over the exact ``numeric`` column, so a report's total is
+the sum of its rows and of the underlying records to the last pico-dollar. Records whose
+cost is unknown (no price) count in ``requests`` and ``unpriced_requests`` but add
+nothing to ``cost_usd``. The row-level export streams over a server-side cursor, so a
+million records export in bounded memory.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils.dateparse import parse_date, parse_datetime
+
+from gatewaysite.api.errors import InvalidRequest
+from usage.cost import format_usd
+from usage.models import UsageRecord
+
+GROUPS: dict[str, list[str]] = {
+    "day": ["day"],
+    "key": ["client_key_id", "key_name", "key_prefix"],
+    "team": ["team"],
+    "provider": ["provider"],
+    "model": ["model"],
+}
+FORMATS = ("json", "csv")
+METRICS = ["requests", "unpriced_requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd"]
+DETAIL_FIELDS = [
+    "request_id",
+    "created_at",
+    "client_key_id",
+    "key_name",
+    "key_prefix",
+    "team",
+    "provider",
+    "deployment",
+    "model",
+    "provider_model",
+    "status",
+    "stream",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "usage_estimated",
+    "cost_usd",
+    "pricing_row_id",
+]
+CHUNK_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    start: datetime
+    end: datetime  # exclusive
+    group_by: tuple[str, ...]
+    format: str
+    detail: bool
+
+    @property
+    def row_level(self) -> bool:
+        return self.detail or not self.group_by
+
+
+def _moment(value: str, name: str) -> datetime:
+    text = value.strip()
+    parsed = parse_datetime(text.replace(" ", "+")) if "T" in text else None
+    if parsed is None:
+        try:
+            day = parse_date(text)
+        except ValueError:
+            day = None
+        if day is None:
+            raise InvalidRequest(
+                f"'{name}' must be an ISO date (2026-11-01) or datetime (2026-11-01T00:00:00Z).", param=name
+            )
+        parsed = datetime.combine(day, time.min)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_report_params(query: Mapping[str, str]) -> ReportParams:
+    """Validate ``start``, ``end`` (exclusive), ``group_by``, ``format``, ``detail``; 400 on bad input."""
+    missing = [name for name in ("start", "end") if not query.get(name)]
+    if missing:
+        raise InvalidRequest(
+            f"Missing parameter(s): {', '.join(missing)} (ISO dates; end is exclusive).", param=missing[0]
+        )
+    start, end = _moment(query["start"], "start"), _moment(query["end"], "end")
+    if end <= start:
+        raise InvalidRequest("'end' must be after 'start' (end is exclusive).", param="end")
+    groups: list[str] = []
+    for part in (query.get("group_by") or "").split(","):
+        name = part.strip().lower()
+        if not name:
+            continue
+        if name not in GROUPS:
+            raise InvalidRequest(
+                f"Unknown group_by {name!r}; use one or more of: {', '.join(GROUPS)} (comma-separated).",
+                param="group_by",
+            )
+        if name not in groups:
+            groups.append(name)
+    fmt = (query.get("format") or "json").strip().lower()
+    if fmt not in FORMATS:
+        raise InvalidRequest("'format' must be 'json' or 'csv'.", param="format")
+    detail = (query.get("detail") or "").strip().lower() in ("1", "true", "yes")
+    return ReportParams(start=start, end=end, group_by=tuple(groups), format=fmt, detail=detail)
+
+
+def records_between(start: datetime, end: datetime) -> QuerySet[UsageRecord]:
+    return UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
+
+
+def _metrics() -> dict[str, Any]:
+    return {
+        "requests": Count("id"),
+        "unpriced_requests": Count("id", filter=Q(cost_usd__isnull=True)),
+        "prompt_tokens": Sum("prompt_tokens"),
+        "completion_tokens": Sum("completion_tokens"),
+        "cached_tokens": Sum("cached_tokens"),
+        "cost_usd": Sum("cost_usd"),
+    }
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for name in ("requests", "unpriced_requests", "prompt_tokens", "completion_tokens", "cached_tokens"):
+        out[name] = int(out.get(name) or 0)
+    out["cost_usd"] = out.get("cost_usd") or Decimal(0)
+    if out.get("day") is not None:
+        out["day"] = out["day"].isoformat()
+    return out
+
+
+def report_total(records: QuerySet[UsageRecord]) -> dict[str, Any]:
+    return _clean(records.aggregate(**_metrics()))
+
+
+def cost_report(params: ReportParams, records: QuerySet[UsageRecord] | None = None) -> dict[str, Any]:
+    """Grouped totals: ``{"rows": [...], "total": {...}}``, summed in the database."""
+    records = records if records is not None else records_between(params.start, params.end)
+    fields = [f for g in params.group_by for f in GROUPS[g]]
+    grouped = records
+    if "day" in params.group_by:
+        grouped = grouped.annotate(day=TruncDate("created_at", tzinfo=UTC))
+    grouped = grouped.values(*fields).annotate(**_metrics()).order_by(*fields)
+    rows = [_clean(r) for r in grouped]
+    return {
+        "start": params.start.isoformat(),
+        "end": params.end.isoformat(),
+        "group_by": list(params.group_by),
+        "currency": "USD",
+        "rows": rows,
+        "total": report_total(records),
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format_usd(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def report_json(report: dict[str, Any]) -> bytes:
+    return orjson.dumps(report, default=_json_value)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_line(writer: Any, values: Iterable[Any]) -> bytes:
+    return writer.writerow(["" if v is None else _json_value(v) for v in values]).encode()
+
+
+def report_csv(report: dict[str, Any]) -> bytes:
+    writer = csv.writer(_Echo(), lineterminator="\n")
+    fields = [f for g in report["group_by"] for f in GROUPS[g]]
+    lines = [_csv_line(writer, [*fields, *METRICS])]
+    for row in report["rows"]:
+        lines.append(_csv_line(writer, [*(row.get(f) for f in fields), *(row[m] for m in METRICS)]))
+    total = report["total"]
+    label = ["TOTAL", *([""] * (len(fields) - 1))] if fields else ["TOTAL"]
+    if not fields:
+        lines[0] = _csv_line(writer, ["", *METRICS])
+    lines.append(_csv_line(writer, [*label, *(total[m] for m in METRICS)]))
+    return b"".join(lines)
+
+
+def detail_rows(records: QuerySet[UsageRecord]) -> Iterator[tuple[Any, ...]]:
+    """Row-level records over a server-side cursor (``chunk_size`` rows in memory at a time)."""
+    return records.order_by("created_at", "id").values_list(*DETAIL_FIELDS).iterator(chunk_size=CHUNK_SIZE)
+
+
+def detail_csv(records: QuerySet[UsageRecord], total: dict[str, Any]) -> Iterator[bytes]:
+    """Streamed CSV: a header, one line per record, and a TOTAL line (cost summed by the database)."""
+    writer = csv.writer(_Echo(), lineterminator="\n")
+    yield _csv_line(writer, DETAIL_FIELDS)
+    batch: list[bytes] = []
+    for row in detail_rows(records):
+        batch.append(_csv_line(writer, row))
+        if len(batch) >= 500:
+            yield b"".join(batch)
+            batch = []
+    if batch:
+        yield b"".join(batch)
+    cost_index = DETAIL_FIELDS.index("cost_usd")
+    line = [""] * len(DETAIL_FIELDS)
+    line[0] = "TOTAL"
+    line[DETAIL_FIELDS.index("prompt_tokens")] = total["prompt_tokens"]
+    line[DETAIL_FIELDS.index("completion_tokens")] = total["completion_tokens"]
+    line[DETAIL_FIELDS.index("cached_tokens")] = total["cached_tokens"]
+    line[cost_index] = total["cost_usd"]
+    yield _csv_line(writer, line)
+
+
+def detail_json(records: QuerySet[UsageRecord], total: dict[str, Any], params: ReportParams) -> Iterator[bytes]:
+    """Streamed JSON: ``{"start", "end", "rows": [...], "total": {...}}``."""
+    head = {"start": params.start.isoformat(), "end": params.end.isoformat(), "group_by": [], "currency": "USD"}
+    yield orjson.dumps(head)[:-1] + b',"rows":['
+    first = True
+    batch: list[bytes] = []
+    for row in detail_rows(records):
+        item = orjson.dumps(dict(zip(DETAIL_FIELDS, row, strict=True)), default=_json_value)
+        batch.append(item if first else b"," + item)
+        first = False
+        if len(batch) >= 500:
+            yield b"".join(batch)
+            batch = []
+    if batch:
+        yield b"".join(batch)
+    yield b'],"total":' + orjson.dumps(total, default=_json_value) + b"}"
