@@ -86,6 +86,8 @@ class ClientKeyForm(forms.ModelForm):
         if current and current not in dict(choices):  # keep a strategy that has since been removed visible
             choices.append((current, f"{current} (unknown)"))
         self.fields["strategy"].choices = choices
+        if "budget_usd" in self.fields:
+            self.fields["budget_usd"].label = "Budget (USD)"
         if "allowed_models" in self.fields:
             from routing.config.cache import config_cache
 
@@ -158,12 +160,12 @@ class ClientKeyAdmin(admin.ModelAdmin):
         "team",
         "models_summary",
         "strategy",
-        "budget_usd",
+        "budget",
         "expires_at",
         "status",
         "created_at",
     ]
-    list_filter = [KeyStatusFilter, "revoked", "team", "budget_period", "strategy", "created_at", "expires_at"]
+    list_filter = [KeyStatusFilter, "team", "budget_period", "strategy", "created_at", "expires_at"]
     search_fields = ["name", "owner", "prefix", "team__name"]
     list_select_related = ["team"]
     date_hierarchy = "created_at"
@@ -174,7 +176,13 @@ class ClientKeyAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "owner", "team"]}),
         ("Access", {"fields": ["allowed_models", "strategy", "expires_at"]}),
         ("Budget", {"fields": ["budget_usd", "budget_period"]}),
-        ("Metadata", {"fields": ["metadata"], "description": "Free-form JSON copied onto usage records."}),
+        (
+            "Metadata",
+            {
+                "fields": ["metadata"],
+                "description": "Free-form JSON object for your own bookkeeping (service, cost centre, ...).",
+            },
+        ),
     ]
     change_fieldsets = [
         (None, {"fields": ["name", "display_prefix", "owner", "team", "created_at"]}),
@@ -209,6 +217,12 @@ class ClientKeyAdmin(admin.ModelAdmin):
     @admin.display(description="key", ordering="prefix")
     def display_prefix(self, key: ClientKey) -> str:
         return key.display_prefix
+
+    @admin.display(description="budget (USD)", ordering="budget_usd")
+    def budget(self, key: ClientKey) -> str:
+        if key.budget_usd is None:
+            return "-"
+        return f"{key.budget_usd} per {key.budget_period}"
 
     @admin.display(description="models")
     def models_summary(self, key: ClientKey) -> str:

@@ -36,7 +36,7 @@ PAGES = [
     "/admin/accounts/clientkey/",
     "/admin/accounts/clientkey/add/",
     "/admin/accounts/clientkey/?status=active&q=billing",
-    "/admin/accounts/clientkey/?revoked__exact=1&team__id__exact=1",
+    "/admin/accounts/clientkey/?status=revoked&team__id__exact=1",
     "/admin/accounts/team/",
     "/admin/accounts/team/add/",
     "/admin/accounts/team/?q=research&budget_period__exact=month",

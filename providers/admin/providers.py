@@ -71,6 +71,8 @@ class ProviderForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initial.pop("api_key", None)  # nothing to render back, even by accident
+        if "api_key_env" in self.fields:
+            self.fields["api_key_env"].label = "API key environment variable"
 
     def clean_api_key(self) -> str:
         typed = self.cleaned_data.get("api_key") or ""
@@ -104,9 +106,16 @@ class ProviderForm(forms.ModelForm):
 class DeploymentInline(admin.TabularInline):
     model = Deployment
     extra = 0
-    fields = ["name", "model_name", "provider_model", "weight", "priority", "context_window", "enabled", "priced"]
+    fields = ["name", "model_name", "provider_model", "priced", "enabled", "weight", "priority", "context_window"]
     readonly_fields = ["priced"]
     show_change_link = True
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name in self.fields:  # keep the row within the page width
+            width = "5em" if isinstance(field, forms.IntegerField) else "11em"
+            field.widget.attrs["style"] = f"width: {width}"
+        return field
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Deployment]:
         return with_priced(super().get_queryset(request))
@@ -152,7 +161,7 @@ class ProviderAdmin(admin.ModelAdmin):
             ]
         return self.fieldsets
 
-    @admin.display(description="credentials")
+    @admin.display(description="key source")
     def credentials(self, provider: Provider) -> str:
         """Where the key comes from; never the key itself."""
         if provider.api_key_env:
@@ -211,17 +220,16 @@ class DeploymentAdmin(admin.ModelAdmin):
         "name",
         "model_name",
         "provider",
+        "priced",
+        "enabled",
         "provider_model",
         "weight",
         "priority",
         "context_window",
-        "enabled",
-        "priced",
     ]
     list_filter = ["provider", "model_name", "enabled", PricedFilter, "provider__kind"]
     search_fields = ["name", "model_name", "provider_model", "provider__name"]
     list_select_related = ["provider"]
-    list_editable = ["weight", "priority", "enabled"]
     autocomplete_fields = ["provider"]
     readonly_fields = ["priced", "created_at", "updated_at"]
     actions = ["enable_selected", "disable_selected"]

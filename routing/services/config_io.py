@@ -392,24 +392,24 @@ class _Importer:
         label: str,
         what: str,
         validate_unique: bool = True,
-    ) -> models.Model:
+    ) -> tuple[Any, bool]:
         obj = model.objects.filter(**lookup).first()
         if obj is None:
             obj = model(**lookup, **values)
             _clean(obj, label, validate_unique=validate_unique)
             obj.save()
             self.report.changes.append(f"created {what}")
-            return obj
+            return obj, True
         differing = [name for name, value in values.items() if getattr(obj, name) != value]
         if not differing:
             self.report.unchanged += 1
-            return obj
+            return obj, False
         for name in differing:
             setattr(obj, name, values[name])
         _clean(obj, label, validate_unique=validate_unique)
         obj.save()
         self.report.changes.append(f"updated {what}: {', '.join(differing)}")
-        return obj
+        return obj, False
 
     # sections ------------------------------------------------------------------------------
 
@@ -424,7 +424,7 @@ class _Importer:
             stored_flag = values.pop("api_key_stored", False)
             data = {**_defaults(Provider, fields), **values}
             data.pop("name")
-            provider = self.upsert(
+            provider, _ = self.upsert(
                 model=Provider,
                 lookup={"name": values["name"]},
                 values=data,
@@ -502,7 +502,7 @@ class _Importer:
             client_key = self._client_key(label, values.pop("client_key", ""))
             team = self._team(label, values.pop("team", ""))
             data = {**_defaults(RoutingRule, fields), **values, "client_key": client_key, "team": team}
-            rule = self.upsert(
+            rule, created = self.upsert(
                 model=RoutingRule,
                 lookup={"name": name},
                 values=data,
@@ -510,7 +510,7 @@ class _Importer:
                 what=f"rule {name}",
                 validate_unique=False,
             )
-            self._targets(label, rule, target_names, deployments)
+            self._targets(label, rule, target_names, deployments, created=created)
 
     def _client_key(self, label: str, reference: str) -> ClientKey | None:
         if not reference:
@@ -529,7 +529,9 @@ class _Importer:
             self.report.changes.append(f"created team {name} (no budget)")
         return team
 
-    def _targets(self, label: str, rule: RoutingRule, names: list[str], deployments: dict[str, int]) -> None:
+    def _targets(
+        self, label: str, rule: RoutingRule, names: list[str], deployments: dict[str, int], *, created: bool
+    ) -> None:
         if len(set(names)) != len(names):
             raise ConfigImportError(f"{label}: a deployment is listed twice in targets")
         missing = [n for n in names if n not in deployments]
@@ -544,7 +546,8 @@ class _Importer:
         RuleTarget.objects.bulk_create(
             RuleTarget(rule=rule, deployment_id=deployments[n], position=position) for position, n in enumerate(names)
         )
-        self.report.changes.append(f"updated rule {rule.name}: targets")
+        if not created:
+            self.report.changes.append(f"updated rule {rule.name}: targets")
 
     def routing(self, entry: Any) -> None:
         if not isinstance(entry, dict):
