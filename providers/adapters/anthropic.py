@@ -14,6 +14,7 @@ Options (``Provider.options``): ``anthropic_version`` (header, default 2023-06-0
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -109,6 +110,18 @@ def upstream_error(target: Target, upstream_status: int, message: str) -> Upstre
 
 # --- request ---------------------------------------------------------------------------
 
+_NOT_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def tool_id(call_id: Any) -> str:
+    """A tool call id as Anthropic accepts it (``^[a-zA-Z0-9_-]+$``).
+
+    Conversations may carry ids minted by another provider (a fallback mid-conversation):
+    Gemini's ids carry a thought signature after ``__thought__`` (see gemini.py), which is
+    cut off; other characters are replaced, the same way for ``tool_use`` and ``tool_result``.
+    """
+    return _NOT_ID.sub("_", str(call_id or "").partition("__thought__")[0])
+
 
 def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
     image = part.get("image_url")
@@ -169,7 +182,7 @@ def _tool_use_blocks(tool_calls: Any, where: str) -> list[dict[str, Any]]:
             raise invalid(f"{where}.tool_calls[{index}].function.arguments is not valid JSON.") from None
         if not isinstance(parsed, dict):
             raise invalid(f"{where}.tool_calls[{index}].function.arguments must be a JSON object.")
-        blocks.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": function["name"], "input": parsed})
+        blocks.append({"type": "tool_use", "id": tool_id(call.get("id")), "name": function["name"], "input": parsed})
     return blocks
 
 
@@ -198,7 +211,7 @@ def translate_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[
             tool_call_id = message.get("tool_call_id")
             if not isinstance(tool_call_id, str) or not tool_call_id:
                 raise invalid(f"{where}: tool messages need a tool_call_id.")
-            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id}
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id(tool_call_id)}
             inner = _blocks(content, where)
             if inner:
                 result["content"] = inner

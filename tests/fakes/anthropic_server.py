@@ -10,6 +10,7 @@ with a text message or its stream.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.fakes.http_server import Received, Reply, ScriptedServer, sse
@@ -183,6 +184,8 @@ def check_request(received: Received, api_key: str | None) -> str | None:
             if block.get("type") == "text" and not block.get("text"):
                 return f"invalid_request_error: messages.{i}: text content blocks must be non-empty"
             if block.get("type") == "tool_use":
+                if not re.fullmatch(r"[a-zA-Z0-9_-]+", block.get("id") or ""):
+                    return f"invalid_request_error: messages.{i}: tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
                 tool_ids.add(block["id"])
             if block.get("type") == "tool_result" and block.get("tool_use_id") not in tool_ids:
                 return f"invalid_request_error: messages.{i}: unexpected `tool_use_id` found in `tool_result` blocks"

@@ -439,3 +439,20 @@ def test_fake_speaks_anthropics_wire_format(fake: FakeAnthropic) -> None:
     with pytest.raises(anthropic.RateLimitError):
         fake.queue(Reply(status=429, json=error_json("rate_limit_error", "slow down")))
         client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "a"}])
+
+
+@pytest.mark.parametrize(
+    ("client_id", "anthropic_id"),
+    [("call_3f9a__thought__CiQB0e2+Kb/x==", "call_3f9a"), ("call.1", "call_1"), ("toolu_01A", "toolu_01A")],
+)
+def test_tool_ids_from_other_providers_are_made_acceptable(
+    fake: FakeAnthropic, client_id: str, anthropic_id: str
+) -> None:
+    messages = [
+        user("a"),
+        {"role": "assistant", "tool_calls": [{"id": client_id, "type": "function", "function": {"name": "f"}}]},
+        {"role": "tool", "tool_call_id": client_id, "content": "1"},
+    ]
+    adapter.complete(target(fake), {"model": "m", "messages": messages})
+    sent = fake.received[-1].body["messages"]
+    assert sent[1]["content"][0]["id"] == sent[2]["content"][0]["tool_use_id"] == anthropic_id
