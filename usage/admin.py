@@ -8,14 +8,39 @@ streams the selected records as CSV with a TOTAL line, like ``/v1/reports/costs`
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
 
+from gatewaysite.api.errors import InvalidRequest
 from gatewaysite.clock import now
 from usage.cost import format_usd
 from usage.models import UsageRecord
-from usage.reports import detail_csv, report_total
+from usage.reports import (
+    GROUPS,
+    cost_report,
+    detail_csv,
+    parse_report_params,
+    records_between,
+    report_csv,
+    report_json,
+    report_total,
+)
+
+
+class CostReportForm(forms.Form):
+    start = forms.DateTimeField(help_text="UTC, e.g. 2026-11-01 or 2026-11-01 00:00")
+    end = forms.DateTimeField(help_text="Exclusive.")
+    group_by = forms.MultipleChoiceField(
+        choices=[(g, g) for g in GROUPS], required=False, widget=forms.CheckboxSelectMultiple
+    )
+    format = forms.ChoiceField(choices=[("csv", "CSV"), ("json", "JSON")])
+    detail = forms.BooleanField(required=False, help_text="Every record (streamed), not grouped totals.")
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -54,6 +79,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_per_page = 100
     ordering = ["-created_at"]
     actions = ["export_csv"]
+    change_list_template = "admin/usage/usagerecord/change_list.html"
 
     @admin.display(description="cost (USD)", ordering="cost_usd")
     def cost(self, obj: UsageRecord) -> str:
@@ -74,3 +100,50 @@ class UsageRecordAdmin(admin.ModelAdmin):
         response = StreamingHttpResponse(detail_csv(records, report_total(records)), content_type="text/csv")
         response["content-disposition"] = f'attachment; filename="usage_{now():%Y%m%d_%H%M%S}.csv"'
         return response
+
+    def get_urls(self) -> list[Any]:
+        own = [path("report/", self.admin_site.admin_view(self.report_view), name="usage_usagerecord_report")]
+        return own + super().get_urls()
+
+    def report_view(self, request: HttpRequest) -> HttpResponse:
+        """The finance report of ``GET /v1/reports/costs``, from a form."""
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        form = CostReportForm(request.GET or None)
+        if form.is_valid():
+            data = form.cleaned_data
+            query = {
+                "start": data["start"].isoformat(),
+                "end": data["end"].isoformat(),
+                "group_by": ",".join(data["group_by"]),
+                "format": data["format"],
+                "detail": "1" if data["detail"] else "",
+            }
+            try:
+                params = parse_report_params(query)
+            except InvalidRequest as exc:
+                form.add_error(None, str(exc.detail))
+            else:
+                name = f"costs_{params.start:%Y%m%d}_{params.end:%Y%m%d}"
+                if params.row_level:
+                    records = records_between(params.start, params.end)
+                    response: HttpResponse = StreamingHttpResponse(
+                        detail_csv(records, report_total(records)), content_type="text/csv"
+                    )
+                    response["content-disposition"] = f'attachment; filename="{name}.csv"'
+                    return response
+                report = cost_report(params)
+                if params.format == "csv":
+                    response = HttpResponse(report_csv(report), content_type="text/csv")
+                    response["content-disposition"] = f'attachment; filename="{name}.csv"'
+                else:
+                    response = HttpResponse(report_json(report), content_type="application/json")
+                    response["content-disposition"] = f'attachment; filename="{name}.json"'
+                return response
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Cost report",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/usage/usagerecord/report_form.html", context)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from accounts.keycache import KeyInfo
 from gatewaysite.api.errors import BudgetExceeded
@@ -79,6 +79,18 @@ if redis.call('SET', KEYS[2], '1', 'NX') then
 end
 return 0
 """
+
+
+_scripts: dict[int, tuple[Any, Any]] = {}
+
+
+def _script(client: Any, which: int) -> Any:
+    """The registered (reserve, seed) scripts of this client: EVALSHA, loaded once."""
+    pair = _scripts.get(id(client))
+    if pair is None:
+        pair = (client.register_script(_RESERVE), client.register_script(_SEED))
+        _scripts[id(client)] = pair
+    return pair[which]
 
 
 def key_spend_counter(key_id: int) -> str:
@@ -234,12 +246,12 @@ def from_pico(value: int) -> Decimal:
     return from_picodollars(value)
 
 
-def _reserve_redis(client, budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:  # type: ignore[no-untyped-def]
+def _reserve_redis(client: Any, budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
     from usage.cost import to_picodollars
 
     keys = [k for c in counters for k in (c.spent, c.seeded, c.hold, c.previous_hold)]
     args = [len(counters), pico, HOLD_TTL_SECONDS, *[to_picodollars(b.limit_usd) for b in budgets]]
-    script = client.register_script(_RESERVE)
+    script = _script(client, 0)
     for _ in range(len(budgets) + 2):
         outcome = int(script(keys=keys, args=args))
         if outcome == 0:
@@ -248,7 +260,7 @@ def _reserve_redis(client, budgets: list[Budget], counters: list[BudgetCounters]
             raise _refuse(budgets[outcome - 1], from_pico(pico), at)
         # A period counter is missing (new period, or Redis lost it): seed it from Postgres.
         budget, c = budgets[-outcome - 1], counters[-outcome - 1]
-        client.register_script(_SEED)(keys=[c.spent, c.seeded], args=[to_picodollars(_db_spent(budget, at)), c.ttl])
+        _script(client, 1)(keys=[c.spent, c.seeded], args=[to_picodollars(_db_spent(budget, at)), c.ttl])
     raise RuntimeError("budget counters could not be seeded")
 
 
@@ -330,7 +342,7 @@ def _ensure_key_spend_seeded(key_id: int) -> None:
     if client.exists(marker):
         return
     total = UsageRecord.objects.filter(client_key_id=key_id).aggregate(t=Sum("cost_usd"))["t"] or 0
-    client.register_script(_SEED)(keys=[counter, marker], args=[to_picodollars(Decimal(total)), 0])
+    _script(client, 1)(keys=[counter, marker], args=[to_picodollars(Decimal(total)), 0])
 
 
 def forget_seeding() -> None:

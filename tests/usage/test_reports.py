@@ -240,3 +240,17 @@ def test_admin_export_action_streams_csv_with_total(admin_client_logged: Any, re
     assert len(lines) == 1 + 3 + 1
     cost = lines[0].index("cost_usd")
     assert Decimal(lines[-1][cost]) == sum((r.cost_usd for r in chosen), Decimal(0)) == Decimal("1.333333333341")
+
+
+def test_admin_cost_report_form_gives_the_api_report(admin_client_logged: Any, records: list[UsageRecord]) -> None:
+    assert admin_client_logged.get("/admin/usage/usagerecord/report/").status_code == 200
+    response = admin_client_logged.get(
+        "/admin/usage/usagerecord/report/",
+        {"start": "2026-11-01", "end": "2026-11-03", "group_by": ["team"], "format": "csv"},
+    )
+    lines = list(csv.reader(io.StringIO(response.content.decode())))
+    assert lines[0][0] == "team" and lines[-1][0] == "TOTAL" and Decimal(lines[-1][-1]) == Decimal("1.433333333341")
+    bad = admin_client_logged.get(
+        "/admin/usage/usagerecord/report/", {"start": "2026-11-03", "end": "2026-11-01", "format": "csv"}
+    )
+    assert bad.status_code == 200 and b"must be after" in bad.content
