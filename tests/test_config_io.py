@@ -351,3 +351,10 @@ def test_the_shipped_example_imports(db: None) -> None:
     run("import", str(example))
     assert Provider.objects.exists() and RoutingRule.objects.exists()
     assert run("import", str(example)).startswith("No changes")
+
+
+def test_the_documented_example_is_the_shipped_file() -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    text = (docs / "configuration.md").read_text()
+    block = text.split("### A complete example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(block) == yaml.safe_load((docs / "gateway-config.example.yaml").read_text())
