@@ -456,16 +456,7 @@ class GeminiAdapter(ProviderAdapter):
     def stream(self, target: Target, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         payload = request_body(body)
         response = self._post(target, payload, stream=True)
-        base: dict[str, Any] = {
-            "id": "chatcmpl-" + uuid.uuid4().hex[:24],
-            "object": "chat.completion.chunk",
-            "created": int(clock.time()),
-            "model": target.model,
-        }
-        usage: Mapping[str, Any] | None = None
-        tool_counts: dict[int, int] = {}  # candidate index -> tool calls sent so far
-        finished: set[int] = set()
-        started = False
+        translator = StreamTranslator(target)
         for _event, data in iter_sse(target, response):
             try:
                 event = orjson.loads(data)
@@ -473,44 +464,66 @@ class GeminiAdapter(ProviderAdapter):
                 raise UpstreamError(f"{target.provider}: sent an invalid stream event", status=502) from None
             if isinstance(event, list) and event:
                 event = event[0]
-            if not isinstance(event, dict):
-                continue
-            if isinstance(event.get("error"), Mapping):
-                error = event["error"]
-                code = error.get("code")
-                status = code if isinstance(code, int) and code >= 400 else ERROR_STATUSES.get(error.get("status"), 500)
-                raise upstream_error(target, status, redact(target, str(error.get("message") or "")))
-            if not started:
-                started = True
-                if event.get("responseId"):
-                    base["id"] = "chatcmpl-" + str(event["responseId"])
-                base["model"] = event.get("modelVersion") or target.model
-                yield {
-                    **base,
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-                }
-            if event.get("usageMetadata"):
-                usage = event["usageMetadata"]  # cumulative: the last one counts
-            for position, candidate in enumerate(event.get("candidates") or ()):
-                index = int(candidate.get("index") or position)
-                texts, calls = _split_parts(candidate)
-                delta: dict[str, Any] = {}
-                if texts:
-                    delta["content"] = "".join(texts)
-                if calls:
-                    first = tool_counts.get(index, 0)
-                    delta["tool_calls"] = [{"index": first + i, **call} for i, call in enumerate(calls)]
-                    tool_counts[index] = first + len(calls)
-                if delta:
-                    yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
-                reason = _finish_reason(candidate.get("finishReason"), bool(tool_counts.get(index)))
-                if reason:
-                    finished.add(index)
-                    yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": reason}]}
-            if not event.get("candidates") and (event.get("promptFeedback") or {}).get("blockReason"):
-                finished.add(0)
-                yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
-        if not finished:
-            raise UpstreamError(f"{target.provider}: the stream ended before a finish reason", status=502)
-        if usage is not None:
-            yield {**base, "choices": [], "usage": usage_of(usage).to_openai()}
+            if isinstance(event, dict):
+                yield from translator.feed(event)
+        yield from translator.close()
+
+
+class StreamTranslator:
+    """Streamed ``GenerateContentResponse`` objects in, OpenAI ``chat.completion.chunk`` dicts out."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.base: dict[str, Any] = {
+            "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+            "object": "chat.completion.chunk",
+            "created": int(clock.time()),
+            "model": target.model,
+        }
+        self.usage: Mapping[str, Any] | None = None
+        self.tool_counts: dict[int, int] = {}  # candidate index -> tool calls sent so far
+        self.finished: set[int] = set()
+        self.started = False
+
+    def chunk(self, index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {**self.base, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]}
+
+    def feed(self, event: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if isinstance(event.get("error"), Mapping):
+            error = event["error"]
+            code = error.get("code")
+            status = code if isinstance(code, int) and code >= 400 else ERROR_STATUSES.get(error.get("status"), 500)
+            raise upstream_error(self.target, status, redact(self.target, str(error.get("message") or "")))
+        if not self.started:
+            self.started = True
+            if event.get("responseId"):
+                self.base["id"] = "chatcmpl-" + str(event["responseId"])
+            self.base["model"] = event.get("modelVersion") or self.target.model
+            yield self.chunk(0, {"role": "assistant", "content": ""})
+        if event.get("usageMetadata"):
+            self.usage = event["usageMetadata"]  # cumulative: the last one counts
+        for position, candidate in enumerate(event.get("candidates") or ()):
+            index = int(candidate.get("index") or position)
+            texts, calls = _split_parts(candidate)
+            delta: dict[str, Any] = {}
+            if texts:
+                delta["content"] = "".join(texts)
+            if calls:
+                first = self.tool_counts.get(index, 0)
+                delta["tool_calls"] = [{"index": first + i, **call} for i, call in enumerate(calls)]
+                self.tool_counts[index] = first + len(calls)
+            if delta:
+                yield self.chunk(index, delta)
+            reason = _finish_reason(candidate.get("finishReason"), bool(self.tool_counts.get(index)))
+            if reason:
+                self.finished.add(index)
+                yield self.chunk(index, {}, reason)
+        if not event.get("candidates") and (event.get("promptFeedback") or {}).get("blockReason"):
+            self.finished.add(0)
+            yield self.chunk(0, {}, "content_filter")
+
+    def close(self) -> Iterator[dict[str, Any]]:
+        if not self.finished:
+            raise UpstreamError(f"{self.target.provider}: the stream ended before a finish reason", status=502)
+        if self.usage is not None:
+            yield {**self.base, "choices": [], "usage": usage_of(self.usage).to_openai()}

@@ -456,3 +456,11 @@ def test_tool_ids_from_other_providers_are_made_acceptable(
     adapter.complete(target(fake), {"model": "m", "messages": messages})
     sent = fake.received[-1].body["messages"]
     assert sent[1]["content"][0]["id"] == sent[2]["content"][0]["tool_use_id"] == anthropic_id
+
+
+def test_stalled_stream_times_out_and_may_fall_back(fake: FakeAnthropic) -> None:
+    stalled = Target(provider="claude", kind="anthropic", base_url=fake.url, model="m", api_key=KEY, read_timeout=0.2)
+    fake.queue(Reply(events=stream_events(["a"]), event_delay=0.6))
+    with pytest.raises(UpstreamError) as info:
+        next(adapter.stream(stalled, {"model": "m", "messages": [user("a")]}))
+    assert (info.value.status, info.value.code, info.value.retryable) == (504, "upstream_timeout", True)

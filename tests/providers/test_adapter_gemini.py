@@ -10,7 +10,7 @@ import pytest
 
 from providers.adapters.base import Target, UpstreamError
 from providers.adapters.gemini import GeminiAdapter
-from tests.fakes.gemini_server import FakeGemini, error_json, response_json, sse_frame, stream_events
+from tests.fakes.gemini_server import FakeGemini, error_json, response_json, sse_frame, stream_events, usage_json
 from tests.fakes.http_server import Reply
 
 KEY = "gm-test-key"
@@ -395,3 +395,11 @@ def test_tool_result_without_call_is_a_client_error(fake: FakeGemini) -> None:
             target(fake), {"model": "m", "messages": [user("a"), {"role": "tool", "tool_call_id": "x", "content": "1"}]}
         )
     assert info.value.status == 400 and info.value.client_error
+
+
+def test_stream_blocked_prompt(fake: FakeGemini) -> None:
+    blocked = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": usage_json(prompt=4, output=0)}
+    fake.queue(Reply(events=[sse_frame(blocked)]))
+    chunks = list(adapter.stream(target(fake), {"model": "m", "messages": [user("a")]}))
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, "content_filter"]
+    assert chunks[-1]["usage"]["prompt_tokens"] == 4
