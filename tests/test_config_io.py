@@ -358,3 +358,44 @@ def test_the_documented_example_is_the_shipped_file() -> None:
     text = (docs / "configuration.md").read_text()
     block = text.split("### A complete example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load(block) == yaml.safe_load((docs / "gateway-config.example.yaml").read_text())
+
+
+def test_a_price_in_effect_is_never_rewritten(configured: None, tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    run("export", str(path))
+    document = yaml.safe_load(path.read_text())
+    row = next(p for p in document["pricing"] if p["model"] == "gpt-4o-mini")
+    row["output_per_mtok"] = "0.75"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(CommandError, match=r"pricing\[\d\] \('gpt-4o-mini'\): output_per_mtok differ"):
+        run("import", str(path))
+    # the way to change a price: a new entry with a later effective_from
+    row["output_per_mtok"] = "0.60"
+    document["pricing"].append({**row, "output_per_mtok": "0.75", "effective_from": "2099-01-01T00:00:00Z"})
+    path.write_text(yaml.safe_dump(document))
+    assert "created price openai/gpt-4o-mini from 2099-01-01T00:00:00Z" in run("import", str(path))
+    # a row not in effect yet may still be corrected
+    document["pricing"][-1]["output_per_mtok"] = "0.80"
+    path.write_text(yaml.safe_dump(document))
+    assert "updated price openai/gpt-4o-mini from 2099-01-01T00:00:00Z: output_per_mtok" in run("import", str(path))
+
+
+def test_rules_refer_to_client_keys_by_prefix(configured: None, issue_key: Any, tmp_path: Path) -> None:
+    key, secret = issue_key("vip")
+    rule = RoutingRule.objects.get(name="beta-header")
+    rule.client_key = key
+    rule.save()
+    path = tmp_path / "gateway.yaml"
+    run("export", str(path))
+    text = path.read_text()
+    assert f"client_key: gwk_{key.prefix}\n" in text and secret not in text
+    wipe()
+    run("import", str(path))
+    assert RoutingRule.objects.get(name="beta-header").client_key == key
+    document = yaml.safe_load(text)
+    document["rules"][1]["client_key"] = "gwk_zzzzzzzz"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(
+        CommandError, match=r"rules\[1\] \('beta-header'\): no client key with the prefix 'gwk_zzzzzzzz'"
+    ):
+        run("import", str(path))

@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.keys import KEY_MARK
 from accounts.models import ClientKey, Team
+from gatewaysite.clock import now
 from providers.models import Deployment, PricingRow, Provider
 from routing.config.invalidation import config_changed
 from routing.models import RoutingRule, RoutingSettings, RuleTarget
@@ -195,6 +196,8 @@ ROUTING_FIELDS: dict[str, Parser] = {
     "cooldown_seconds": _number,
 }
 
+PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok")
+
 REQUIRED = {
     "providers": ("name", "kind"),
     "deployments": ("name", "model_name", "provider", "provider_model"),
@@ -351,7 +354,7 @@ def _section(document: dict[str, Any], name: str) -> list[Any] | None:
     return items
 
 
-def _unique(label_of: Iterable[tuple[str, Any]], section: str, what: str) -> None:
+def _unique(label_of: Iterable[tuple[str, Any]], what: str) -> None:
     seen: dict[Any, str] = {}
     for label, value in label_of:
         if value in seen:
@@ -418,7 +421,7 @@ class _Importer:
             _parse_entry("providers", i, e, PROVIDER_FIELDS, key="name", extra=PROVIDER_EXTRA)
             for i, e in enumerate(items)
         ]
-        _unique(((label, v["name"]) for label, v in parsed), "providers", "name")
+        _unique(((label, v["name"]) for label, v in parsed), "name")
         fields = [n for n in PROVIDER_FIELDS if n != "name"]
         for label, values in parsed:
             stored_flag = values.pop("api_key_stored", False)
@@ -440,7 +443,7 @@ class _Importer:
 
     def deployments(self, items: list[Any]) -> set[str]:
         parsed = [_parse_entry("deployments", i, e, DEPLOYMENT_FIELDS, key="name") for i, e in enumerate(items)]
-        _unique(((label, v["name"]) for label, v in parsed), "deployments", "name")
+        _unique(((label, v["name"]) for label, v in parsed), "name")
         providers = {p.name: p for p in Provider.objects.all()}
         fields = [n for n in DEPLOYMENT_FIELDS if n != "name"]
         for label, values in parsed:
@@ -462,20 +465,29 @@ class _Importer:
         parsed = [_parse_entry("pricing", i, e, PRICING_FIELDS, key="model") for i, e in enumerate(items)]
         _unique(
             ((label, (v["vendor"], v["model"], v["effective_from"])) for label, v in parsed),
-            "pricing",
             "vendor, model and effective_from",
         )
         fields = [n for n in PRICING_FIELDS if n not in ("vendor", "model", "effective_from")]
+        moment = now()
         for label, values in parsed:
             lookup = {k: values.pop(k) for k in ("vendor", "model", "effective_from")}
             data = {**_defaults(PricingRow, fields), **values}
             what = f"price {lookup['vendor']}/{lookup['model']} from {_moment_text(lookup['effective_from'])}"
+            current = PricingRow.objects.filter(**lookup).first()
+            if current is not None and current.effective_from <= moment:
+                # Price history is append-only once in effect: past requests were priced with it.
+                rewritten = [n for n in PRICE_FIELDS if getattr(current, n) != data[n]]
+                if rewritten:
+                    raise ConfigImportError(
+                        f"{label}: {', '.join(rewritten)} differ from the price in effect since "
+                        f"{_moment_text(current.effective_from)}; add an entry with a later effective_from instead"
+                    )
             self.upsert(model=PricingRow, lookup=lookup, values=data, label=label, what=what)
 
     def rules(self, items: list[Any]) -> None:
         parsed = [_parse_entry("rules", i, e, RULE_FIELDS, key="name") for i, e in enumerate(items)]
-        _unique(((label, v["name"]) for label, v in parsed), "rules", "name")
-        _unique(((label, v["priority"]) for label, v in parsed), "rules", "priority")
+        _unique(((label, v["name"]) for label, v in parsed), "name")
+        _unique(((label, v["priority"]) for label, v in parsed), "priority")
         names = {v["name"] for _, v in parsed}
         if self.prune:
             for rule in RoutingRule.objects.exclude(name__in=names).order_by("priority"):
