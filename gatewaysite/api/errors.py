@@ -37,6 +37,11 @@ class GatewayError(exceptions.APIException):
         self.param = param
         self.extra_headers = headers or {}
 
+    @property
+    def code(self) -> str:
+        """The code given when raised, else the class default."""
+        return str(getattr(self.detail, "code", None) or self.default_code)
+
 
 class InvalidRequest(GatewayError):
     pass
@@ -142,7 +147,7 @@ def gateway_error_response(exc: GatewayError) -> HttpResponse:
         str(exc.detail),
         status_code=exc.status_code,
         error_type=exc.error_type,
-        code=str(exc.default_code if not hasattr(exc.detail, "code") else exc.detail.code),
+        code=exc.code,
         param=exc.param,
         headers=exc.extra_headers,
     )

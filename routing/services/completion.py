@@ -16,7 +16,14 @@ from typing import Any
 
 import orjson
 
-from gatewaysite.api.errors import GatewayError, InvalidRequest, RateLimited, UpstreamFailed, UpstreamTimeout
+from gatewaysite.api.errors import (
+    GatewayError,
+    InvalidRequest,
+    RateLimited,
+    UpstreamFailed,
+    UpstreamTimeout,
+    error_body,
+)
 from gatewaysite.clock import monotonic, now
 from providers.adapters.base import UpstreamError, Usage
 from providers.adapters.registry import adapter_for
@@ -155,22 +162,13 @@ class _Call:
         spend = from_picodollars(values[0]) if values else None
         return cost, spend
 
-    def fail_response(self, error: UpstreamError | GatewayError) -> CompletionResult:
-        if isinstance(error, GatewayError):
-            status, code, message, error_type = (
-                error.status_code,
-                str(error.default_code),
-                str(error.detail),
-                error.error_type,
-            )
-        else:
-            status, code, message, error_type = error.status, error.code, error.message, error.error_type
+    def fail_response(self, error: GatewayError) -> CompletionResult:
         budgets.release(self.reservation)
-        self.finish(status="error", http_status=status, usage=None, error_code=code)
-        body = orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}})
+        self.finish(status="error", http_status=error.status_code, usage=None, error_code=error.code)
+        body = error_body(str(error.detail), error_type=error.error_type, code=error.code, param=error.param)
         headers = self.headers(self.attempts[-1].deployment if self.attempts else None)
         headers["content-type"] = "application/json"
-        return CompletionResult(status=status, headers=headers, body=body)
+        return CompletionResult(status=error.status_code, headers=headers, body=body)
 
 
 def _as_gateway_error(error: UpstreamError) -> GatewayError:
