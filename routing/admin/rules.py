@@ -60,6 +60,12 @@ class RoutingRuleForm(forms.ModelForm):
             choices.append((current, f"{current} (unknown)"))
         self.fields["strategy"].choices = choices
 
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if not name.isprintable():  # the name goes out in the x-gateway-route-reason header
+            raise forms.ValidationError("Use printable characters only (no line breaks or tabs).")
+        return name
+
     def clean_priority(self) -> int:
         priority = self.cleaned_data["priority"]
         clash = RoutingRule.objects.filter(priority=priority).exclude(pk=self.instance.pk).first()

@@ -139,6 +139,17 @@ def test_strategy_action_with_balanced_rotates() -> None:
     assert sorted(firsts) == ["a", "a", "b", "b"]
 
 
+def test_explain_through_a_balanced_rule_does_not_advance_it() -> None:
+    rules = (rule("spread", 1, action="strategy", strategy="balanced", targets=("a", "b")),)
+    snap = snapshot(DEPS, rules=rules)
+    strategy = CustomStrategy()
+    dry = route(snap)
+    dry.dry_run = True
+    previews = {strategy.choose(dry, DEPS).candidates[0].name for _ in range(3)}
+    assert len(previews) == 1
+    assert strategy.choose(route(snap), DEPS).candidates[0].name in previews
+
+
 def test_no_match_falls_back_to_the_model_strategy() -> None:
     ranking = choose((rule("gold", 1, header_name="x-tier", header_value="gold", targets=("c",)),))
     assert names(ranking) == ["a", "b", "c"]
@@ -285,6 +296,10 @@ def test_admin_validates_actions(admin_client_logged: Any, deployments: dict[str
         "/admin/routing/routingrule/add/", rule_post(None, action="strategy", strategy="cost")
     )
     assert response.status_code == 302
+    response = admin_client_logged.post(
+        "/admin/routing/routingrule/add/", rule_post(deployments["a"].id, name="two\nlines", priority=11)
+    )
+    assert "name" in response.context["adminform"].form.errors  # it would break the reason header
 
 
 @pytest.mark.django_db
