@@ -152,3 +152,46 @@ def test_switch_applies_to_the_next_completion(
     )
     assert switched.status_code == 200
     assert {deployment_served() for _ in range(3)} == {("balanced", "a"), ("balanced", "b"), ("balanced", "c")}
+
+
+def test_key_and_request_strategies_on_live_requests(
+    live_server: Any, make_provider: Any, make_deployment: Any, make_price: Any, issue_key: Any, redis_client: Any
+) -> None:
+    from routing.models import RoutingSettings
+
+    provider = make_provider("mockp", kind="mock", vendor="mockvendor")
+    make_deployment(provider, "gpt-4o", name="dear", provider_model="dear", priority=1)
+    make_deployment(provider, "gpt-4o", name="cheap", provider_model="cheap", priority=2)
+    make_price("mockvendor", "dear", "10", "30")
+    make_price("mockvendor", "cheap", "0.1", "0.3")
+    RoutingSettings.objects.update_or_create(pk=1, defaults={"strategy": "model", "allow_request_strategy": False})
+    _, plain_key = issue_key("plain")
+    _, cost_key = issue_key("cost-key", strategy="cost")
+
+    def served(secret: str, **headers: str) -> tuple[str, str, str]:
+        response = requests.post(
+            live_server.url + "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]},
+            headers={"Authorization": f"Bearer {secret}", **headers},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        h = response.headers
+        return h["x-gateway-strategy"], h["x-gateway-route-reason"], h["x-gateway-deployment"]
+
+    assert served(plain_key) == ("model", "priority", "dear")
+    assert served(cost_key) == ("cost", "key:cheapest", "cheap")
+    assert served(plain_key, **{"x-gateway-strategy": "cost"}) == ("model", "priority", "dear")  # not allowed
+    RoutingSettings.objects.filter(pk=1).update(allow_request_strategy=True)
+    from routing.config.invalidation import config_changed
+
+    config_changed()
+    assert served(plain_key, **{"x-gateway-strategy": "cost"}) == ("cost", "request:cheapest", "cheap")
+    assert served(cost_key, **{"x-gateway-strategy": "model"}) == ("model", "request:priority", "dear")
+    bad = requests.post(
+        live_server.url + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]},
+        headers={"Authorization": f"Bearer {plain_key}", "x-gateway-strategy": "fastest"},
+        timeout=10,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_strategy"
