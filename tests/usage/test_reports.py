@@ -254,3 +254,18 @@ def test_admin_cost_report_form_gives_the_api_report(admin_client_logged: Any, r
         "/admin/usage/usagerecord/report/", {"start": "2026-11-03", "end": "2026-11-01", "format": "csv"}
     )
     assert bad.status_code == 200 and b"must be after" in bad.content
+
+
+def test_unfiltered_admin_count_comes_from_table_statistics(
+    records: list[UsageRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection
+
+    from usage.admin import EstimatedCountPaginator
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE usage_usagerecord")
+    monkeypatch.setattr(EstimatedCountPaginator, "ESTIMATE_ABOVE", -1)
+    UsageRecord.objects.bulk_create([_record(DAY, "1")])  # not yet in the statistics
+    assert EstimatedCountPaginator(UsageRecord.objects.all(), 10).count == len(records)
+    assert EstimatedCountPaginator(UsageRecord.objects.filter(cost_usd=Decimal("1")), 10).count == 1  # exact
