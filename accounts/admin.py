@@ -8,10 +8,12 @@ deleted (usage records keep pointing at them): revoke them instead.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -277,6 +279,11 @@ class ClientKeyAdmin(admin.ModelAdmin):
         if secret is None:
             return super().response_add(request, obj, post_url_continue)
         opts = self.opts
+        popup_response_data = ""
+        if IS_POPUP_VAR in request.POST:  # issued from a related-object "+" popup (e.g. a routing rule)
+            to_field = request.POST.get(TO_FIELD_VAR)
+            value = obj.serializable_value(str(to_field) if to_field else obj._meta.pk.attname)
+            popup_response_data = json.dumps({"value": str(value), "obj": str(obj)})
         context = {
             **self.admin_site.each_context(request),
             "title": "Client key issued",
@@ -288,6 +295,8 @@ class ClientKeyAdmin(admin.ModelAdmin):
             "changelist_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"),
             "add_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_add"),
             "has_view_permission": True,
+            "is_popup": bool(popup_response_data),
+            "popup_response_data": popup_response_data,
         }
         response = TemplateResponse(request, "admin/accounts/clientkey/key_issued.html", context)
         response["Cache-Control"] = "no-store"

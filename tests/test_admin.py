@@ -322,3 +322,16 @@ def test_admin_is_styled_with_collected_static(admin_user: Any, tmp_path: Path) 
         assert response.status_code == 200
         assert response["Content-Type"].startswith("text/css")
         assert b"".join(response.streaming_content)
+
+
+def test_key_issued_from_a_related_popup_can_be_selected(admin_client: Client, db: None) -> None:
+    response = admin_client.post(
+        "/admin/accounts/clientkey/add/?_to_field=id&_popup=1",
+        {"_popup": "1", "_to_field": "id", "name": "from-rule", "budget_period": "month", "metadata": "{}"},
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    key = ClientKey.objects.get(name="from-rule")
+    assert len(set(SECRET_RE.findall(page))) == 1
+    assert "use this key" in page and f"&quot;value&quot;: &quot;{key.pk}&quot;" in page
+    assert "popup_response.js" in page
