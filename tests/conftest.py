@@ -17,14 +17,17 @@ def _fresh_gateway_state() -> Iterator[None]:
     from accounts.keycache import key_cache
     from routing.config.cache import config_cache
     from routing.health import health
+    from routing.latency.live import live_latency
 
     config_cache.reset_for_tests()
     key_cache.clear()
     health.reset()
+    live_latency.reset()
     yield
     config_cache.reset_for_tests()
     key_cache.clear()
     health.reset()
+    live_latency.reset()
 
 
 @pytest.fixture
