@@ -18,11 +18,11 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.models import ClientKey, Team
 from accounts.services import key_issue, key_revoke
+from gatewaysite.clock import now
 from routing.strategies.registry import strategy_names
 
 
@@ -142,7 +142,7 @@ class KeyStatusFilter(admin.SimpleListFilter):
         return [("active", "active"), ("revoked", "revoked"), ("expired", "expired")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> QuerySet[ClientKey]:
-        moment = timezone.now()
+        moment = now()
         if self.value() == "active":
             return queryset.filter(revoked=False).exclude(expires_at__lte=moment)
         if self.value() == "revoked":
@@ -238,7 +238,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
     def status(self, key: ClientKey) -> str:
         if key.revoked:
             return format_html('<strong style="color:#ba2121">{}</strong>', "revoked")
-        if key.expires_at is not None and key.expires_at <= timezone.now():
+        if key.expires_at is not None and key.expires_at <= now():
             return format_html('<strong style="color:#ba2121">{}</strong>', "expired")
         return "active"
 
