@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,8 +125,10 @@ class LiveLatency:
         self._remote: Buckets = {}  # the window as last read back (all processes, this one included)
         self._remote_totals: dict[str, _Totals] = {}
         self._remote_second: int | None = None
+        self._sync_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (live := this()) is not None and live._after_fork())
 
     # --- the request path ------------------------------------------------------------
 
@@ -192,6 +195,10 @@ class LiveLatency:
         client = self._client_factory()
         if client is None:
             return
+        with self._sync_lock:
+            self._sync(client)
+
+    def _sync(self, client: Any) -> None:
         conf = settings.GATEWAY
         window = conf["LATENCY_WINDOW_SECONDS"]
         now_second = int(clock_module.clock.time())
@@ -235,18 +242,22 @@ class LiveLatency:
             self._inflight = {}
             self._remote_second = None
 
+    def _after_fork(self) -> None:
+        """In a forked child: no sync thread yet, locks fresh, the parent's observations dropped."""
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._thread = None
+        self._local, self._inflight, self._remote = {}, {}, {}
+        self._remote_totals = {}
+        self._remote_second = None
+
     def _ensure_sync(self) -> None:
-        if not self._background or (self._pid == os.getpid() and self._thread is not None):
+        if self._thread is not None or not self._background:
             return
         if self._client_factory() is None:
             return
         with self._lock:
-            if self._pid and self._pid != os.getpid():  # a forked child: the parent's observations are not ours
-                self._local, self._inflight, self._remote = {}, {}, {}
-                self._remote_second = None
-                self._thread = None
             if self._thread is None:
-                self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="live-latency-sync", daemon=True)
                 self._thread.start()
 

@@ -259,3 +259,16 @@ def test_traffic_moves_away_from_a_slow_provider_and_back(
     assert len(back) >= 3
     mean, samples = live_latency.stats()["beta-gpt-4o-mini"]
     assert samples >= 3 and mean < 100
+
+
+def test_forked_child_starts_clean(clock: MovableClock, conf: dict[str, Any]) -> None:
+    import os
+
+    live = embedded()
+    live.observe("a", 10.0, True)
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's observations are not this process's
+        os._exit(0 if live.stats() == {} and live._thread is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert live.stats() == {"a": (10.0, 1)}
