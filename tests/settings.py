@@ -15,3 +15,5 @@ os.environ.setdefault("GATEWAY_VAR_DIR", str(_ROOT / "var" / "test"))
 from gatewaysite.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users
+
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - WhiteNoise warns when it is missing
