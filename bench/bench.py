@@ -364,8 +364,15 @@ class Bench:
         gateway, pids = self.gateway()
         log("streams through the gateway")
         before = procs.cpu_ticks(pids)
+        spy = self.start_spy(pids[0], "streams", args.ramp + args.chunks * args.interval) if args.profile else None
         with procs.RssSampler(pids, interval=0.2) as sampler:
             through = self.stream_client(self.gateway_url)
+        if spy is not None:
+            spy.wait(60)
+            raw = RESULTS / "profile-streams.txt"
+            summary = summarize_collapsed(raw.read_text().splitlines()) if raw.exists() else {}
+            (RESULTS / "profile-streams.json").write_text(json.dumps(summary, indent=2) + "\n")
+            log(f"profile streams: {summary.get('samples')} samples; buckets {summary.get('buckets')}")
         through["gateway_cpu_s"] = round((procs.cpu_ticks(pids) - before) / CLK_TCK, 2)
         through["peak_rss_mb"] = sampler.peak_mb
         through["vm_hwm_mb"] = round(max(procs.rss_kb(p).get("VmHWM", 0) for p in pids) / 1024, 1)
@@ -377,60 +384,61 @@ class Bench:
         drain_usage()
 
     def run_compare(self) -> None:
-        """The same load on the code in ``--compare-root`` (before) and this tree (after), alternated."""
+        """The same load on other code trees and this one, alternated round by round.
+
+        ``--compare-root before=/tmp/a,step1=/tmp/b``: each labelled tree is served in turn
+        (``after`` is this tree); ratios are against the first.
+        """
         args = self.args
-        before_root = Path(args.compare_root).resolve()
-        rounds: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+        variants: list[tuple[str, Path]] = []
+        for index, item in enumerate(x for x in args.compare_root.split(",") if x):
+            label, _, path = item.rpartition("=")
+            variants.append((label or f"tree{index + 1}", Path(path).resolve()))
+        variants.append(("after", ROOT))
+        rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in variants}
         direct: list[dict[str, Any]] = []
         for round_number in range(args.compare_rounds):
             direct.append(self.http_pair(self.direct_url, []))
-            for label, root in (("before", before_root), ("after", ROOT)):
+            for label, root in variants:
                 log(f"compare round {round_number + 1}: {label} ({root})")
                 gateway, pids = self.gateway(root=root)
                 self.warm(self.gateway_url, pids)
                 rounds[label].append(self.http_pair(self.gateway_url, pids))
                 self.stop(gateway)
                 drain_usage()
-        self.results["compare"] = summarize_compare(rounds, direct, before=str(before_root))
+        self.results["compare"] = summarize_compare(
+            rounds, direct, roots={label: str(root) for label, root in variants}
+        )
+
+    def start_spy(self, pid: int, label: str, seconds: float) -> subprocess.Popen[bytes] | None:
+        spy = str(ROOT / ".venv" / "bin" / "py-spy")
+        if not os.path.exists(spy):
+            log("py-spy is not installed (.venv/bin/pip install py-spy); no profile")
+            return None
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "--nonblocking"]
+        cmd += ["--format", "raw", "--output", str(RESULTS / f"profile-{label}.txt")]
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def run_profile(self) -> None:
         """py-spy on the single worker under 16-connection load."""
         args = self.args
-        spy = str(ROOT / ".venv" / "bin" / "py-spy")
-        if not os.path.exists(spy):
-            log("py-spy is not installed (.venv/bin/pip install py-spy); skipping the profile")
-            return
         profiles = {}
         for recording in (True, False):
             label = "recording_on" if recording else "recording_off"
             gateway, pids = self.gateway(recording=recording)
             self.warm(self.gateway_url, pids)
+            spy_proc = self.start_spy(pids[0], label, args.profile_seconds)
             raw = RESULTS / f"profile-{label}.txt"
-            spy_proc = subprocess.Popen(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(pids[0]),
-                    "--duration",
-                    str(int(args.profile_seconds)),
-                    "--rate",
-                    "200",
-                    "--nonblocking",
-                    "--idle",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(raw),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
             time.sleep(0.5)
             load = measure(self.gateway_url, connections=16, duration=args.profile_seconds, key=self.key, pids=pids)
-            spy_proc.wait(60)
+            if spy_proc is not None:
+                spy_proc.wait(60)
             summary = summarize_collapsed(raw.read_text().splitlines()) if raw.exists() else {}
             summary["load"] = {k: load.get(k) for k in ("rps", "p50_ms", "cpu_us_per_req", "cpu_percent")}
+            per_request = load.get("cpu_us_per_req") or 0
+            for bucket in summary.get("buckets", []):  # the worker's CPU per request, split by bucket
+                bucket["cpu_us_per_req"] = round(per_request * bucket["percent"] / 100, 1)
             profiles[label] = summary
             log(f"profile {label}: {summary.get('samples')} samples; buckets {summary.get('buckets')}")
             self.stop(gateway)

@@ -132,7 +132,10 @@ def start_gateway(
         }
     )
     child_env.pop("GUNICORN_ACCESS_LOG", None)
-    cmd = [GUNICORN, "-c", str(ROOT / "gatewaysite" / "gunicorn.conf.py"), "--chdir", str(root)]
+    conf = root / "gatewaysite" / "gunicorn.conf.py"
+    if not conf.exists():
+        conf = ROOT / "gatewaysite" / "gunicorn.conf.py"
+    cmd = [GUNICORN, "-c", str(conf), "--chdir", str(root)]
     service = Service(f"gateway-{workers}w", cmd, env=child_env, log=log).start()
     wait_port(port)
     deadline = time.monotonic() + 30

@@ -10,7 +10,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 WRK_MARKER = "WRK_JSON "
@@ -145,31 +145,35 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3)
 
 
-def _median(values: list[float]) -> float | None:
-    return percentile(values, 50)
+def _best(values: list[float], pick: Callable[[list[float]], float]) -> float | None:
+    return pick(values) if values else None
 
 
 def summarize_compare(
-    rounds: dict[str, list[dict[str, Any]]], direct: list[dict[str, Any]], *, before: str
+    rounds: dict[str, list[dict[str, Any]]], direct: list[dict[str, Any]], *, roots: dict[str, str]
 ) -> dict[str, Any]:
-    """Median over alternated rounds of before/after, and the after/before ratios."""
-    out: dict[str, Any] = {"before_root": before, "rounds": len(rounds.get("after", []))}
+    """Best of the alternated rounds per code tree (highest req/s, lowest CPU per request:
+    the round least disturbed by other load on the machine), and ratios against the first."""
+    labels = list(rounds)
+    out: dict[str, Any] = {"roots": roots, "labels": labels, "rounds": len(rounds[labels[0]]) if labels else 0}
     for conns in ("c1", "c16"):
         row: dict[str, Any] = {}
-        base_p50 = _median([d[conns]["p50_ms"] for d in direct if conns in d])
-        for label in ("before", "after"):
-            runs = [r[conns] for r in rounds.get(label, []) if conns in r]
-            rps = _median([r["rps"] for r in runs])
-            p50 = _median([r["p50_ms"] for r in runs])
-            cpu = _median([r["cpu_us_per_req"] for r in runs if r.get("cpu_us_per_req") is not None])
+        base_p50 = _best([d[conns]["p50_ms"] for d in direct if conns in d], min)
+        for label in labels:
+            runs = [r[conns] for r in rounds[label] if conns in r]
+            p50 = _best([r["p50_ms"] for r in runs], min)
             row[label] = {
-                "rps": _r(rps, 1),
+                "rps": _r(_best([r["rps"] for r in runs], max), 1),
                 "p50_ms": _r(p50, 3),
                 "added_p50_ms": added(p50, base_p50),
-                "cpu_us_per_req": _r(cpu, 1),
+                "cpu_us_per_req": _r(
+                    _best([r["cpu_us_per_req"] for r in runs if r.get("cpu_us_per_req") is not None], min), 1
+                ),
             }
-        row["rps_ratio"] = ratio(row["after"]["rps"], row["before"]["rps"])
-        row["cpu_ratio"] = ratio(row["after"]["cpu_us_per_req"], row["before"]["cpu_us_per_req"])
+        first = row[labels[0]] if labels else {}
+        for label in labels:
+            row[label]["rps_ratio"] = ratio(row[label]["rps"], first.get("rps"))
+            row[label]["cpu_ratio"] = ratio(row[label]["cpu_us_per_req"], first.get("cpu_us_per_req"))
         out[conns] = row
     return out
 
@@ -383,23 +387,33 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
     compare = results.get("compare")
     if compare:
+        labels = compare.get("labels", [])
+        lines += ["", "## Code comparison", ""]
+        lines += [f"- `{label}`: `{compare['roots'].get(label)}`" for label in labels]
         lines += [
-            "",
-            "## Before / after",
-            "",
-            f"Before: `{compare.get('before_root')}`; median of {compare.get('rounds')} alternated rounds.",
+            f"- best of {compare.get('rounds')} alternated rounds (highest req/s, lowest p50 and CPU); "
+            f"ratios against `{labels[0]}`",
             "",
         ]
         crows = []
         for conns in ("c1", "c16"):
-            row = compare.get(conns, {})
-            for label in ("before", "after"):
-                r = row.get(label, {})
+            for label in labels:
+                r = compare.get(conns, {}).get(label, {})
                 crows.append(
-                    [label, conns[1:], r.get("rps"), r.get("p50_ms"), r.get("added_p50_ms"), r.get("cpu_us_per_req")]
+                    [
+                        label,
+                        conns[1:],
+                        r.get("rps"),
+                        r.get("rps_ratio"),
+                        r.get("p50_ms"),
+                        r.get("added_p50_ms"),
+                        r.get("cpu_us_per_req"),
+                        r.get("cpu_ratio"),
+                    ]
                 )
-            crows.append(["after / before", conns[1:], row.get("rps_ratio"), None, None, row.get("cpu_ratio")])
-        lines += _table(["code", "conns", "req/s", "p50 ms", "added p50 ms", "CPU µs/req"], crows)
+        lines += _table(
+            ["code", "conns", "req/s", "req/s ratio", "p50 ms", "added p50 ms", "CPU µs/req", "CPU ratio"], crows
+        )
     checks = results.get("targets", [])
     if checks:
         lines += ["", "## Targets", ""]
@@ -412,11 +426,14 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 # --- profiles ---------------------------------------------------------------------------
 
-# Buckets for a py-spy collapsed profile, in priority order: a sample goes to the first
-# bucket any of whose needles appears in any frame of its stack. A sample whose innermost
-# frame is the gevent hub's loop is the process waiting for I/O (idle).
-IDLE_FRAMES = ("run (gevent/hub.py", "wait (gevent/_gevent_c_hub")
+# Buckets for a py-spy collapsed profile (active samples only), in priority order: a
+# sample goes to the first bucket any of whose needles appears in any frame of its
+# stack. A sample whose innermost frame is the gevent hub's loop is the event loop's own
+# work (epoll, timers, switching to greenlets whose I/O is ready).
+HUB_FRAMES = ("Hub.run (gevent/hub.py", "run (gevent/hub.py")
+HUB_BUCKET = "gevent hub loop (epoll, timers, switches)"
 PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("gevent threadpool (DNS lookups for new connections)", ("gevent/threadpool.py",)),
     ("usage recording (recorder, event payload)", ("usage/recorder.py", "usage/events.py")),
     ("cost and counters", ("usage/cost.py", "usage/budgets.py")),
     ("token counting", ("usage/tokens.py",)),
@@ -442,8 +459,8 @@ PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
 
 
 def bucket_of(frames: Sequence[str]) -> str:
-    if frames and any(frames[-1].startswith(idle) for idle in IDLE_FRAMES):
-        return "idle (waiting for I/O)"
+    if frames and frames[-1].startswith(HUB_FRAMES):
+        return HUB_BUCKET
     for name, needles in PROFILE_BUCKETS:
         if any(needle in frame for frame in frames for needle in needles):
             return name

@@ -43,11 +43,12 @@ MIDDLEWARE = [
     "gatewaysite.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # sessions, CSRF, auth and messages: Django's, skipped on the key-authenticated /v1/ API
+    "gatewaysite.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "gatewaysite.middleware.CsrfViewMiddleware",
+    "gatewaysite.middleware.AuthenticationMiddleware",
+    "gatewaysite.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

@@ -2,15 +2,25 @@
 
 urllib3 directly, not requests: the same connection pool for ~1.5 ms less per call
 (see docs/architecture.md). Under gunicorn's gevent worker urllib3 is cooperative.
+
+Two costs of the general-purpose path are cut (measured in docs/benchmark.md):
+- checking a pooled connection for a hang-up before reuse is one ``poll(0)`` system
+  call on the real ``select.poll``; gevent's cooperative ``poll`` sets up watchers and a
+  timeout for what cannot block (about a tenth of a request's CPU otherwise);
+- each URL's connection pool and request path are looked up once, not parsed and
+  normalized by the ``PoolManager`` on every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import select
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -22,11 +32,73 @@ from urllib3.exceptions import (
 
 from providers.adapters.base import Target, UpstreamError, error_for_status
 
-_pool = urllib3.PoolManager(num_pools=64, maxsize=512, block=False, retries=False)
+_poll_factory: Callable[[], Any] | None = None
+
+
+def _real_poll() -> Any:
+    """``select.poll()`` as the OS provides it, even when gevent has patched ``select``."""
+    global _poll_factory
+    if _poll_factory is None:
+        factory = select.poll
+        try:
+            from gevent import monkey
+
+            if monkey.is_module_patched("select"):
+                factory = monkey.get_original("select", "poll")
+        except ImportError:
+            pass
+        _poll_factory = factory
+    return _poll_factory()
+
+
+class _IdleCheck:
+    sock: Any
+
+    @property
+    def is_connected(self) -> bool:
+        """False when the peer closed (or sent something unasked): the connection is not reusable."""
+        if self.sock is None:
+            return False
+        poller = _real_poll()
+        poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return not poller.poll(0)
+
+
+class _HTTPConnection(_IdleCheck, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_IdleCheck, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+# maxsize: connections kept per upstream; thousands of concurrent streams each hold one.
+_pool = urllib3.PoolManager(num_pools=64, maxsize=4096, block=False, retries=False)
+_pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}  # type: ignore[assignment]
+_routes: dict[str, tuple[HTTPConnectionPool, str]] = {}
 
 
 def pool() -> urllib3.PoolManager:
     return _pool
+
+
+def _route(url: str) -> tuple[HTTPConnectionPool, str]:
+    """The connection pool and request path for ``url`` (looked up once per URL)."""
+    route = _routes.get(url)
+    if route is None or route[0].pool is None:  # unknown, or closed by the manager's LRU
+        if len(_routes) > 256:
+            _routes.clear()
+        route = (_pool.connection_from_url(url), urllib3.util.parse_url(url).request_uri)
+        _routes[url] = route
+    return route
 
 
 def _timeout(target: Target) -> urllib3.Timeout:
@@ -72,14 +144,17 @@ def post_json(
 ) -> urllib3.BaseHTTPResponse:
     """POST JSON; returns the response for 2xx, raises ``UpstreamError`` otherwise."""
     try:
-        response = _pool.request(
+        connection_pool, path = _route(url)
+        response = connection_pool.urlopen(
             "POST",
-            url,
+            path,
             body=orjson.dumps(payload),
             headers={"content-type": "application/json", **headers},
             timeout=_timeout(target),
             preload_content=not stream,
             redirect=False,
+            retries=False,
+            assert_same_host=False,
         )
     except (HTTPError, OSError) as exc:
         raise _transport_error(target, exc) from None

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -53,10 +54,18 @@ def route_request(request: Request) -> RouteRequest:
     )
 
 
+_JSON = JSONRenderer()
+
+
 class ClientKeyView(APIView):
     authentication_classes = [ClientKeyAuthentication]
     permission_classes = [HasClientKey]
     throttle_classes: list[Any] = []
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+        """Always JSON (errors included), whatever ``Accept`` says: streaming clients send
+        ``Accept: text/event-stream`` and must get their stream, not a 406."""
+        return _JSON, _JSON.media_type
 
 
 class ChatCompletionsView(ClientKeyView):

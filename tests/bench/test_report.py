@@ -177,7 +177,7 @@ def test_collapsed_profile_is_bucketed_by_the_layers_of_the_request_path() -> No
     summary = summarize_collapsed(lines)
     assert summary["samples"] == 100
     buckets = {b["bucket"]: b["percent"] for b in summary["buckets"]}
-    assert buckets["idle (waiting for I/O)"] == 50.0
+    assert buckets["gevent hub loop (epoll, timers, switches)"] == 50.0
     assert buckets["upstream HTTP call (urllib3, http.client)"] == 30.0
     assert buckets["usage recording (recorder, event payload)"] == 15.0
     assert buckets["gunicorn worker and HTTP parsing"] == 5.0
@@ -186,6 +186,28 @@ def test_collapsed_profile_is_bucketed_by_the_layers_of_the_request_path() -> No
     assert inclusive["handle (gunicorn/workers/ggevent.py:120)"] == 50.0
 
 
-def test_bucket_of_prefers_the_innermost_idle_frame() -> None:
-    assert bucket_of(["handle (gunicorn/workers/ggevent.py:1)", "run (gevent/hub.py:647)"]) == "idle (waiting for I/O)"
+def test_bucket_of_puts_the_hub_loop_and_threadpool_apart() -> None:
+    hub = bucket_of(["handle (gunicorn/workers/ggevent.py:1)", "Hub.run (gevent/hub.py:647)"])
+    assert hub == "gevent hub loop (epoll, timers, switches)"
+    pool = bucket_of(["_WorkerGreenlet.run (gevent/threadpool.py:216)", "getaddrinfo (<frozen>:1)"])
+    assert pool == "gevent threadpool (DNS lookups for new connections)"
     assert bucket_of(["something (elsewhere.py:1)"]) == "other"
+
+
+def test_compare_takes_the_best_round_of_each_tree_and_ratios_against_the_first() -> None:
+    from bench.report import summarize_compare
+
+    def run(rps: float, p50: float, cpu: float) -> dict:
+        return {"c1": {"rps": rps, "p50_ms": p50, "cpu_us_per_req": cpu}}
+
+    rounds = {
+        "before": [run(600.0, 1.2, 1000.0), run(500.0, 1.5, 1100.0)],
+        "after": [run(400.0, 2.0, 1300.0), run(900.0, 0.9, 800.0)],  # round 1 disturbed
+    }
+    direct = [{"c1": {"p50_ms": 0.05}}, {"c1": {"p50_ms": 0.04}}]
+    out = summarize_compare(rounds, direct, roots={"before": "/a", "after": "/b"})
+    assert out["rounds"] == 2
+    assert out["c1"]["before"]["rps"] == 600.0
+    assert out["c1"]["after"]["rps_ratio"] == 1.5
+    assert out["c1"]["after"]["cpu_ratio"] == 0.8
+    assert out["c1"]["after"]["added_p50_ms"] == 0.86  # 0.9 - 0.04
