@@ -18,11 +18,12 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import orjson
 from django.conf import settings
 
 from gatewaysite.clock import clock
+from providers.adapters import translation
 from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage, error_for_status
+from providers.adapters.translation import invalid, unsupported
 from providers.http import iter_sse, post_json, read_json, redact
 
 DEFAULT_VERSION = "2023-06-01"
@@ -58,42 +59,11 @@ REJECTED = {
     "logprobs": "Anthropic does not return log probabilities.",
     "top_logprobs": "Anthropic does not return log probabilities.",
     "audio": "Anthropic models do not produce audio.",
-    "functions": "use 'tools' instead of the deprecated 'functions'.",
-    "function_call": "use 'tool_choice' instead of the deprecated 'function_call'.",
-    "web_search_options": "web search is not available through this provider.",
+    **translation.REJECTED,
 }
 
 # Hints and bookkeeping Anthropic has no equivalent for: dropped silently.
-DROPPED = (
-    "seed",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "metadata",
-    "store",
-    "service_tier",
-    "prediction",
-    "prompt_cache_key",
-    "safety_identifier",
-    "reasoning_effort",
-    "verbosity",
-)
-
-
-def unsupported(message: str, param: str) -> UpstreamError:
-    return UpstreamError(
-        f"{message} (parameter '{param}')",
-        status=400,
-        code="unsupported_parameter",
-        error_type="invalid_request_error",
-        client_error=True,
-    )
-
-
-def invalid(message: str) -> UpstreamError:
-    return UpstreamError(
-        message, status=400, code="invalid_request", error_type="invalid_request_error", client_error=True
-    )
+DROPPED = ("seed", "frequency_penalty", "presence_penalty", *translation.DROPPED)
 
 
 def upstream_error(target: Target, upstream_status: int, message: str) -> UpstreamError:
@@ -124,15 +94,10 @@ def tool_id(call_id: Any) -> str:
 
 
 def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    if not isinstance(url, str) or not url:
-        raise invalid(f"{where}: image_url needs a url.")
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if not sep or encoding != "base64" or not media_type:
-            raise invalid(f"{where}: image data URLs must be base64 ('data:image/png;base64,...').")
+    url = translation.image_url(part, where)
+    inline = translation.data_url(url, where)
+    if inline is not None:
+        media_type, data = inline
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
@@ -141,26 +106,9 @@ def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _blocks(content: Any, where: str, *, images: bool = True) -> list[dict[str, Any]]:
     """OpenAI message content (string or parts) as Anthropic content blocks."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise invalid(f"{where}: content must be a string or an array of parts.")
     blocks: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if not isinstance(text, str):
-                raise invalid(f"{where}[{index}]: a {kind} part needs a string '{kind}'.")
-            if not text:
-                continue  # Anthropic rejects empty text blocks
-            block: dict[str, Any] = {"type": "text", "text": text}
-        elif kind == "image_url" and images:
-            block = _image_block(part, f"{where}[{index}]")
-        else:
-            raise unsupported(f"{where}[{index}]: content parts of type {kind!r} are not supported", "messages")
+    for text, part, part_where in translation.content_parts(content, where, images=images):
+        block = {"type": "text", "text": text} if text is not None else _image_block(part, part_where)
         if isinstance(part.get("cache_control"), Mapping):
             block["cache_control"] = part["cache_control"]  # prompt caching breakpoints pass through
         blocks.append(block)
@@ -168,22 +116,10 @@ def _blocks(content: Any, where: str, *, images: bool = True) -> list[dict[str, 
 
 
 def _tool_use_blocks(tool_calls: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(tool_calls, list):
-        raise invalid(f"{where}.tool_calls must be an array.")
-    blocks = []
-    for index, call in enumerate(tool_calls):
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise invalid(f"{where}.tool_calls[{index}] needs function.name.")
-        arguments = function.get("arguments") or "{}"
-        try:
-            parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
-        except orjson.JSONDecodeError:
-            raise invalid(f"{where}.tool_calls[{index}].function.arguments is not valid JSON.") from None
-        if not isinstance(parsed, dict):
-            raise invalid(f"{where}.tool_calls[{index}].function.arguments must be a JSON object.")
-        blocks.append({"type": "tool_use", "id": tool_id(call.get("id")), "name": function["name"], "input": parsed})
-    return blocks
+    return [
+        {"type": "tool_use", "id": tool_id(call.get("id")), "name": name, "input": arguments}
+        for call, name, arguments in translation.tool_calls_of(tool_calls, where)
+    ]
 
 
 def _system_text(content: Any, where: str) -> list[dict[str, Any]]:
@@ -208,35 +144,21 @@ def translate_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[
             if message.get("tool_calls"):
                 blocks += _tool_use_blocks(message["tool_calls"], where)
         elif role == "tool":
-            tool_call_id = message.get("tool_call_id")
-            if not isinstance(tool_call_id, str) or not tool_call_id:
-                raise invalid(f"{where}: tool messages need a tool_call_id.")
-            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id(tool_call_id)}
+            call_id = translation.tool_call_id(message, where)
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id(call_id)}
             inner = _blocks(content, where)
             if inner:
                 result["content"] = inner
             anthropic_role, blocks = "user", [result]
         else:
-            raise unsupported(f"{where}: the role {role!r} is not supported; use tools", "messages")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == anthropic_role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": anthropic_role, "content": blocks})
+            raise translation.unsupported_role(role, where)
+        translation.add_turn(turns, anthropic_role, "content", blocks)
     return system, turns
 
 
 def translate_tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise invalid("'tools' must be an array.")
     result = []
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
-            raise unsupported(f"tools[{index}]: only function tools are supported", "tools")
-        function = tool.get("function")
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise invalid(f"tools[{index}] needs function.name.")
+    for tool, function in translation.function_tools(tools):
         entry: dict[str, Any] = {
             "name": function["name"],
             "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
@@ -258,19 +180,17 @@ def translate_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
         result = {"type": "any"}
     elif choice == "none":
         result = {"type": "none"}
-    elif isinstance(choice, Mapping) and isinstance((choice.get("function") or {}).get("name"), str):
-        result = {"type": "tool", "name": choice["function"]["name"]}
+    elif (name := translation.tool_choice_name(choice)) is not None:
+        result = {"type": "tool", "name": name}
     else:
-        raise invalid("'tool_choice' must be 'auto', 'none', 'required' or a function.")
+        raise translation.invalid_tool_choice()
     if result is not None and parallel is False and result["type"] != "none":
         result["disable_parallel_tool_use"] = True
     return result
 
 
 def request_body(target: Target, body: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
-    for name, reason in REJECTED.items():
-        if body.get(name) not in (None, False):
-            raise unsupported(reason, name)
+    translation.reject_parameters(body, REJECTED)
     if (body.get("n") or 1) != 1:
         raise unsupported("Anthropic returns one choice per request; send n=1", "n")
     response_format = body.get("response_format")
@@ -280,18 +200,15 @@ def request_body(target: Target, body: Mapping[str, Any], *, stream: bool) -> di
         raise unsupported(
             "Anthropic has no JSON mode; describe the format in the prompt or use a tool", "response_format"
         )
-    modalities = body.get("modalities")
-    if modalities is not None and modalities != ["text"]:
-        raise unsupported("Anthropic models produce text only", "modalities")
+    translation.require_text_output(body, "Anthropic models produce text only")
 
     system, messages = translate_messages(body["messages"])
     if not messages:
         raise invalid("Anthropic needs at least one user or assistant message besides system messages.")
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     payload: dict[str, Any] = {
         "model": target.model,
         "messages": messages,
-        "max_tokens": max_tokens or settings.GATEWAY["ANTHROPIC_DEFAULT_MAX_TOKENS"],
+        "max_tokens": translation.max_output_tokens(body) or settings.GATEWAY["ANTHROPIC_DEFAULT_MAX_TOKENS"],
     }
     if system:
         payload["system"] = system
@@ -300,7 +217,7 @@ def request_body(target: Target, body: Mapping[str, Any], *, stream: bool) -> di
             payload[name] = body[name]
     stop = body.get("stop")
     if stop:
-        payload["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        payload["stop_sequences"] = translation.stop_sequences(stop)
     if body.get("tools"):
         payload["tools"] = translate_tools(body["tools"])
     choice = translate_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
@@ -341,36 +258,22 @@ def completion_of(target: Target, data: Any) -> Completion:
         if block.get("type") == "text":
             texts.append(str(block.get("text") or ""))
         elif block.get("type") == "tool_use":
-            tool_calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
-                    },
-                }
-            )
+            tool_calls.append(translation.tool_call(block.get("id"), block.get("name"), block.get("input")))
         # thinking and redacted_thinking blocks have no place in OpenAI's format
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
     usage = usage_of(data.get("usage"))
-    result = {
-        "id": data.get("id") or "",
-        "object": "chat.completion",
-        "created": int(clock.time()),
-        "model": data.get("model") or target.model,
-        "choices": [
+    result = translation.chat_completion(
+        id=data.get("id") or "",
+        model=data.get("model") or target.model,
+        choices=[
             {
                 "index": 0,
-                "message": message,
+                "message": translation.assistant_message(texts, tool_calls),
                 "finish_reason": FINISH_REASONS.get(data.get("stop_reason") or "end_turn", "stop"),
                 "logprobs": None,
             }
         ],
-        "usage": usage.to_openai(),
-    }
+        usage=usage.to_openai(),
+    )
     return Completion(body=result, usage=usage)
 
 
@@ -408,11 +311,7 @@ class AnthropicAdapter(ProviderAdapter):
         payload = request_body(target, body, stream=True)
         response = self._post(target, payload, stream=True)
         translator = StreamTranslator(target)
-        for _event, data in iter_sse(target, response):
-            try:
-                event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(f"{target.provider}: sent an invalid stream event", status=502) from None
+        for event in translation.stream_events(target, iter_sse(target, response)):
             if isinstance(event, dict):
                 yield from translator.feed(event)
         if not translator.stopped:

@@ -28,7 +28,9 @@ from urllib.parse import quote
 import orjson
 
 from gatewaysite.clock import clock
+from providers.adapters import translation
 from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage, error_for_status
+from providers.adapters.translation import invalid
 from providers.http import iter_sse, post_json, read_json, redact
 
 SIGNATURE_SEPARATOR = "__thought__"
@@ -76,43 +78,13 @@ REJECTED = {
     "logprobs": "log probabilities are not translated for Gemini.",
     "top_logprobs": "log probabilities are not translated for Gemini.",
     "audio": "audio output is not available through this provider.",
-    "functions": "use 'tools' instead of the deprecated 'functions'.",
-    "function_call": "use 'tool_choice' instead of the deprecated 'function_call'.",
-    "web_search_options": "web search is not available through this provider.",
+    **translation.REJECTED,
 }
 
-DROPPED = (
-    "user",
-    "logit_bias",
-    "metadata",
-    "store",
-    "service_tier",
-    "prediction",
-    "prompt_cache_key",
-    "safety_identifier",
-    "reasoning_effort",
-    "verbosity",
-    "parallel_tool_calls",
-)
+DROPPED = ("user", *translation.DROPPED, "parallel_tool_calls")
 
 # JSON Schema keywords Gemini's OpenAPI-subset ``parameters`` schema refuses.
 SCHEMA_KEYS_DROPPED = ("$schema", "additionalProperties", "strict", "$id", "$comment")
-
-
-def unsupported(message: str, param: str) -> UpstreamError:
-    return UpstreamError(
-        f"{message} (parameter '{param}')",
-        status=400,
-        code="unsupported_parameter",
-        error_type="invalid_request_error",
-        client_error=True,
-    )
-
-
-def invalid(message: str) -> UpstreamError:
-    return UpstreamError(
-        message, status=400, code="invalid_request", error_type="invalid_request_error", client_error=True
-    )
 
 
 def upstream_error(target: Target, upstream_status: int, message: str) -> UpstreamError:
@@ -126,15 +98,10 @@ def upstream_error(target: Target, upstream_status: int, message: str) -> Upstre
 
 
 def _image_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    if not isinstance(url, str) or not url:
-        raise invalid(f"{where}: image_url needs a url.")
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        mime_type, _, encoding = header.partition(";")
-        if not sep or encoding != "base64" or not mime_type:
-            raise invalid(f"{where}: image data URLs must be base64 ('data:image/png;base64,...').")
+    url = translation.image_url(part, where)
+    inline = translation.data_url(url, where)
+    if inline is not None:
+        mime_type, data = inline
         return {"inlineData": {"mimeType": mime_type, "data": data}}
     if url.startswith(("http://", "https://", "gs://")):
         mime_type = mimetypes.guess_type(url.split("?", 1)[0])[0] or "image/jpeg"
@@ -143,26 +110,10 @@ def _image_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _parts(content: Any, where: str, *, images: bool = True) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise invalid(f"{where}: content must be a string or an array of parts.")
-    parts: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if not isinstance(text, str):
-                raise invalid(f"{where}[{index}]: a {kind} part needs a string '{kind}'.")
-            if text:
-                parts.append({"text": text})
-        elif kind == "image_url" and images:
-            parts.append(_image_part(part, f"{where}[{index}]"))
-        else:
-            raise unsupported(f"{where}[{index}]: content parts of type {kind!r} are not supported", "messages")
-    return parts
+    return [
+        {"text": text} if text is not None else _image_part(part, part_where)
+        for text, part, part_where in translation.content_parts(content, where, images=images)
+    ]
 
 
 def _text(content: Any, where: str) -> str:
@@ -179,24 +130,12 @@ def unpack_call_id(call_id: str) -> tuple[str, str | None]:
 
 
 def _function_call_parts(tool_calls: Any, where: str, names: dict[str, str]) -> list[dict[str, Any]]:
-    if not isinstance(tool_calls, list):
-        raise invalid(f"{where}.tool_calls must be an array.")
     parts = []
-    for index, call in enumerate(tool_calls):
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise invalid(f"{where}.tool_calls[{index}] needs function.name.")
-        arguments = function.get("arguments") or "{}"
-        try:
-            args = orjson.loads(arguments) if isinstance(arguments, str) else arguments
-        except orjson.JSONDecodeError:
-            raise invalid(f"{where}.tool_calls[{index}].function.arguments is not valid JSON.") from None
-        if not isinstance(args, dict):
-            raise invalid(f"{where}.tool_calls[{index}].function.arguments must be a JSON object.")
+    for call, name, args in translation.tool_calls_of(tool_calls, where):
         raw_id = str(call.get("id") or "")
-        names[raw_id] = function["name"]
+        names[raw_id] = name
         _, signature = unpack_call_id(raw_id)
-        part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
         if signature:
             part["thoughtSignature"] = signature
         parts.append(part)
@@ -204,9 +143,7 @@ def _function_call_parts(tool_calls: Any, where: str, names: dict[str, str]) -> 
 
 
 def _function_response(message: Mapping[str, Any], where: str, names: dict[str, str]) -> dict[str, Any]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise invalid(f"{where}: tool messages need a tool_call_id.")
+    call_id = translation.tool_call_id(message, where)
     name = names.get(call_id) or message.get("name")
     if not isinstance(name, str) or not name:
         raise invalid(f"{where}: tool_call_id {call_id!r} matches no earlier assistant tool call.")
@@ -240,13 +177,8 @@ def translate_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[
         elif role == "tool":
             gemini_role, parts = "user", [_function_response(message, where, names)]
         else:
-            raise unsupported(f"{where}: the role {role!r} is not supported; use tools", "messages")
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == gemini_role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": gemini_role, "parts": parts})
+            raise translation.unsupported_role(role, where)
+        translation.add_turn(contents, gemini_role, "parts", parts)
     return system, contents
 
 
@@ -259,15 +191,8 @@ def clean_schema(schema: Any) -> Any:
 
 
 def translate_tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise invalid("'tools' must be an array.")
     declarations = []
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
-            raise unsupported(f"tools[{index}]: only function tools are supported", "tools")
-        function = tool.get("function")
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise invalid(f"tools[{index}] needs function.name.")
+    for _tool, function in translation.function_tools(tools):
         declaration: dict[str, Any] = {"name": function["name"]}
         if function.get("description"):
             declaration["description"] = function["description"]
@@ -285,9 +210,10 @@ def translate_tool_choice(choice: Any) -> dict[str, Any]:
         return {"functionCallingConfig": {"mode": "NONE"}}
     if choice == "required":
         return {"functionCallingConfig": {"mode": "ANY"}}
-    if isinstance(choice, Mapping) and isinstance((choice.get("function") or {}).get("name"), str):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}}
-    raise invalid("'tool_choice' must be 'auto', 'none', 'required' or a function.")
+    name = translation.tool_choice_name(choice)
+    if name is not None:
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+    raise translation.invalid_tool_choice()
 
 
 def _response_format(config: dict[str, Any], response_format: Any) -> None:
@@ -307,12 +233,8 @@ def _response_format(config: dict[str, Any], response_format: Any) -> None:
 
 
 def request_body(body: Mapping[str, Any]) -> dict[str, Any]:
-    for name, reason in REJECTED.items():
-        if body.get(name) not in (None, False):
-            raise unsupported(reason, name)
-    modalities = body.get("modalities")
-    if modalities is not None and modalities != ["text"]:
-        raise unsupported("only text output is available through this provider", "modalities")
+    translation.reject_parameters(body, REJECTED)
+    translation.require_text_output(body, "only text output is available through this provider")
 
     system, contents = translate_messages(body["messages"])
     if not contents:
@@ -324,12 +246,12 @@ def request_body(body: Mapping[str, Any]) -> dict[str, Any]:
     for name, gemini_name in GENERATION_CONFIG.items():
         if body.get(name) is not None:
             config[gemini_name] = body[name]
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = translation.max_output_tokens(body)
     if max_tokens:
         config["maxOutputTokens"] = max_tokens
     stop = body.get("stop")
     if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        config["stopSequences"] = translation.stop_sequences(stop)
     if (body.get("n") or 1) != 1:
         config["candidateCount"] = body["n"]
     if body.get("response_format") is not None:
@@ -359,11 +281,9 @@ def usage_of(raw: Mapping[str, Any] | None) -> Usage:
 def _tool_call(part: Mapping[str, Any]) -> dict[str, Any]:
     call = part["functionCall"]
     call_id = str(call.get("id") or "call_" + uuid.uuid4().hex[:24])
-    return {
-        "id": pack_call_id(call_id, part.get("thoughtSignature")),
-        "type": "function",
-        "function": {"name": call.get("name"), "arguments": orjson.dumps(call.get("args") or {}).decode()},
-    }
+    return translation.tool_call(
+        pack_call_id(call_id, part.get("thoughtSignature")), call.get("name"), call.get("args")
+    )
 
 
 def _split_parts(candidate: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -393,13 +313,10 @@ def completion_of(target: Target, data: Any) -> Completion:
     candidates = data.get("candidates") or []
     for position, candidate in enumerate(candidates):
         texts, calls = _split_parts(candidate)
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
-        if calls:
-            message["tool_calls"] = calls
         choices.append(
             {
                 "index": int(candidate.get("index") or position),
-                "message": message,
+                "message": translation.assistant_message(texts, calls),
                 "finish_reason": _finish_reason(candidate.get("finishReason") or "STOP", bool(calls)),
                 "logprobs": None,
             }
@@ -414,14 +331,12 @@ def completion_of(target: Target, data: Any) -> Completion:
             }
         )
     usage = usage_of(data.get("usageMetadata"))
-    result = {
-        "id": "chatcmpl-" + str(data.get("responseId") or uuid.uuid4().hex[:24]),
-        "object": "chat.completion",
-        "created": int(clock.time()),
-        "model": data.get("modelVersion") or target.model,
-        "choices": choices,
-        "usage": usage.to_openai(),
-    }
+    result = translation.chat_completion(
+        id="chatcmpl-" + str(data.get("responseId") or uuid.uuid4().hex[:24]),
+        model=data.get("modelVersion") or target.model,
+        choices=choices,
+        usage=usage.to_openai(),
+    )
     return Completion(body=result, usage=usage)
 
 
@@ -457,11 +372,7 @@ class GeminiAdapter(ProviderAdapter):
         payload = request_body(body)
         response = self._post(target, payload, stream=True)
         translator = StreamTranslator(target)
-        for _event, data in iter_sse(target, response):
-            try:
-                event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(f"{target.provider}: sent an invalid stream event", status=502) from None
+        for event in translation.stream_events(target, iter_sse(target, response)):
             if isinstance(event, list) and event:
                 event = event[0]
             if isinstance(event, dict):
