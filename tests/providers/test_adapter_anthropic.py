@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,23 +11,15 @@ from providers.adapters.anthropic import AnthropicAdapter
 from providers.adapters.base import Target, UpstreamError
 from tests.fakes.anthropic_server import FakeAnthropic, error_event, error_json, message_json, stream_events
 from tests.fakes.http_server import Reply
+from tests.providers.adapter_calls import upstream_error
 
 KEY = "sk-ant-test"
 adapter = AnthropicAdapter()
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic(api_key=KEY).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeAnthropic) -> FakeAnthropic:
-    server.replies.clear()
-    server.received.clear()
-    return server
+def fake_provider() -> FakeAnthropic:
+    return FakeAnthropic(api_key=KEY)
 
 
 def target(fake: FakeAnthropic, **options: Any) -> Target:
@@ -350,13 +341,7 @@ def test_http_errors(
     fake: FakeAnthropic, status: int, error_type: str, client_status: int, retryable: bool, code: str, stream: bool
 ) -> None:
     fake.queue(Reply(status=status, json=error_json(error_type, f"failed for key {KEY}")))
-    body = {"model": "m", "messages": [user("a")]}
-    with pytest.raises(UpstreamError) as info:
-        if stream:
-            next(adapter.stream(target(fake), body))
-        else:
-            adapter.complete(target(fake), body)
-    error = info.value
+    error = upstream_error(adapter, target(fake), {"model": "m", "messages": [user("a")]}, stream=stream)
     assert (error.status, error.retryable, error.code, error.upstream_status) == (
         client_status,
         retryable,
@@ -387,10 +372,8 @@ def test_wrong_key_is_an_auth_failure(fake: FakeAnthropic) -> None:
 )
 def test_unsupported_parameters_are_rejected(fake: FakeAnthropic, extra: dict[str, Any], param: str) -> None:
     body = {"model": "m", "messages": [user("a")], **extra}
-    for call in (lambda: adapter.complete(target(fake), body), lambda: next(adapter.stream(target(fake), body))):
-        with pytest.raises(UpstreamError) as info:
-            call()
-        error = info.value
+    for stream in (False, True):
+        error = upstream_error(adapter, target(fake), body, stream=stream)
         assert (error.status, error.code, error.client_error, error.retryable) == (
             400,
             "unsupported_parameter",

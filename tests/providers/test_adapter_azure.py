@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,17 +17,8 @@ adapter = AzureOpenAIAdapter()
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[FakeAzure]:
-    fake = FakeAzure(api_key=KEY).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeAzure) -> FakeAzure:
-    server.replies.clear()
-    server.received.clear()
-    return server
+def fake_provider() -> FakeAzure:
+    return FakeAzure(api_key=KEY)
 
 
 def target(fake: FakeAzure, key: str = KEY, **options: Any) -> Target:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,23 +11,15 @@ from providers.adapters.base import Target, UpstreamError
 from providers.adapters.gemini import GeminiAdapter
 from tests.fakes.gemini_server import FakeGemini, error_json, response_json, sse_frame, stream_events, usage_json
 from tests.fakes.http_server import Reply
+from tests.providers.adapter_calls import upstream_error
 
 KEY = "gm-test-key"
 adapter = GeminiAdapter()
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[FakeGemini]:
-    fake = FakeGemini(api_key=KEY).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeGemini) -> FakeGemini:
-    server.replies.clear()
-    server.received.clear()
-    return server
+def fake_provider() -> FakeGemini:
+    return FakeGemini(api_key=KEY)
 
 
 def target(fake: FakeGemini, key: str = KEY, **options: Any) -> Target:
@@ -341,13 +332,7 @@ def test_http_errors(
     fake: FakeGemini, status: int, google_status: str, client_status: int, retryable: bool, code: str, stream: bool
 ) -> None:
     fake.queue(Reply(status=status, json=error_json(status, google_status, f"failed ({KEY})")))
-    body = {"model": "m", "messages": [user("a")]}
-    with pytest.raises(UpstreamError) as info:
-        if stream:
-            next(adapter.stream(target(fake), body))
-        else:
-            adapter.complete(target(fake), body)
-    error = info.value
+    error = upstream_error(adapter, target(fake), {"model": "m", "messages": [user("a")]}, stream=stream)
     assert (error.status, error.retryable, error.code, error.upstream_status) == (
         client_status,
         retryable,
@@ -381,11 +366,10 @@ def test_invalid_key_is_an_auth_failure_not_a_client_error(fake: FakeGemini) -> 
 )
 def test_unsupported_parameters_are_rejected(fake: FakeGemini, extra: dict[str, Any], param: str) -> None:
     body = {"model": "m", "messages": [user("a")], **extra}
-    for call in (lambda: adapter.complete(target(fake), body), lambda: next(adapter.stream(target(fake), body))):
-        with pytest.raises(UpstreamError) as info:
-            call()
-        assert (info.value.status, info.value.code, info.value.client_error) == (400, "unsupported_parameter", True)
-        assert f"'{param}'" in info.value.message
+    for stream in (False, True):
+        error = upstream_error(adapter, target(fake), body, stream=stream)
+        assert (error.status, error.code, error.client_error) == (400, "unsupported_parameter", True)
+        assert f"'{param}'" in error.message
     assert fake.received == []
 
 

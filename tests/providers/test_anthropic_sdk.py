@@ -28,11 +28,9 @@ TOOLS = [
 ]
 
 
-@pytest.fixture
-def fake() -> Any:
-    server = FakeAnthropic(api_key=KEY).start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="module")
+def fake_provider() -> FakeAnthropic:
+    return FakeAnthropic(api_key=KEY)
 
 
 @pytest.fixture

@@ -53,11 +53,9 @@ def tool_call_json(call_id: str, arguments: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def fake() -> Any:
-    server = FakeAzure(api_key=KEY).start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="module")
+def fake_provider() -> FakeAzure:
+    return FakeAzure(api_key=KEY)
 
 
 @pytest.fixture

@@ -28,11 +28,9 @@ TOOLS = [
 ]
 
 
-@pytest.fixture
-def fake() -> Any:
-    server = FakeGemini(api_key=KEY).start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="module")
+def fake_provider() -> FakeGemini:
+    return FakeGemini(api_key=KEY)
 
 
 @pytest.fixture
