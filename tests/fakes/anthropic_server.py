@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from tests.fakes.http_server import Received, Reply, ScriptedServer, sse
+from tests.fakes.http_server import CheckedServer, Received, Reply, sse
 
 MODEL = "claude-sonnet-4-5-20250929"
 
@@ -198,7 +198,7 @@ def check_request(received: Received, api_key: str | None) -> str | None:
     return None
 
 
-class FakeAnthropic(ScriptedServer):
+class FakeAnthropic(CheckedServer):
     """Checks every request like Anthropic; unscripted valid requests get a text answer."""
 
     def __init__(self, api_key: str | None = "sk-ant-test") -> None:
@@ -208,22 +208,17 @@ class FakeAnthropic(ScriptedServer):
     def default_reply(self, received: Received) -> Reply:
         if received.path != "/v1/messages":
             return Reply(status=404, json=error_json("not_found_error", "Not found"))
-        problem = check_request(received, self.api_key)
-        if problem:
-            return self.rejection(problem)
+        rejection = self.rejection(received)
+        if rejection is not None:
+            return rejection
         model = received.body["model"]
         if received.body.get("stream"):
             return Reply(events=stream_events(model=model))
         return Reply(json=message_json(model=model))
 
-    def rejection(self, problem: str) -> Reply:
+    def rejection(self, received: Received) -> Reply | None:
+        problem = check_request(received, self.api_key) if received.path == "/v1/messages" else None
+        if not problem:
+            return None
         error_type, _, message = problem.partition(": ")
         return Reply(status=401 if error_type == "authentication_error" else 400, json=error_json(error_type, message))
-
-    def send(self, handler: Any, reply: Reply) -> None:
-        received = self.received[-1] if self.received else None
-        if reply.status == 200 and received is not None and received.path == "/v1/messages":
-            problem = check_request(received, self.api_key)
-            if problem:  # scripted replies too: a malformed request never gets a good answer
-                reply = self.rejection(problem)
-        super().send(handler, reply)

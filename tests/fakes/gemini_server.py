@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.http_server import Received, Reply, ScriptedServer
+from tests.fakes.http_server import CheckedServer, Received, Reply
 
 MODEL = "gemini-2.5-flash"
 
@@ -163,7 +163,7 @@ def check_request(received: Received, api_key: str | None) -> tuple[int, dict[st
     return None
 
 
-class FakeGemini(ScriptedServer):
+class FakeGemini(CheckedServer):
     def __init__(self, api_key: str | None = "gm-test-key") -> None:
         super().__init__()
         self.api_key = api_key
@@ -174,17 +174,13 @@ class FakeGemini(ScriptedServer):
             path.endswith(":generateContent") or path.endswith(":streamGenerateContent?alt=sse")
         ):
             return Reply(status=404, json=error_json(404, "NOT_FOUND", "Requested entity was not found."))
-        problem = check_request(received, self.api_key)
-        if problem:
-            return Reply(status=problem[0], json=problem[1])
+        rejection = self.rejection(received)
+        if rejection is not None:
+            return rejection
         if path.endswith("?alt=sse"):
             return Reply(events=stream_events())
         return Reply(json=response_json())
 
-    def send(self, handler: Any, reply: Reply) -> None:
-        received = self.received[-1] if self.received else None
-        if reply.status == 200 and received is not None:
-            problem = check_request(received, self.api_key)
-            if problem:  # scripted replies too: a malformed request never gets a good answer
-                reply = Reply(status=problem[0], json=problem[1])
-        super().send(handler, reply)
+    def rejection(self, received: Received) -> Reply | None:
+        problem = check_request(received, self.api_key)
+        return Reply(status=problem[0], json=problem[1]) if problem else None

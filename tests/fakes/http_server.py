@@ -125,3 +125,21 @@ def sse(data: Any, event: str | None = None) -> bytes:
     text = data if isinstance(data, str) else json.dumps(data)
     prefix = f"event: {event}\n" if event else ""
     return f"{prefix}data: {text}\n\n".encode()
+
+
+class CheckedServer(ScriptedServer):
+    """A fake that checks every request the way its provider does.
+
+    ``rejection`` is the provider's answer to a request it would refuse (None when it
+    would take it). Scripted good replies get it too: a malformed request never gets a
+    good answer, so a test cannot pass on a request the real provider would refuse.
+    """
+
+    def rejection(self, received: Received) -> Reply | None:
+        return None
+
+    def send(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+        received = self.received[-1] if self.received else None
+        if reply.status == 200 and received is not None:
+            reply = self.rejection(received) or reply
+        super().send(handler, reply)
