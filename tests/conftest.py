@@ -118,3 +118,21 @@ def openai_for(gateway_url: str) -> Any:
         return openai.OpenAI(api_key=secret, base_url=gateway_url + "/v1", max_retries=0, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def openai_route(
+    fake_openai: FakeOpenAI,
+    make_provider: Any,
+    make_deployment: Any,
+    make_price: Any,
+    issue_key: Any,
+    redis_client: Any,
+) -> dict[str, Any]:
+    """``gpt-4o-mini`` routed to the loopback OpenAI upstream (provider ``up``), priced, and a key:
+    ``{"secret": ..., "fake": ...}``."""
+    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
+    make_deployment(provider, "gpt-4o-mini")
+    make_price("openai", "gpt-4o-mini", "0.15", "0.60")
+    _, secret = issue_key()
+    return {"secret": secret, "fake": fake_openai}

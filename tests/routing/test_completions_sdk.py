@@ -13,19 +13,8 @@ from tests.fakes.openai_server import completion_json, error_json, stream_events
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def setup(
-    fake_openai: Any, make_provider: Any, make_deployment: Any, make_price: Any, issue_key: Any, redis_client: Any
-) -> dict[str, Any]:
-    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
-    make_deployment(provider, "gpt-4o-mini")
-    make_price("openai", "gpt-4o-mini", "0.15", "0.60")
-    _, secret = issue_key()
-    return {"secret": secret, "fake": fake_openai}
-
-
-def test_non_streaming_completion(setup: dict[str, Any], openai_for: Any) -> None:
-    client = openai_for(setup["secret"])
+def test_non_streaming_completion(openai_route: dict[str, Any], openai_for: Any) -> None:
+    client = openai_for(openai_route["secret"])
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
     )
@@ -37,22 +26,22 @@ def test_non_streaming_completion(setup: dict[str, Any], openai_for: Any) -> Non
     assert raw.headers["x-request-id"].startswith("req_")
     # 12 * 0.15 + 7 * 0.60 per million = 0.0000060
     assert raw.headers["x-gateway-cost-usd"] == "0.000006"
-    sent = setup["fake"].received[-1]
+    sent = openai_route["fake"].received[-1]
     assert sent.headers["authorization"] == "Bearer sk-up"
     assert sent.body["model"] == "gpt-4o-mini"
 
 
-def test_unknown_fields_pass_through(setup: dict[str, Any], openai_for: Any) -> None:
-    client = openai_for(setup["secret"])
+def test_unknown_fields_pass_through(openai_route: dict[str, Any], openai_for: Any) -> None:
+    client = openai_for(openai_route["secret"])
     client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], extra_body={"seed": 7, "vendor_knob": "x"}
     )
-    assert setup["fake"].received[-1].body["vendor_knob"] == "x"
-    assert setup["fake"].received[-1].body["seed"] == 7
+    assert openai_route["fake"].received[-1].body["vendor_knob"] == "x"
+    assert openai_route["fake"].received[-1].body["seed"] == 7
 
 
-def test_streaming_completion_with_usage(setup: dict[str, Any], openai_for: Any) -> None:
-    client = openai_for(setup["secret"])
+def test_streaming_completion_with_usage(openai_route: dict[str, Any], openai_for: Any) -> None:
+    client = openai_for(openai_route["secret"])
     stream = client.chat.completions.create(
         model="gpt-4o-mini",
         messages=[{"role": "user", "content": "Hello"}],
@@ -65,22 +54,22 @@ def test_streaming_completion_with_usage(setup: dict[str, Any], openai_for: Any)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
     assert chunks[-1].model_extra["x_gateway"]["cost_usd"] == "0.0000042"
     # the gateway always asks the upstream for usage, for billing
-    assert setup["fake"].received[-1].body["stream_options"] == {"include_usage": True}
+    assert openai_route["fake"].received[-1].body["stream_options"] == {"include_usage": True}
 
 
-def test_streaming_without_usage_hides_usage_chunk(setup: dict[str, Any], openai_for: Any) -> None:
-    client = openai_for(setup["secret"])
+def test_streaming_without_usage_hides_usage_chunk(openai_route: dict[str, Any], openai_for: Any) -> None:
+    client = openai_for(openai_route["secret"])
     chunks = list(
         client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}], stream=True
         )
     )
     assert all(c.usage is None for c in chunks)
-    assert setup["fake"].received[-1].body["stream_options"] == {"include_usage": True}
+    assert openai_route["fake"].received[-1].body["stream_options"] == {"include_usage": True}
 
 
-def test_model_listing(setup: dict[str, Any], openai_for: Any, issue_key: Any) -> None:
-    client = openai_for(setup["secret"])
+def test_model_listing(openai_route: dict[str, Any], openai_for: Any, issue_key: Any) -> None:
+    client = openai_for(openai_route["secret"])
     assert [m.id for m in client.models.list()] == ["gpt-4o-mini"]
     _, limited = issue_key("limited", allowed_models=["other"])
     assert [m.id for m in openai_for(limited).models.list()] == []
@@ -96,38 +85,38 @@ def test_model_listing(setup: dict[str, Any], openai_for: Any, issue_key: Any) -
     ],
 )
 def test_upstream_errors_map_to_openai_errors(
-    setup: dict[str, Any], openai_for: Any, upstream_status: int, sdk_error: type[Exception], status: int
+    openai_route: dict[str, Any], openai_for: Any, upstream_status: int, sdk_error: type[Exception], status: int
 ) -> None:
-    setup["fake"].queue(*[Reply(status=upstream_status, json=error_json("boom"))] * 3)
-    client = openai_for(setup["secret"])
+    openai_route["fake"].queue(*[Reply(status=upstream_status, json=error_json("boom"))] * 3)
+    client = openai_for(openai_route["secret"])
     with pytest.raises(sdk_error) as info:
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
     assert info.value.status_code == status
     assert info.value.body["code"]
 
 
-def test_upstream_timeout_is_504(setup: dict[str, Any], openai_for: Any) -> None:
+def test_upstream_timeout_is_504(openai_route: dict[str, Any], openai_for: Any) -> None:
     from providers.models import Provider
 
     Provider.objects.filter(name="up").update(read_timeout=0.3)
     from routing.config.invalidation import config_changed
 
     config_changed()
-    setup["fake"].queue(Reply(json=completion_json(), delay=1.0))
+    openai_route["fake"].queue(Reply(json=completion_json(), delay=1.0))
     with pytest.raises(openai.APIStatusError) as info:
-        openai_for(setup["secret"]).chat.completions.create(
+        openai_for(openai_route["secret"]).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
         )
     assert info.value.status_code == 504
 
 
-def test_client_errors(setup: dict[str, Any], openai_for: Any, issue_key: Any, gateway_url: str) -> None:
+def test_client_errors(openai_route: dict[str, Any], openai_for: Any, issue_key: Any, gateway_url: str) -> None:
     import requests
 
     with pytest.raises(openai.AuthenticationError):
         openai_for("gwk_nothere0_x" * 2).models.list()
     with pytest.raises(openai.NotFoundError) as info:
-        openai_for(setup["secret"]).chat.completions.create(
+        openai_for(openai_route["secret"]).chat.completions.create(
             model="no-such-model", messages=[{"role": "user", "content": "Hi"}]
         )
     assert info.value.body["code"] == "model_not_found"
@@ -135,16 +124,18 @@ def test_client_errors(setup: dict[str, Any], openai_for: Any, issue_key: Any, g
     with pytest.raises(openai.PermissionDeniedError):
         openai_for(limited).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
     with pytest.raises(openai.BadRequestError):
-        openai_for(setup["secret"]).chat.completions.create(model="gpt-4o-mini", messages=[])
+        openai_for(openai_route["secret"]).chat.completions.create(model="gpt-4o-mini", messages=[])
     response = requests.post(
-        gateway_url + "/v1/chat/completions", data=b"{not json", headers={"Authorization": f"Bearer {setup['secret']}"}
+        gateway_url + "/v1/chat/completions",
+        data=b"{not json",
+        headers={"Authorization": f"Bearer {openai_route['secret']}"},
     )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
     response = requests.post(
         gateway_url + "/v1/chat/completions",
         data=b"x" * (5 * 1024 * 1024),
-        headers={"Authorization": f"Bearer {setup['secret']}"},
+        headers={"Authorization": f"Bearer {openai_route['secret']}"},
     )
     assert response.status_code == 413
 

@@ -20,17 +20,6 @@ from usage.models import UsageRecord
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def gateway(
-    fake_openai: Any, make_provider: Any, make_deployment: Any, make_price: Any, issue_key: Any, redis_client: Any
-) -> dict[str, Any]:
-    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
-    make_deployment(provider, "gpt-4o-mini")
-    make_price("openai", "gpt-4o-mini", "0.15", "0.60")
-    _, secret = issue_key()
-    return {"secret": secret, "fake": fake_openai}
-
-
 def _complete(openai_for: Any, secret: str, n: int) -> list[str]:
     client = openai_for(secret)
     ids = []
@@ -47,9 +36,9 @@ class Killed(Exception):
 
 
 def test_a_consumer_killed_between_commit_and_ack_loses_and_duplicates_nothing(
-    gateway: dict[str, Any], openai_for: Any, redis_client: Any
+    openai_route: dict[str, Any], openai_for: Any, redis_client: Any
 ) -> None:
-    ids = _complete(openai_for, gateway["secret"], 5)
+    ids = _complete(openai_for, openai_route["secret"], 5)
 
     def crash() -> None:
         raise Killed
@@ -57,7 +46,7 @@ def test_a_consumer_killed_between_commit_and_ack_loses_and_duplicates_nothing(
     with pytest.raises(Killed):
         drain(after_insert=crash)  # inserted and committed, never acknowledged
     assert redis_client.xpending("gw:usage", "gw-ingest")["pending"] == 5
-    ids += _complete(openai_for, gateway["secret"], 2)
+    ids += _complete(openai_for, openai_route["secret"], 2)
     # the next worker claims the stale entries and inserts them again: no-ops
     assert drain(claim_idle_ms=0) == 7
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == sorted(ids)
@@ -65,8 +54,8 @@ def test_a_consumer_killed_between_commit_and_ack_loses_and_duplicates_nothing(
     assert drain(claim_idle_ms=0) == 0
 
 
-def test_duplicate_delivery_makes_one_record(gateway: dict[str, Any], openai_for: Any, redis_client: Any) -> None:
-    (request_id,) = _complete(openai_for, gateway["secret"], 1)
+def test_duplicate_delivery_makes_one_record(openai_route: dict[str, Any], openai_for: Any, redis_client: Any) -> None:
+    (request_id,) = _complete(openai_for, openai_route["secret"], 1)
     entries = redis_client.xrange("gw:usage")
     assert len(entries) == 1
     redis_client.xadd("gw:usage", entries[0][1])  # the same event delivered again
@@ -75,26 +64,28 @@ def test_duplicate_delivery_makes_one_record(gateway: dict[str, Any], openai_for
     assert UsageRecord.objects.get().cost_usd == Decimal("0.000006")
 
 
-def test_dropped_redis_connections_lose_no_record(gateway: dict[str, Any], openai_for: Any) -> None:
+def test_dropped_redis_connections_lose_no_record(openai_route: dict[str, Any], openai_for: Any) -> None:
     from gatewaysite.redis import get_redis
 
-    ids = _complete(openai_for, gateway["secret"], 2)
+    ids = _complete(openai_for, openai_route["secret"], 2)
     get_redis().connection_pool.disconnect()  # every pooled connection drops, as after a Redis restart
-    ids += _complete(openai_for, gateway["secret"], 2)
+    ids += _complete(openai_for, openai_route["secret"], 2)
     get_redis().connection_pool.disconnect()
     drain(claim_idle_ms=0)
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == sorted(ids)
 
 
 def test_a_client_that_hangs_up_mid_stream_is_billed_for_what_was_used(
-    gateway: dict[str, Any], gateway_url: str
+    openai_route: dict[str, Any], gateway_url: str
 ) -> None:
     words = [f" w{i}" for i in range(40)]
-    gateway["fake"].queue(Reply(events=stream_events(words), event_delay=0.05))
+    openai_route["fake"].queue(Reply(events=stream_events(words), event_delay=0.05))
     url = urlparse(gateway_url)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}], "stream": True})
-    conn.request("POST", "/v1/chat/completions", body=body, headers={"Authorization": f"Bearer {gateway['secret']}"})
+    conn.request(
+        "POST", "/v1/chat/completions", body=body, headers={"Authorization": f"Bearer {openai_route['secret']}"}
+    )
     response = conn.getresponse()
     assert response.status == 200
     request_id = response.getheader("x-request-id")
