@@ -34,7 +34,9 @@ from routing.models import LatencyRollup, LatencySample
 MINUTE = timedelta(minutes=1)
 MINUTES_PER_QUERY = 30
 
-UPDATE_FIELDS = [
+# What a rollup row holds besides its key (deployment, minute): rewritten on every
+# refresh, and read in this order by selectors.py.
+FIGURES = (
     "provider",
     "count",
     "error_count",
@@ -48,7 +50,7 @@ UPDATE_FIELDS = [
     "ttft_max_ms",
     "ttft_histogram",
     "overhead_sum_ms",
-]
+)
 
 _SAMPLE_COLUMNS = ("deployment", "provider", "created_at", "ok", "upstream_ms", "ttft_ms", "overhead_ms")
 SampleRow = tuple[str, str, datetime, bool, float, float | None, float]
@@ -131,7 +133,7 @@ def _save(rollups: list[LatencyRollup]) -> int:
             batch_size=500,
             update_conflicts=True,
             unique_fields=["deployment", "minute"],
-            update_fields=UPDATE_FIELDS,
+            update_fields=FIGURES,
         )
     return len(rollups)
 

@@ -8,25 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from routing.latency.histogram import Histogram
-from routing.latency.rollup import minute_of
+from routing.latency.rollup import FIGURES, minute_of
 from routing.models import LatencyRollup
 
-_COLUMNS = (
-    "deployment",
-    "provider",
-    "count",
-    "error_count",
-    "sum_ms",
-    "min_ms",
-    "max_ms",
-    "histogram",
-    "ttft_count",
-    "ttft_sum_ms",
-    "ttft_min_ms",
-    "ttft_max_ms",
-    "ttft_histogram",
-    "overhead_sum_ms",
-)
+_COLUMNS = ("deployment", *FIGURES)  # LatencyStats.add_row unpacks them in this order
 
 
 def _low(a: float | None, b: float | None) -> float | None:
