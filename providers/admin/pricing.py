@@ -21,11 +21,9 @@ from django.utils.http import urlencode
 
 from gatewaysite.clock import now
 from providers.models import PricingRow
-from providers.pricing.formats import PricingFormatError, dump_csv
+from providers.pricing.formats import PRICE_FIELDS, PricingFormatError, dump_csv
 from providers.pricing.selectors import pricing_rows, unpriced_deployments
 from providers.pricing.services import pricing_import_file
-
-PRICE_FIELDS = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok"]
 
 
 def in_effect(row: PricingRow | None) -> bool:
@@ -58,17 +56,7 @@ class PricingRowForm(forms.ModelForm):
 @admin.register(PricingRow)
 class PricingRowAdmin(admin.ModelAdmin):
     form = PricingRowForm
-    list_display = [
-        "vendor",
-        "model",
-        "input_per_mtok",
-        "output_per_mtok",
-        "cached_input_per_mtok",
-        "cache_write_per_mtok",
-        "effective_from",
-        "state",
-        "source",
-    ]
+    list_display = ["vendor", "model", *PRICE_FIELDS, "effective_from", "state", "source"]
     list_filter = ["vendor"]
     search_fields = ["model", "vendor"]
     date_hierarchy = None

@@ -29,16 +29,9 @@ from typing import Any
 from django.utils.dateparse import parse_date, parse_datetime
 
 FORMAT_TAG = "llm-gateway-pricing/1"
-COLUMNS = [
-    "vendor",
-    "model",
-    "input_per_mtok",
-    "output_per_mtok",
-    "cached_input_per_mtok",
-    "cache_write_per_mtok",
-    "effective_from",
-    "source",
-]
+# The prices of a row (PricingRow and PriceEntry alike), USD per million tokens.
+PRICE_FIELDS = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok"]
+COLUMNS = ["vendor", "model", *PRICE_FIELDS, "effective_from", "source"]
 MILLION = Decimal(1_000_000)
 MAX_PLACES = 6
 MAX_VALUE = Decimal("9999999999")  # PricingRow: 16 digits, 6 decimals
@@ -80,12 +73,7 @@ class PriceEntry:
         return (self.vendor, self.model)
 
     def same_prices(self, other: Any) -> bool:
-        return (
-            self.input_per_mtok == other.input_per_mtok
-            and self.output_per_mtok == other.output_per_mtok
-            and self.cached_input_per_mtok == other.cached_input_per_mtok
-            and self.cache_write_per_mtok == other.cache_write_per_mtok
-        )
+        return all(getattr(self, name) == getattr(other, name) for name in PRICE_FIELDS)
 
 
 @dataclass

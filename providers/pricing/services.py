@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 
 from gatewaysite.clock import now as clock_now
-from providers.pricing.formats import PriceEntry, parse_file, parse_json
+from providers.pricing.formats import PRICE_FIELDS, PriceEntry, parse_file, parse_json
 
 SEED_FILE = Path(__file__).with_name("seed_prices.json")
 
@@ -70,7 +70,7 @@ def _apply(model: Any, entries: Iterable[PriceEntry], at: datetime, result: Impo
                 if entry.same_prices(same):
                     result.unchanged += 1
                 elif same.effective_from > at:
-                    for name in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok"):
+                    for name in PRICE_FIELDS:
                         setattr(same, name, getattr(entry, name))
                     same.source = entry.source or same.source
                     same.save()
