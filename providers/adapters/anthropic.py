@@ -20,7 +20,6 @@ from typing import Any
 
 from django.conf import settings
 
-from gatewaysite.clock import clock
 from providers.adapters import translation
 from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage, error_for_status
 from providers.adapters.translation import invalid, unsupported
@@ -323,19 +322,14 @@ class StreamTranslator:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.base: dict[str, Any] = {
-            "id": "",
-            "object": "chat.completion.chunk",
-            "created": int(clock.time()),
-            "model": target.model,
-        }
+        self.base = translation.chunk_base(id="", model=target.model)
         self.usage: dict[str, Any] = {}
         self.tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
         self.finish_reason: str | None = None
         self.stopped = False
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        return {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        return translation.chunk(self.base, 0, delta, finish_reason)
 
     def feed(self, event: dict[str, Any]) -> Iterator[dict[str, Any]]:
         kind = event.get("type")
@@ -380,7 +374,7 @@ class StreamTranslator:
             self.stopped = True
             if self.finish_reason is None:
                 yield self.chunk({}, "stop")
-            yield {**self.base, "choices": [], "usage": usage_of(self.usage).to_openai()}
+            yield translation.usage_chunk(self.base, usage_of(self.usage))
         elif kind == "error":
             error = event.get("error") or {}
             status = ERROR_STATUSES.get(error.get("type"), 500)

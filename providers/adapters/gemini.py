@@ -27,7 +27,6 @@ from urllib.parse import quote
 
 import orjson
 
-from gatewaysite.clock import clock
 from providers.adapters import translation
 from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage, error_for_status
 from providers.adapters.translation import invalid
@@ -385,19 +384,14 @@ class StreamTranslator:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.base: dict[str, Any] = {
-            "id": "chatcmpl-" + uuid.uuid4().hex[:24],
-            "object": "chat.completion.chunk",
-            "created": int(clock.time()),
-            "model": target.model,
-        }
+        self.base = translation.chunk_base(id="chatcmpl-" + uuid.uuid4().hex[:24], model=target.model)
         self.usage: Mapping[str, Any] | None = None
         self.tool_counts: dict[int, int] = {}  # candidate index -> tool calls sent so far
         self.finished: set[int] = set()
         self.started = False
 
     def chunk(self, index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        return {**self.base, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]}
+        return translation.chunk(self.base, index, delta, finish_reason)
 
     def feed(self, event: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if isinstance(event.get("error"), Mapping):
@@ -437,4 +431,4 @@ class StreamTranslator:
         if not self.finished:
             raise UpstreamError(f"{self.target.provider}: the stream ended before a finish reason", status=502)
         if self.usage is not None:
-            yield {**self.base, "choices": [], "usage": usage_of(self.usage).to_openai()}
+            yield translation.usage_chunk(self.base, usage_of(self.usage))

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from gatewaysite.clock import clock
-from providers.adapters.base import Target, UpstreamError
+from providers.adapters.base import Target, UpstreamError, Usage
 
 # Rejected by every translating adapter, with the same reason; each adds its own.
 REJECTED = {
@@ -223,6 +223,20 @@ def chat_completion(*, id: str, model: str, choices: list[dict[str, Any]], usage
         "choices": choices,
         "usage": usage,
     }
+
+
+def chunk_base(*, id: str, model: str) -> dict[str, Any]:
+    """What every ``chat.completion.chunk`` of one stream repeats."""
+    return {"id": id, "object": "chat.completion.chunk", "created": int(clock.time()), "model": model}
+
+
+def chunk(base: dict[str, Any], index: int, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+    return {**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]}
+
+
+def usage_chunk(base: dict[str, Any], usage: Usage) -> dict[str, Any]:
+    """The last chunk of a stream, as OpenAI sends it with ``include_usage``: no choices, the usage."""
+    return {**base, "choices": [], "usage": usage.to_openai()}
 
 
 def stream_events(target: Target, sse: Iterator[tuple[Any, bytes]]) -> Iterator[Any]:
