@@ -233,8 +233,9 @@ class Bench:
             self.services.remove(service)
 
     def gateway(
-        self, *, workers: int = 1, recording: bool = True, root: Path = ROOT
+        self, *, workers: int = 1, recording: bool = True, root: Path | None = None
     ) -> tuple[procs.Service, list[int]]:
+        root = root or (Path(self.args.gateway_root).resolve() if self.args.gateway_root else ROOT)
         service = self.start(
             procs.start_gateway(
                 self.args.gateway_port,
@@ -490,20 +491,21 @@ class Bench:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Gateway benchmark (see docs/benchmark.md).")
-    parser.add_argument("--quick", action="store_true", help="short runs: 3 s per HTTP run, 10-chunk streams")
+    parser.add_argument("--quick", action="store_true", help="short runs: 3 s per HTTP run, 10-second streams started over 8 s")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (10; quick 3)")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--streams", type=int, default=2000)
-    parser.add_argument("--chunks", type=int, help="chunks per stream (60; quick 10)")
+    parser.add_argument("--chunks", type=int, help="chunks per stream (60; quick 20)")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between chunks")
-    parser.add_argument("--ramp", type=float, help="seconds over which the streams start (10; quick 4)")
+    parser.add_argument("--ramp", type=float, help="seconds over which the streams start (10; quick 8)")
     parser.add_argument("--strategies", default="", help="comma-separated; default: every registered strategy")
     parser.add_argument("--phases", default="http,streams", help="http, streams (comma-separated)")
     parser.add_argument("--no-workers2", dest="workers2", action="store_false")
     parser.add_argument("--profile", action="store_true", help="also profile the worker with py-spy")
     parser.add_argument("--profile-seconds", type=float, default=15.0)
     parser.add_argument("--compare-root", default="", help="a code tree to compare with (before/after)")
-    parser.add_argument("--compare-rounds", type=int, default=2)
+    parser.add_argument("--compare-rounds", type=int, default=3)
+    parser.add_argument("--gateway-root", default="", help="serve the gateway from another code tree")
     parser.add_argument("--no-docs", dest="docs", action="store_false", help="do not update docs/benchmark.md")
     parser.add_argument("--upstream-port", type=int, default=18090)
     parser.add_argument("--stream-port", type=int, default=18091)
@@ -513,9 +515,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
     if args.chunks is None:
-        args.chunks = 10 if args.quick else 60
+        args.chunks = 20 if args.quick else 60
     if args.ramp is None:
-        args.ramp = 4.0 if args.quick else 10.0
+        args.ramp = 8.0 if args.quick else 10.0
     args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     return args
 

@@ -208,6 +208,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     }
     off_rps = off.get("c16", {}).get("rps")
     out["recording_cost"] = round(1 - one / off_rps, 3) if one and off_rps else None
+    cpu_on = gateway.get("c16", {}).get("cpu_us_per_req")
+    cpu_off = off.get("c16", {}).get("cpu_us_per_req")
+    out["recording_cost_cpu"] = round(1 - cpu_off / cpu_on, 3) if cpu_on and cpu_off else None
     two = runs.get("workers2", {}).get("c32", {}).get("rps")
     out["two_process_ratio"] = ratio(two, one)
     streams = results.get("streams", {})

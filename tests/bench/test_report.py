@@ -211,3 +211,10 @@ def test_compare_takes_the_best_round_of_each_tree_and_ratios_against_the_first(
     assert out["c1"]["after"]["rps_ratio"] == 1.5
     assert out["c1"]["after"]["cpu_ratio"] == 0.8
     assert out["c1"]["after"]["added_p50_ms"] == 0.86  # 0.9 - 0.04
+
+
+def test_recording_cost_is_also_given_in_cpu_per_request() -> None:
+    results = _results()
+    results["runs"]["strategies"]["model"]["c16"]["cpu_us_per_req"] = 700.0
+    results["runs"]["recording_off"]["c16"]["cpu_us_per_req"] = 595.0
+    assert headline(results)["recording_cost_cpu"] == 0.15
