@@ -491,7 +491,9 @@ class Bench:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Gateway benchmark (see docs/benchmark.md).")
-    parser.add_argument("--quick", action="store_true", help="short runs: 3 s per HTTP run, 10-second streams started over 8 s")
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs: 3 s per HTTP run, 10-second streams started over 8 s"
+    )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (10; quick 3)")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--streams", type=int, default=2000)
