@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,21 @@ class GroupCommitWriter:
         self._queue: list[_Slot] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        this = weakref.ref(self)
+        # A forked child has no writer thread: start a new one there on first use. Checked at
+        # fork time rather than with getpid()/is_alive() on every request (measured in
+        # docs/benchmark.md). The thread itself never exits: each batch's errors go to its waiters.
+        os.register_at_fork(after_in_child=lambda: (writer := this()) is not None and writer._after_fork())
+
+    def _after_fork(self) -> None:
+        self._queue = []
+        self._cond = threading.Condition()
+        self._thread = None
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+        if self._thread is None:
             with self._cond:
-                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                    self._pid = os.getpid()
+                if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
 
