@@ -108,7 +108,7 @@ class _Call:
         upstream_total = sum(a.upstream_ms for a in self.attempts)
         record: dict[str, Any] = {
             "request_id": self.request_id,
-            "created_at": self.received_at.isoformat(),
+            "created_at": self.received_at,  # orjson writes datetimes natively (RFC 3339)
             "client_key_id": key.id,
             "key_name": key.name,
             "key_prefix": key.prefix,
@@ -143,7 +143,7 @@ class _Call:
                 {
                     "request_id": self.request_id,
                     "attempt": index,
-                    "created_at": attempt.started_at.isoformat(),
+                    "created_at": attempt.started_at,
                     "provider": attempt.deployment.provider,
                     "deployment": attempt.deployment.name,
                     "model": self.route.model,
