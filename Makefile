@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8084
 export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/data/tiktoken)
 
-.PHONY: run test lint format worker beat bench bench-quick smoke migrate clean
+.PHONY: run test lint format worker beat bench bench-full smoke migrate clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -46,12 +46,12 @@ worker: $(VENV)/.installed
 beat: $(VENV)/.installed
 	$(BIN)/celery -A gatewaysite beat --loglevel INFO --schedule var/celerybeat-schedule
 
-## bench: the benchmark (bench/README.md); bench-quick: a short run
+## bench: the benchmark, quick run (~3 min); bench-full: 30-second streams (~6 min). See docs/benchmark.md
 bench: $(VENV)/.installed
-	bash bench/run.sh
-
-bench-quick: $(VENV)/.installed
 	bash bench/run.sh --quick
+
+bench-full: $(VENV)/.installed
+	bash bench/run.sh
 
 ## smoke: start the embedded default in a scratch directory, one completion through the mock provider, stop
 smoke: $(VENV)/.installed

@@ -35,7 +35,7 @@ from bench.report import (
 
 ROOT = procs.ROOT
 RESULTS = ROOT / "bench" / "results"
-DOCS = ROOT / "docs" / "benchmark.md"
+DOCS = (ROOT / "docs" / "benchmark.md", ROOT / "README.md")  # each gets the latest table between the markers
 DOC_START = "<!-- bench:latest:start -->"
 DOC_END = "<!-- bench:latest:end -->"
 MODEL = "bench-model"
@@ -454,19 +454,22 @@ class Bench:
         self.results["targets"] = check_targets(figures)
         RESULTS.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.results, indent=2) + "\n"
-        (RESULTS / "latest.json").write_text(text)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         (RESULTS / f"run-{stamp}.json").write_text(text)
         markdown = render_markdown(self.results)
+        if not {"http", "streams"} & self.args.phases:  # a code comparison only: keep the latest results
+            print(markdown)
+            return
+        (RESULTS / "latest.json").write_text(text)
         (RESULTS / "latest.md").write_text(markdown)
-        if self.args.docs and DOCS.exists():
-            doc = DOCS.read_text()
+        body = markdown.split("\n", 2)[2] if markdown.startswith("# ") else markdown
+        body = body.replace("\n## ", "\n### ")
+        for path in DOCS if self.args.docs else ():
+            doc = path.read_text() if path.exists() else ""
             if DOC_START in doc and DOC_END in doc:
-                body = markdown.split("\n", 2)[2] if markdown.startswith("# ") else markdown
-                body = body.replace("\n## ", "\n### ")
                 head, _, rest = doc.partition(DOC_START)
                 _, _, tail = rest.partition(DOC_END)
-                DOCS.write_text(f"{head}{DOC_START}\n{body.strip()}\n{DOC_END}{tail}")
+                path.write_text(f"{head}{DOC_START}\n{body.strip()}\n{DOC_END}{tail}")
         print(markdown)
 
     def run(self) -> None:
@@ -508,7 +511,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compare-root", default="", help="a code tree to compare with (before/after)")
     parser.add_argument("--compare-rounds", type=int, default=3)
     parser.add_argument("--gateway-root", default="", help="serve the gateway from another code tree")
-    parser.add_argument("--no-docs", dest="docs", action="store_false", help="do not update docs/benchmark.md")
+    parser.add_argument(
+        "--no-docs", dest="docs", action="store_false", help="do not update docs/benchmark.md and README.md"
+    )
     parser.add_argument("--upstream-port", type=int, default=18090)
     parser.add_argument("--stream-port", type=int, default=18091)
     parser.add_argument("--gateway-port", type=int, default=18084)

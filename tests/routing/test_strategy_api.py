@@ -195,3 +195,17 @@ def test_key_and_request_strategies_on_live_requests(
         timeout=10,
     )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_strategy"
+
+
+def test_token_from_curl_without_content_type(live_server: Any, users: dict[str, Any]) -> None:
+    """The README's token example: curl -d with a JSON body and curl's default form content type."""
+    body = json.dumps({"username": "ops", "password": "ops-password-1"})
+    result = subprocess.run(
+        ["curl", "-s", "-w", "\n%{http_code}", f"{live_server.url}/api/token/", "-d", body],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    payload, _, status = result.stdout.rpartition("\n")
+    assert status == "200", result.stdout + result.stderr
+    assert set(json.loads(payload)) == {"access", "refresh"}
