@@ -289,9 +289,7 @@ class AnthropicAdapter(ProviderAdapter):
         }
         if target.options.get("anthropic_beta"):
             headers["anthropic-beta"] = str(target.options["anthropic_beta"])
-        extra = target.options.get("headers")
-        if isinstance(extra, dict):
-            headers.update({str(k): str(v) for k, v in extra.items()})
+        headers.update(target.extra_headers())
         return headers
 
     def _post(self, target: Target, payload: dict[str, Any], *, stream: bool) -> Any:

@@ -32,9 +32,7 @@ class AzureOpenAIAdapter(OpenAIAdapter):
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"api-key": target.api_key} if target.api_key else {}
-        extra = target.options.get("headers")
-        if isinstance(extra, dict):
-            headers.update({str(k): str(v) for k, v in extra.items()})
+        headers.update(target.extra_headers())
         return headers
 
     def stream(self, target: Target, body: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -25,6 +25,13 @@ class Target:
     connect_timeout: float = 5.0
     read_timeout: float = 120.0
 
+    def extra_headers(self) -> dict[str, str]:
+        """Headers the operator added in the provider's options: ``{"headers": {...}}``."""
+        extra = self.options.get("headers")
+        if not isinstance(extra, Mapping):
+            return {}
+        return {str(k): str(v) for k, v in extra.items()}
+
 
 @dataclass(slots=True)
 class Usage:

@@ -350,9 +350,7 @@ class GeminiAdapter(ProviderAdapter):
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"x-goog-api-key": target.api_key}
-        extra = target.options.get("headers")
-        if isinstance(extra, dict):
-            headers.update({str(k): str(v) for k, v in extra.items()})
+        headers.update(target.extra_headers())
         return headers
 
     def _post(self, target: Target, payload: dict[str, Any], *, stream: bool) -> Any:

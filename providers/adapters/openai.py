@@ -26,9 +26,7 @@ class OpenAIAdapter(ProviderAdapter):
         headers = {}
         if target.api_key:
             headers["authorization"] = f"Bearer {target.api_key}"
-        extra = target.options.get("headers")
-        if isinstance(extra, dict):
-            headers.update({str(k): str(v) for k, v in extra.items()})
+        headers.update(target.extra_headers())
         return headers
 
     def request_body(self, target: Target, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:

@@ -143,3 +143,18 @@ def test_client_errors(openai_route: dict[str, Any], openai_for: Any, issue_key:
 def test_stream_events_helper_is_openai_format() -> None:
     frames = stream_events(["a"])
     assert frames[-1] == b"data: [DONE]\n\n"
+
+
+def test_operator_headers_reach_the_upstream(openai_route: dict[str, Any], openai_for: Any) -> None:
+    """Provider options may add headers (e.g. OpenRouter's HTTP-Referer); clients cannot."""
+    from providers.models import Provider
+
+    provider = Provider.objects.get(name="up")
+    provider.options = {"headers": {"HTTP-Referer": "https://gateway.example", "X-Title": "gateway"}}
+    provider.save()
+    openai_for(openai_route["secret"]).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], extra_headers={"X-Title": "client"}
+    )
+    sent = openai_route["fake"].received[-1].headers
+    assert sent["http-referer"] == "https://gateway.example"
+    assert sent["x-title"] == "gateway"
