@@ -7,7 +7,6 @@ keys or teams clears the cache on every process (routing/config/cache.py).
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,7 +49,6 @@ _MISSING = object()
 class KeyCache:
     def __init__(self) -> None:
         self._entries: dict[str, KeyInfo | float] = {}  # prefix -> info, or expiry time of a negative entry
-        self._lock = threading.Lock()
 
     def clear(self) -> None:
         self._entries = {}

@@ -47,4 +47,4 @@ def format_usd(amount: Decimal | None) -> str:
     if amount is None:
         return "unknown"
     text = format(amount.normalize(), "f")
-    return text if "." in text or text != "-0" else "0"
+    return "0" if text == "-0" else text

@@ -37,8 +37,7 @@ class ConfigCache:
         self._stale = True
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
-        self._poller: threading.Thread | None = None
-        self._pid: int | None = None
+        self._poll_started = False  # decided once per process: a poller thread, or none when polling is off
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -47,7 +46,7 @@ class ConfigCache:
         snapshot = self._snapshot
         if snapshot is None or self._stale:
             snapshot = self._reload()
-        if self._poller is None:
+        if not self._poll_started:
             self._start_poller()
         return snapshot
 
@@ -76,12 +75,11 @@ class ConfigCache:
     def _start_poller(self) -> None:
         interval = settings.GATEWAY["CONFIG_POLL_SECONDS"]
         with self._lock:
-            if self._poller is not None or not interval:
-                if not interval:
-                    self._poller = threading.current_thread()  # marks "decided: no poller"
+            if self._poll_started:
                 return
-            self._poller = threading.Thread(target=self._poll, args=(interval,), name="config-poller", daemon=True)
-            self._poller.start()
+            self._poll_started = True
+            if interval:
+                threading.Thread(target=self._poll, args=(interval,), name="config-poller", daemon=True).start()
 
     def _poll(self, interval: float) -> None:
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
@@ -17,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from accounts.authentication import ClientKeyAuthentication, HasClientKey
-from gatewaysite.api.errors import PayloadTooLarge
+from gatewaysite.api.errors import ModelNotFound, PayloadTooLarge
 from gatewaysite.api.parsers import parse_json_body
 from gatewaysite.clock import monotonic
 from routing.config.cache import config_cache
@@ -90,8 +91,6 @@ def _model_entry(name: str) -> dict[str, Any]:
 
 class ModelsView(ClientKeyView):
     def get(self, request: Request) -> HttpResponse:
-        import orjson
-
         key = request.user
         snapshot = config_cache.current()
         data = [_model_entry(m) for m in snapshot.models if key.may_use(m)]
@@ -100,10 +99,6 @@ class ModelsView(ClientKeyView):
 
 class ModelDetailView(ClientKeyView):
     def get(self, request: Request, model: str) -> HttpResponse:
-        import orjson
-
-        from gatewaysite.api.errors import ModelNotFound
-
         key = request.user
         snapshot = config_cache.current()
         if model not in snapshot.models or not key.may_use(model):
