@@ -76,6 +76,7 @@ class ClientKeyForm(forms.ModelForm):
             "strategy",
             "budget_usd",
             "budget_period",
+            "budget_when_redis_down",
             "expires_at",
             "revoked",
             "metadata",
@@ -90,6 +91,8 @@ class ClientKeyForm(forms.ModelForm):
         self.fields["strategy"].choices = choices
         if "budget_usd" in self.fields:
             self.fields["budget_usd"].label = "Budget (USD)"
+        if "budget_when_redis_down" in self.fields:  # omitted: the default (closed)
+            self.fields["budget_when_redis_down"].required = False
         if "allowed_models" in self.fields:
             from routing.config.cache import config_cache
 
@@ -123,8 +126,14 @@ class TeamAdmin(admin.ModelAdmin):
     list_display = ["name", "budget_usd", "budget_period", "key_count", "created_at"]
     list_filter = ["budget_period", "created_at"]
     search_fields = ["name"]
-    fields = ["name", "budget_usd", "budget_period", "created_at"]
+    fields = ["name", "budget_usd", "budget_period", "budget_when_redis_down", "created_at"]
     readonly_fields = ["created_at"]
+
+    def get_form(self, request: HttpRequest, obj: Team | None = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "budget_when_redis_down" in form.base_fields:  # omitted: the default (closed)
+            form.base_fields["budget_when_redis_down"].required = False
+        return form
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
         return super().get_queryset(request).annotate(key_count=Count("keys"))
@@ -177,7 +186,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
     add_fieldsets = [
         (None, {"fields": ["name", "owner", "team"]}),
         ("Access", {"fields": ["allowed_models", "strategy", "expires_at"]}),
-        ("Budget", {"fields": ["budget_usd", "budget_period"]}),
+        ("Budget", {"fields": ["budget_usd", "budget_period", "budget_when_redis_down"]}),
         (
             "Metadata",
             {
@@ -189,7 +198,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
     change_fieldsets = [
         (None, {"fields": ["name", "display_prefix", "owner", "team", "created_at"]}),
         ("Access", {"fields": ["allowed_models", "strategy", "expires_at", "revoked", "revoked_at"]}),
-        ("Budget", {"fields": ["budget_usd", "budget_period"]}),
+        ("Budget", {"fields": ["budget_usd", "budget_period", "budget_when_redis_down"]}),
         ("Metadata", {"fields": ["metadata"]}),
     ]
 
@@ -224,7 +233,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
     def budget(self, key: ClientKey) -> str:
         if key.budget_usd is None:
             return "-"
-        return f"{key.budget_usd} per {key.budget_period}"
+        return f"{format(key.budget_usd.normalize(), 'f')} per {key.budget_period}"
 
     @admin.display(description="models")
     def models_summary(self, key: ClientKey) -> str:
@@ -255,6 +264,8 @@ class ClientKeyAdmin(admin.ModelAdmin):
                 strategy=data.get("strategy") or "",
                 budget_usd=data.get("budget_usd"),
                 budget_period=data.get("budget_period") or ClientKey._meta.get_field("budget_period").default,
+                budget_when_redis_down=data.get("budget_when_redis_down")
+                or ClientKey._meta.get_field("budget_when_redis_down").default,
                 expires_at=data.get("expires_at"),
                 metadata=data.get("metadata") or {},
             )

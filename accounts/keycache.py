@@ -38,6 +38,8 @@ class KeyInfo:
     expires_at: datetime | None
     revoked: bool
     metadata: dict[str, Any]
+    budget_when_redis_down: str = "closed"
+    team_budget_when_redis_down: str = "closed"
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
@@ -76,6 +78,8 @@ class KeyCache:
             expires_at=row.expires_at,
             revoked=row.revoked,
             metadata=dict(row.metadata or {}),
+            budget_when_redis_down=row.budget_when_redis_down,
+            team_budget_when_redis_down=team.budget_when_redis_down if team else "closed",
         )
 
     def lookup(self, prefix: str) -> KeyInfo | None:

@@ -8,12 +8,23 @@ class BudgetPeriod(models.TextChoices):
     MONTH = "month", "per month (UTC)"
 
 
+class BudgetOutagePolicy(models.TextChoices):
+    CLOSED = "closed", "refuse (503 budget_unavailable)"
+    OPEN = "open", "serve within a small allowance per server process"
+
+
 class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
     budget_usd = models.DecimalField(
-        max_digits=14, decimal_places=2, null=True, blank=True, help_text="Spend limit in USD; empty: no limit."
+        max_digits=18, decimal_places=6, null=True, blank=True, help_text="Spend limit in USD; empty: no limit."
     )
     budget_period = models.CharField(max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
+    budget_when_redis_down = models.CharField(
+        max_length=8,
+        choices=BudgetOutagePolicy.choices,
+        default=BudgetOutagePolicy.CLOSED,
+        help_text="What requests get while the shared budget counters (Redis) cannot be reached.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -42,9 +53,15 @@ class ClientKey(models.Model):
         max_length=40, blank=True, help_text="Routing strategy for this key; empty: the gateway's active strategy."
     )
     budget_usd = models.DecimalField(
-        max_digits=14, decimal_places=2, null=True, blank=True, help_text="Spend limit in USD; empty: no limit."
+        max_digits=18, decimal_places=6, null=True, blank=True, help_text="Spend limit in USD; empty: no limit."
     )
     budget_period = models.CharField(max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
+    budget_when_redis_down = models.CharField(
+        max_length=8,
+        choices=BudgetOutagePolicy.choices,
+        default=BudgetOutagePolicy.CLOSED,
+        help_text="What requests get while the shared budget counters (Redis) cannot be reached.",
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)

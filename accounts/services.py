@@ -9,7 +9,7 @@ from typing import Any
 from django.db import transaction
 
 from accounts.keys import generate_key, hash_key
-from accounts.models import BudgetPeriod, ClientKey, Team
+from accounts.models import BudgetOutagePolicy, BudgetPeriod, ClientKey, Team
 from gatewaysite.clock import now
 
 
@@ -28,6 +28,7 @@ def key_issue(
     strategy: str = "",
     budget_usd: Decimal | None = None,
     budget_period: str = BudgetPeriod.MONTH,
+    budget_when_redis_down: str = BudgetOutagePolicy.CLOSED,
     expires_at: datetime | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> tuple[ClientKey, str]:
@@ -45,6 +46,7 @@ def key_issue(
         strategy=strategy,
         budget_usd=budget_usd,
         budget_period=budget_period,
+        budget_when_redis_down=budget_when_redis_down,
         expires_at=expires_at,
         metadata=metadata or {},
     )

@@ -151,6 +151,11 @@ GATEWAY = {
     "ANTHROPIC_DEFAULT_MAX_TOKENS": env_int("GATEWAY_ANTHROPIC_DEFAULT_MAX_TOKENS", 4096, minimum=1),
     # Expected output tokens for estimates when the request has no max_tokens.
     "DEFAULT_EXPECTED_OUTPUT_TOKENS": env_int("GATEWAY_DEFAULT_EXPECTED_OUTPUT_TOKENS", 256, minimum=1),
+    # Longest cooldown an upstream's Retry-After (429/503) can put a deployment in (routing/health.py).
+    "RETRY_AFTER_MAX_SECONDS": env_float("GATEWAY_RETRY_AFTER_MAX_SECONDS", 60.0, minimum=0),
+    # Budgets that fail open while Redis is down: the share of the budget each server process
+    # may hold (at the requests' maximum cost) until Redis is back (docs/cost.md).
+    "BUDGET_OUTAGE_SHARE": env_float("GATEWAY_BUDGET_OUTAGE_SHARE", 0.1, minimum=0),
     # Load the shipped price list on `migrate` (providers/pricing/seed_prices.json, docs/cost.md).
     "SEED_PRICING": env_bool("GATEWAY_SEED_PRICING", True),
     # Latency (docs/latency.md): raw samples older than this are pruned; rollups are kept.

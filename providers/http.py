@@ -9,6 +9,18 @@ Two costs of the general-purpose path are cut (measured in docs/benchmark.md):
   timeout for what cannot block (about a tenth of a request's CPU otherwise);
 - each URL's connection pool and request path are looked up once, not parsed and
   normalized by the ``PoolManager`` on every call.
+
+Deadlines. ``read_timeout`` bounds one read from the socket, so an upstream sending a
+byte every half second would hold a request for ever. On top of it, each provider has
+a deadline for a whole non-streaming response (``response_timeout``), for a stream's
+first event (``first_chunk_timeout``) and between two stream events
+(``stream_idle_timeout``). They are enforced the same way under gevent and under plain
+threads: before every read the socket timeout is set to what is left of the deadline
+(never more than ``read_timeout``), and the deadline is checked after every read. The
+status line and headers are read by ``http.client`` in many small reads; under gevent a
+``gevent.Timeout`` also bounds that phase as a whole. A deadline that passes raises
+``UpstreamError`` 504 ``upstream_timeout`` (retryable: the next deployment is tried if
+nothing reached the client yet) and closes the connection: it is never reused.
 """
 
 from __future__ import annotations
@@ -30,9 +42,11 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from providers.adapters.base import Target, UpstreamError, error_for_status
+from gatewaysite.clock import monotonic
+from providers.adapters.base import Target, UpstreamError, error_for_status, retry_after_seconds
 
 _poll_factory: Callable[[], Any] | None = None
+_gevent_timeout: Any = None  # gevent.Timeout when this process runs under gevent's monkey patching, else False
 
 
 def _real_poll() -> Any:
@@ -101,8 +115,63 @@ def _route(url: str) -> tuple[HTTPConnectionPool, str]:
     return route
 
 
-def _timeout(target: Target) -> urllib3.Timeout:
-    return urllib3.Timeout(connect=target.connect_timeout, read=target.read_timeout)
+def _cooperative_timeout() -> Any:
+    """``gevent.Timeout`` when sockets are gevent's (the production worker), else None."""
+    global _gevent_timeout
+    if _gevent_timeout is None:
+        _gevent_timeout = False
+        try:
+            from gevent import Timeout, monkey
+
+            if monkey.is_module_patched("socket"):
+                _gevent_timeout = Timeout
+        except ImportError:
+            pass
+    return _gevent_timeout or None
+
+
+class DeadlineExceeded(TimeoutError):
+    """A deadline of the gateway passed while reading from the upstream (not one read's timeout)."""
+
+
+class _Deadline:
+    """A moment by which a sequence of socket reads must be done."""
+
+    __slots__ = ("at", "read_timeout", "seconds", "what")
+
+    def __init__(self, seconds: float, read_timeout: float, what: str) -> None:
+        self.seconds = seconds
+        self.at = monotonic() + seconds
+        self.read_timeout = read_timeout
+        self.what = what
+
+    def restart(self, seconds: float, what: str) -> None:
+        self.seconds = seconds
+        self.at = monotonic() + seconds
+        self.what = what
+
+    def remaining(self) -> float:
+        left = self.at - monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(self.what)
+        return left
+
+    def before_read(self, response: urllib3.BaseHTTPResponse) -> None:
+        """Let the next socket read wait no longer than what is left (and than ``read_timeout``)."""
+        left = self.remaining()
+        connection = response.connection
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            sock.settimeout(min(self.read_timeout, left))
+
+    def error(self, target: Target) -> UpstreamError:
+        return UpstreamError(
+            f"{target.provider}: {self.what} within {self.seconds:g} s", status=504, code="upstream_timeout"
+        )
+
+
+def _deadline_of(response: urllib3.BaseHTTPResponse) -> _Deadline | None:
+    return getattr(response, "gateway_deadline", None)
 
 
 def _transport_error(target: Target, exc: Exception) -> UpstreamError:
@@ -142,49 +211,107 @@ def redact(target: Target, text: str) -> str:
 def post_json(
     target: Target, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool = False
 ) -> urllib3.BaseHTTPResponse:
-    """POST JSON; returns the response for 2xx, raises ``UpstreamError`` otherwise."""
+    """POST JSON; returns the response for 2xx (body not read yet), raises ``UpstreamError`` otherwise.
+
+    The response carries its deadline (``gateway_deadline``): the whole answer's for a
+    non-streaming call (``read_json`` reads the body within it), the first event's for a
+    stream (``iter_sse``).
+    """
+    if stream:
+        deadline = _Deadline(target.first_chunk_timeout, target.read_timeout, "sent no stream event")
+    else:
+        deadline = _Deadline(target.response_timeout, target.read_timeout, "did not finish its answer")
+    guard = _cooperative_timeout()
+    timer = guard(deadline.seconds, DeadlineExceeded(deadline.what)) if guard is not None else None
     try:
         connection_pool, path = _route(url)
+        if timer is not None:
+            timer.start()
         response = connection_pool.urlopen(
             "POST",
             path,
             body=orjson.dumps(payload),
             headers={"content-type": "application/json", **headers},
-            timeout=_timeout(target),
-            preload_content=not stream,
+            timeout=urllib3.Timeout(
+                connect=min(target.connect_timeout, deadline.seconds), read=min(target.read_timeout, deadline.seconds)
+            ),
+            preload_content=False,
             redirect=False,
             retries=False,
             assert_same_host=False,
         )
     except (HTTPError, OSError) as exc:
+        if deadline.at <= monotonic():
+            raise deadline.error(target) from None
         raise _transport_error(target, exc) from None
+    finally:
+        if timer is not None:
+            timer.close()
+    response.gateway_deadline = deadline  # type: ignore[attr-defined]
     if response.status >= 300:
         try:
-            body = response.data if not stream else response.read()
-        except (HTTPError, OSError):
+            body = read_body(target, response)
+        except UpstreamError:
             body = b""
-        finally:
-            if stream:
-                response.release_conn()
-        raise error_for_status(target.provider, response.status, redact(target, error_message(body)))
+        raise error_for_status(
+            target.provider,
+            response.status,
+            redact(target, error_message(body)),
+            retry_after=retry_after_seconds(response.headers),
+        )
     return response
+
+
+def read_body(target: Target, response: urllib3.BaseHTTPResponse) -> bytes:
+    """The whole body, read within the response's deadline; the connection goes back to the pool."""
+    deadline = _deadline_of(response)
+    parts: list[bytes] = []
+    finished = False
+    try:
+        while True:
+            if deadline is not None:
+                deadline.before_read(response)
+            chunk = response.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            parts.append(chunk)
+        finished = True
+    except DeadlineExceeded:
+        raise deadline.error(target) from None  # type: ignore[union-attr]
+    except (HTTPError, OSError) as exc:
+        if deadline is not None and deadline.at <= monotonic():
+            raise deadline.error(target) from None
+        raise _transport_error(target, exc) from None
+    finally:
+        if not finished:  # unread data, or a stalled peer: the connection is closed, never reused
+            response.close()
+        response.release_conn()
+    return b"".join(parts)
 
 
 def read_json(target: Target, response: urllib3.BaseHTTPResponse) -> Any:
     try:
-        return orjson.loads(response.data)
+        return orjson.loads(read_body(target, response))
     except orjson.JSONDecodeError:
         raise UpstreamError(f"{target.provider}: answered with invalid JSON", status=502) from None
 
 
 def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tuple[str | None, bytes]]:
-    """Yield ``(event, data)`` for each server-sent event of a streaming response."""
+    """Yield ``(event, data)`` for each server-sent event of a streaming response.
+
+    The first event must come within the provider's ``first_chunk_timeout`` of the
+    request, each next one within ``stream_idle_timeout`` of the previous (time spent
+    waiting on the client in between does not count).
+    """
+    deadline = _deadline_of(response)
     buffer = b""
     event: str | None = None
     data_lines: list[bytes] = []
     finished = False
     try:
         while True:
+            if deadline is not None:
+                deadline.before_read(response)
             chunk = response.read1(65536)  # type: ignore[attr-defined]
             if not chunk:
                 break
@@ -198,6 +325,8 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
                 if not line:
                     if data_lines:
                         yield event, b"\n".join(data_lines)
+                        if deadline is not None:
+                            deadline.restart(target.stream_idle_timeout, "let the stream stall: no event")
                     event, data_lines = None, []
                 elif line.startswith(b"data:"):
                     data_lines.append(line[5:].lstrip(b" "))
@@ -207,8 +336,17 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
         if data_lines:
             yield event, b"\n".join(data_lines)
         finished = True
+    except DeadlineExceeded:
+        raise deadline.error(target) from None  # type: ignore[union-attr]
     except (HTTPError, OSError, ProtocolError) as exc:
-        raise _transport_error(target, exc) from None
+        if deadline is not None and deadline.at <= monotonic():
+            raise deadline.error(target) from None
+        error = _transport_error(target, exc)
+        if error.status != 504:  # the connection broke mid-stream: the answer is cut short
+            error = UpstreamError(
+                f"{target.provider}: the stream was cut ({type(exc).__name__})", status=502, code="upstream_truncated"
+            )
+        raise error from None
     finally:
         if not finished:  # stopped early: the connection holds unread data, so it cannot be reused
             response.close()

@@ -38,6 +38,13 @@ class Provider(models.Model):
     )
     connect_timeout = models.FloatField(default=5.0, help_text="Seconds.")
     read_timeout = models.FloatField(default=120.0, help_text="Seconds between bytes from the upstream.")
+    response_timeout = models.FloatField(
+        default=600.0, help_text="Seconds for a whole non-streaming response, however the bytes trickle in."
+    )
+    first_chunk_timeout = models.FloatField(
+        default=120.0, help_text="Seconds from sending a streaming request to the stream's first event."
+    )
+    stream_idle_timeout = models.FloatField(default=60.0, help_text="Seconds allowed between two events of a stream.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -60,8 +67,10 @@ class Provider(models.Model):
     def clean(self) -> None:
         if self.kind != ProviderKind.MOCK and not self.base_url:
             raise ValidationError({"base_url": "A base URL is required for this kind of provider."})
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
-            raise ValidationError("Timeouts must be positive.")
+        timeouts = ("connect_timeout", "read_timeout", "response_timeout", "first_chunk_timeout", "stream_idle_timeout")
+        wrong = {name: "Timeouts must be positive (seconds)." for name in timeouts if not getattr(self, name) > 0}
+        if wrong:
+            raise ValidationError(wrong)
 
 
 class Deployment(models.Model):
@@ -74,7 +83,13 @@ class Deployment(models.Model):
     weight = models.PositiveIntegerField(default=1, help_text="Share of traffic under the balanced strategy.")
     priority = models.IntegerField(default=100, help_text="Lower is tried first under the model strategy.")
     enabled = models.BooleanField(default=True)
-    context_window = models.PositiveIntegerField(null=True, blank=True)
+    context_window = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens, input plus output.")
+    max_output_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most output tokens one answer can have. Budgets reserve it when a request sets no max_tokens "
+        "(else the context window minus the input).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

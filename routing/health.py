@@ -2,6 +2,11 @@
 
 Kept per process on purpose: a failing upstream fails for every process alike, so each
 learns it within ``cooldown_failures`` requests, and no shared state sits on the hot path.
+
+An upstream that answers 429 (or 503) saying how long to wait (``Retry-After``,
+``retry-after-ms``, OpenAI's ``x-ratelimit-reset-*``) puts the deployment in cooldown
+for that long at once, capped by ``GATEWAY_RETRY_AFTER_MAX_SECONDS``: it has told us the
+next call would fail too.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ class Health:
         if threshold and count >= threshold:
             self._cooled_until[deployment] = monotonic() + cooldown_seconds
             self._failures[deployment] = 0
+
+    def cool_for(self, deployment: str, seconds: float) -> None:
+        """Cool the deployment down for ``seconds`` from now (never shortening a longer cooldown)."""
+        if seconds <= 0:
+            return
+        until = monotonic() + seconds
+        if until > self._cooled_until.get(deployment, 0.0):
+            self._cooled_until[deployment] = until
 
     def cooling(self, deployment: str) -> bool:
         until = self._cooled_until.get(deployment)

@@ -1,11 +1,22 @@
 """Spend counters and budgets.
 
 A key or a team may have a budget: USD per UTC day or per UTC month. Before a budgeted
-request goes upstream, ``reserve`` holds its *maximum* cost (the input estimate plus the
-expected output tokens - ``max_tokens`` or the configured default - at the price of the
-most expensive candidate deployment) against every budget that applies. It is refused
-(``BudgetExceeded``, 429) when ``spent + held + this request`` would pass a budget. The
-check-and-hold is atomic: a Lua script in Redis, a lock in the embedded mode.
+request goes upstream, ``reserve`` holds its *maximum* cost against every budget that
+applies: the input estimate plus the most output the request can get - its
+``max_completion_tokens`` / ``max_tokens``, else the deployment's ``max_output_tokens``,
+else its context window minus the input - at the price of the most expensive of the
+model's deployments. A request without ``max_tokens`` to a deployment whose output limit
+is unknown is refused (400 ``max_tokens_required``): its cost has no bound, and a budget
+holds only if every admitted request's cost does. It is refused (``BudgetExceeded``, 429)
+when ``spent + held + this request`` would pass a budget. The check-and-hold is atomic:
+a Lua script in Redis, a lock in the embedded mode. So spend passes a budget by at most
+one request's cost, whatever the client leaves out.
+
+When Redis cannot be reached, each budget's ``budget_when_redis_down`` decides: ``closed``
+(the default) refuses with 503 ``budget_unavailable``; ``open`` admits requests against an
+allowance local to the process: ``GATEWAY_BUDGET_OUTAGE_SHARE`` of the budget per budget
+period, consumed at each request's maximum cost and never given back. If any budget of the
+request fails closed, the request is refused.
 
 After the request, ``settle_counters`` returns the counter increments that go into the
 recorder's pipeline together with the usage event: the actual cost is added to the
@@ -34,13 +45,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import redis
+from django.conf import settings
+
 from accounts.keycache import KeyInfo
-from gatewaysite.api.errors import BudgetExceeded
+from gatewaysite.api.errors import BudgetExceeded, BudgetUnavailable, InvalidRequest
 from gatewaysite.clock import now
 from gatewaysite.redis import get_redis
 from usage.events import CounterIncrement
 
 if TYPE_CHECKING:
+    from routing.config.snapshot import DeploymentInfo
     from routing.strategies.base import RouteRequest
 
 logger = logging.getLogger(__name__)
@@ -125,6 +140,7 @@ class Budget:
     name: str
     limit_usd: Decimal
     period: str  # "day" or "month"
+    when_redis_down: str = "closed"  # or "open"
 
     def counters(self, at: datetime) -> BudgetCounters:
         pid = period_id(self.period, at)
@@ -153,9 +169,20 @@ class BudgetCounters:
 def budgets_for(key: KeyInfo) -> list[Budget]:
     budgets = []
     if key.budget_usd is not None:
-        budgets.append(Budget("key", key.id, key.name, key.budget_usd, key.budget_period or "month"))
+        budgets.append(
+            Budget("key", key.id, key.name, key.budget_usd, key.budget_period or "month", key.budget_when_redis_down)
+        )
     if key.team_budget_usd is not None and key.team_id is not None:
-        budgets.append(Budget("team", key.team_id, key.team, key.team_budget_usd, key.team_budget_period or "month"))
+        budgets.append(
+            Budget(
+                "team",
+                key.team_id,
+                key.team,
+                key.team_budget_usd,
+                key.team_budget_period or "month",
+                key.team_budget_when_redis_down,
+            )
+        )
     return budgets
 
 
@@ -166,17 +193,54 @@ def needs_reservation(key: KeyInfo) -> bool:
 # --- the amount held -------------------------------------------------------------------
 
 
+def _client_max_tokens(body: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def max_output_tokens(deployment: DeploymentInfo, input_tokens: int, requested: int | None) -> int | None:
+    """The most output tokens a request can get from ``deployment``; None: no bound is known.
+
+    The client's ``max_tokens`` when it sent one (capped by the deployment's limit), else
+    the deployment's ``max_output_tokens``, else its context window minus the input.
+    """
+    limit = deployment.max_output_tokens
+    if limit is None and deployment.context_window is not None:
+        limit = max(1, deployment.context_window - input_tokens)
+    if requested is not None:
+        return min(requested, limit) if limit is not None else requested
+    return limit
+
+
 def max_request_cost(route: RouteRequest, at: datetime) -> Decimal | None:
-    """The most this request can cost on any of its model's deployments; None: none is priced."""
+    """The most this request can cost on any of its model's deployments; None: none is priced.
+
+    Raises ``InvalidRequest`` (400 ``max_tokens_required``) when the request sets no
+    ``max_tokens`` and a priced deployment's output limit is unknown.
+    """
     from usage.cost import estimate_cost
 
     input_tokens, _ = route.input_tokens()
-    output_tokens = route.expected_output_tokens()
-    costs = [
-        estimate_cost(input_tokens, output_tokens, price)
-        for deployment in route.snapshot.deployments_for(route.model)
-        if (price := route.snapshot.price_for(deployment, at)) is not None
-    ]
+    requested = _client_max_tokens(route.body)
+    costs = []
+    for deployment in route.snapshot.deployments_for(route.model):
+        price = route.snapshot.price_for(deployment, at)
+        if price is None:
+            continue
+        output_tokens = max_output_tokens(deployment, input_tokens, requested)
+        if output_tokens is None:
+            raise InvalidRequest(
+                f"This key has a budget, and the output of model '{route.model}' on deployment "
+                f"'{deployment.name}' has no known limit, so the most this request could cost is unknown. "
+                "Set max_tokens (or max_completion_tokens), or ask an operator to set the deployment's "
+                "max_output_tokens or context_window.",
+                code="max_tokens_required",
+                param="max_tokens",
+            )
+        costs.append(estimate_cost(input_tokens, output_tokens, price))
     return max(costs) if costs else None
 
 
@@ -190,6 +254,7 @@ class Reservation:
     amount_pico: int = 0
     counters: list[BudgetCounters] = field(default_factory=list)
     released: bool = False
+    held: bool = True  # False: admitted on the local outage allowance, nothing held in Redis
 
 
 def _db_spent(budget: Budget, at: datetime) -> Decimal:
@@ -211,7 +276,7 @@ def _refuse(budget: Budget, amount: Decimal, at: datetime) -> BudgetExceeded:
 
     _, end = period_bounds(budget.period, at)
     period = "daily" if budget.period == "day" else "monthly"
-    owner = f"API key '{budget.name}'" if budget.scope == "key" else f"team '{budget.name}'"
+    owner = _owner(budget)
     return BudgetExceeded(
         f"Budget exceeded: the {period} budget of {owner} is ${format_usd(budget.limit_usd)} and this request "
         f"could cost up to ${format_usd(amount)} more than is left. It resets at {end:%Y-%m-%dT%H:%MZ}.",
@@ -286,8 +351,56 @@ def reserve(key: KeyInfo, route: RouteRequest) -> Reservation | None:
     if client is None:
         _reserve_local(budgets, counters, pico, at)
     else:
-        _reserve_redis(client, budgets, counters, pico, at)
+        try:
+            _reserve_redis(client, budgets, counters, pico, at)
+        except REDIS_DOWN:
+            logger.warning("budget counters unreachable; applying the budgets' outage policy", exc_info=True)
+            _reserve_during_outage(budgets, counters, pico, at)
+            return Reservation(key=key, amount=amount, amount_pico=pico, counters=counters, held=False)
     return Reservation(key=key, amount=amount, amount_pico=pico, counters=counters)
+
+
+# --- Redis unreachable -----------------------------------------------------------------
+
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+_outage_lock = threading.Lock()
+_outage_used: dict[str, int] = {}  # budget period counter -> pico-dollars admitted by this process while Redis was down
+
+
+def _reserve_during_outage(budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
+    """Admit the request on this process's outage allowance, or refuse it (503 ``budget_unavailable``)."""
+    from usage.cost import to_picodollars
+
+    closed = [b for b in budgets if b.when_redis_down != "open"]
+    if closed:
+        raise BudgetUnavailable(
+            f"The budget of {_owner(closed[0])} cannot be checked right now (its counters are unreachable), "
+            "and it is set to refuse requests until they are back. Retry shortly.",
+            code="budget_unavailable",
+        )
+    share = Decimal(str(settings.GATEWAY["BUDGET_OUTAGE_SHARE"]))
+    with _outage_lock:
+        for budget, c in zip(budgets, counters, strict=True):
+            allowance = to_picodollars(budget.limit_usd * share)
+            if _outage_used.get(c.spent, 0) + pico > allowance:
+                raise BudgetUnavailable(
+                    f"The budget of {_owner(budget)} cannot be checked right now (its counters are unreachable), "
+                    "and this server's allowance for such outages is used up. Retry shortly.",
+                    code="budget_unavailable",
+                )
+        for c in counters:
+            _outage_used[c.spent] = _outage_used.get(c.spent, 0) + pico
+
+
+def _owner(budget: Budget) -> str:
+    return f"API key '{budget.name}'" if budget.scope == "key" else f"team '{budget.name}'"
+
+
+def forget_outages() -> None:
+    """Tests: give every budget its whole outage allowance back."""
+    with _outage_lock:
+        _outage_used.clear()
 
 
 def release(reservation: Reservation | None) -> None:
@@ -295,6 +408,8 @@ def release(reservation: Reservation | None) -> None:
     if reservation is None or reservation.released:
         return
     reservation.released = True
+    if not reservation.held:
+        return
     client = get_redis()
     if client is None:
         from usage.recorder import local_counters
@@ -305,7 +420,10 @@ def release(reservation: Reservation | None) -> None:
     pipe = client.pipeline(transaction=False)
     for c in reservation.counters:
         pipe.decrby(c.hold, reservation.amount_pico)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except REDIS_DOWN:  # the hold lapses with its slot (HOLD_TTL_SECONDS)
+        logger.warning("could not release a budget hold; it lapses within %s s", HOLD_TTL_SECONDS, exc_info=True)
 
 
 # --- settling --------------------------------------------------------------------------
@@ -365,7 +483,7 @@ def settle_counters(key: KeyInfo, reservation: Reservation | None, cost: Decimal
         for c in reservation.counters:
             if pico:
                 increments.append(CounterIncrement(c.spent, pico, c.ttl))
-            if not reservation.released:
+            if not reservation.released and reservation.held:
                 increments.append(CounterIncrement(c.hold, -reservation.amount_pico, HOLD_TTL_SECONDS))
         reservation.released = True
     return increments

@@ -92,6 +92,15 @@ class BudgetExceeded(RateLimited):
     error_type = "insufficient_quota"
 
 
+class BudgetUnavailable(GatewayError):
+    """A budget applies but its shared counters cannot be reached, and it fails closed."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The budget of this key cannot be checked right now."
+    default_code = "budget_unavailable"
+    error_type = "api_error"
+
+
 class UpstreamFailed(GatewayError):
     status_code = status.HTTP_502_BAD_GATEWAY
     default_detail = "The upstream provider failed."

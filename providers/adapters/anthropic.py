@@ -297,7 +297,9 @@ class AnthropicAdapter(ProviderAdapter):
             return post_json(target, self.url(target), payload, self.headers(target), stream=stream)
         except UpstreamError as error:
             if error.upstream_status == 529:
-                raise upstream_error(target, 529, error.message.removeprefix(f"{target.provider}: ")) from None
+                overloaded = upstream_error(target, 529, error.message.removeprefix(f"{target.provider}: "))
+                overloaded.retry_after = error.retry_after
+                raise overloaded from None
             raise
 
     def complete(self, target: Target, body: dict[str, Any]) -> Completion:
@@ -312,7 +314,9 @@ class AnthropicAdapter(ProviderAdapter):
             if isinstance(event, dict):
                 yield from translator.feed(event)
         if not translator.stopped:
-            raise UpstreamError(f"{target.provider}: the stream ended before message_stop", status=502)
+            raise UpstreamError(
+                f"{target.provider}: the stream ended before message_stop", status=502, code="upstream_truncated"
+            )
 
 
 class StreamTranslator:

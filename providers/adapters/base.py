@@ -8,6 +8,7 @@ results or raises ``UpstreamError`` saying whether another provider could succee
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ class Target:
     api_key: str = field(repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
     connect_timeout: float = 5.0
-    read_timeout: float = 120.0
+    read_timeout: float = 120.0  # between two reads from the socket
+    response_timeout: float = 600.0  # a whole non-streaming response
+    first_chunk_timeout: float = 120.0  # a stream: from the request to its first event
+    stream_idle_timeout: float = 60.0  # a stream: between two events
 
     def extra_headers(self) -> dict[str, str]:
         """Headers the operator added in the provider's options: ``{"headers": {...}}``."""
@@ -93,6 +97,7 @@ class UpstreamError(Exception):
         retryable: bool = True,
         upstream_status: int | None = None,
         client_error: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -102,14 +107,70 @@ class UpstreamError(Exception):
         self.retryable = retryable and not client_error
         self.upstream_status = upstream_status
         self.client_error = client_error
+        self.retry_after = retry_after  # seconds the upstream asked to wait (429/503 Retry-After)
 
 
-def error_for_status(provider: str, upstream_status: int, message: str) -> UpstreamError:
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float | None:
+    """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``."""
+    text = text.strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long an upstream asked us to wait, from its response headers; None when it did not say.
+
+    ``retry-after-ms`` (milliseconds), then ``retry-after`` (seconds or an HTTP date), then
+    OpenAI's ``x-ratelimit-reset-requests`` / ``-tokens`` for whichever limit is used up
+    (its ``x-ratelimit-remaining-*`` is 0).
+    """
+    try:
+        value = headers.get("retry-after-ms")
+        if value:
+            seconds = float(value) / 1000
+            return seconds if 0 < seconds < float("inf") else None
+        value = headers.get("retry-after")
+        if value:
+            value = value.strip()
+            if value.replace(".", "", 1).isdigit():
+                seconds = float(value)
+            else:
+                from email.utils import parsedate_to_datetime
+
+                from gatewaysite.clock import now
+
+                seconds = (parsedate_to_datetime(value) - now()).total_seconds()
+            return seconds if seconds > 0 else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    waits = [
+        wait
+        for kind in ("requests", "tokens")
+        if (headers.get(f"x-ratelimit-remaining-{kind}") or "").strip() == "0"
+        and (wait := _duration(headers.get(f"x-ratelimit-reset-{kind}") or "")) is not None
+    ]
+    return max(waits) if waits and max(waits) > 0 else None
+
+
+def error_for_status(
+    provider: str, upstream_status: int, message: str, *, retry_after: float | None = None
+) -> UpstreamError:
     """Map a provider's HTTP error status to what the client sees and whether to retry."""
     text = f"{provider}: {message}" if message else f"{provider} returned HTTP {upstream_status}"
     if upstream_status == 429:
         return UpstreamError(
-            text, status=429, code="rate_limit_exceeded", error_type="rate_limit_error", upstream_status=429
+            text,
+            status=429,
+            code="rate_limit_exceeded",
+            error_type="rate_limit_error",
+            upstream_status=429,
+            retry_after=retry_after,
         )
     if upstream_status in (400, 404, 409, 413, 422):
         return UpstreamError(
@@ -130,7 +191,9 @@ def error_for_status(provider: str, upstream_status: int, message: str) -> Upstr
         )
     if upstream_status == 408:
         return UpstreamError(text, status=504, code="upstream_timeout", upstream_status=408)
-    return UpstreamError(text, status=502, code="upstream_error", upstream_status=upstream_status)
+    return UpstreamError(
+        text, status=502, code="upstream_error", upstream_status=upstream_status, retry_after=retry_after
+    )
 
 
 class ProviderAdapter(ABC):

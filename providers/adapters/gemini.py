@@ -427,6 +427,10 @@ class StreamTranslator:
 
     def close(self) -> Iterator[dict[str, Any]]:
         if not self.finished:
-            raise UpstreamError(f"{self.target.provider}: the stream ended before a finish reason", status=502)
+            raise UpstreamError(
+                f"{self.target.provider}: the stream ended before a finish reason",
+                status=502,
+                code="upstream_truncated",
+            )
         if self.usage is not None:
             yield translation.usage_chunk(self.base, usage_of(self.usage))

@@ -55,8 +55,10 @@ class OpenAIAdapter(ProviderAdapter):
         response = post_json(
             target, self.url(target), self.request_body(target, body, stream=True), self.headers(target), stream=True
         )
+        done = finished = False
         for _event, data in iter_sse(target, response):
             if data == b"[DONE]":
+                done = True
                 continue  # read on to the end so the connection can be reused
             try:
                 chunk = orjson.loads(data)
@@ -65,4 +67,13 @@ class OpenAIAdapter(ProviderAdapter):
             if isinstance(chunk, dict) and "error" in chunk:
                 message = chunk["error"].get("message", "") if isinstance(chunk["error"], dict) else str(chunk["error"])
                 raise UpstreamError(f"{target.provider}: {message}", status=502)
+            if not finished and isinstance(chunk, dict):
+                finished = any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
             yield chunk
+        if not done and not finished:
+            # The upstream closed the stream mid-answer (no finish_reason, no [DONE]).
+            raise UpstreamError(
+                f"{target.provider}: the stream ended before the answer was finished",
+                status=502,
+                code="upstream_truncated",
+            )

@@ -65,6 +65,9 @@ class ProviderForm(forms.ModelForm):
             "options",
             "connect_timeout",
             "read_timeout",
+            "response_timeout",
+            "first_chunk_timeout",
+            "stream_idle_timeout",
             "enabled",
         ]
 
@@ -106,7 +109,17 @@ class ProviderForm(forms.ModelForm):
 class DeploymentInline(admin.TabularInline):
     model = Deployment
     extra = 0
-    fields = ["name", "model_name", "provider_model", "priced", "enabled", "weight", "priority", "context_window"]
+    fields = [
+        "name",
+        "model_name",
+        "provider_model",
+        "priced",
+        "enabled",
+        "weight",
+        "priority",
+        "context_window",
+        "max_output_tokens",
+    ]
     readonly_fields = ["priced"]
     show_change_link = True
 
@@ -145,7 +158,22 @@ class ProviderAdmin(admin.ModelAdmin):
                 "the variable wins when both are set.",
             },
         ),
-        ("Connection", {"fields": ["options", "connect_timeout", "read_timeout"]}),
+        (
+            "Connection",
+            {
+                "fields": [
+                    "options",
+                    "connect_timeout",
+                    "read_timeout",
+                    "response_timeout",
+                    "first_chunk_timeout",
+                    "stream_idle_timeout",
+                ],
+                "description": "Seconds. A slow upstream gets 504 upstream_timeout (and the next deployment is "
+                "tried) once a deadline passes: read = between two reads, response = a whole non-streaming "
+                "answer, first chunk = a stream's first event, stream idle = between two stream events.",
+            },
+        ),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
@@ -235,7 +263,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     actions = ["enable_selected", "disable_selected"]
     fieldsets = [
         (None, {"fields": ["name", "model_name", "provider", "provider_model", "enabled"]}),
-        ("Routing", {"fields": ["weight", "priority", "context_window"]}),
+        ("Routing", {"fields": ["weight", "priority", "context_window", "max_output_tokens"]}),
         ("Pricing", {"fields": ["priced"]}),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]

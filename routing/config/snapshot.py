@@ -28,6 +28,7 @@ class DeploymentInfo:
     priority: int
     context_window: int | None
     target: Target
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,7 @@ def load_snapshot(version: int) -> Snapshot:
             weight=dep.weight,
             priority=dep.priority,
             context_window=dep.context_window,
+            max_output_tokens=dep.max_output_tokens,
             target=Target(
                 provider=provider.name,
                 kind=provider.kind,
@@ -139,6 +141,9 @@ def load_snapshot(version: int) -> Snapshot:
                 options=dict(provider.options or {}),
                 connect_timeout=provider.connect_timeout,
                 read_timeout=provider.read_timeout,
+                response_timeout=provider.response_timeout,
+                first_chunk_timeout=provider.first_chunk_timeout,
+                stream_idle_timeout=provider.stream_idle_timeout,
             ),
         )
         by_model.setdefault(dep.model_name, []).append(info)

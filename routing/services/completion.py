@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from django.conf import settings as django_settings
 
 from gatewaysite.api.errors import (
     GatewayError,
@@ -193,6 +194,8 @@ def _record_attempt(call: _Call, attempt: Attempt, error: UpstreamError | None) 
     attempt.error_code = error.code
     if not error.client_error:
         health.failure(name, threshold=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
+        if error.retry_after is not None:  # the upstream said when to come back: not before
+            health.cool_for(name, min(error.retry_after, float(django_settings.GATEWAY["RETRY_AFTER_MAX_SECONDS"])))
         live_latency.observe(name, attempt.upstream_ms, False)
 
 
@@ -269,6 +272,7 @@ def _stream_result(
         usage: Usage | None = None
         output_chars: list[str] = []
         outcome = "client_closed"
+        error_status, error_code = 502, ""
         try:
             chunk: dict[str, Any] | None = first
             while chunk is not None:
@@ -303,14 +307,18 @@ def _stream_result(
                 attempt.upstream_ms = (monotonic() - started) * 1000
                 _record_attempt(call, attempt, None)
             yield DONE
-        except UpstreamError as error:  # the stream broke after it started: tell the client, no retry
-            outcome = "error"
+        except UpstreamError as error:
+            # The stream broke after it started: tell the client with an error event (the openai SDK
+            # raises APIError on it) and no [DONE], so a cut answer never passes for a whole one.
+            # Nothing is retried: the client already has part of the answer.
+            outcome = "truncated" if error.code == "upstream_truncated" else "error"
+            error_status, error_code = error.status, error.code
             attempt.upstream_ms = (monotonic() - started) * 1000
             _record_attempt(call, attempt, error)
             yield _sse({"error": {"message": error.message, "type": error.error_type, "code": error.code}})
-            yield DONE
         except Exception:
             outcome = "error"
+            error_status, error_code = 502, "stream_error"
             logger.exception("stream %s failed in the gateway", call.request_id)
             yield _sse(
                 {
@@ -321,12 +329,12 @@ def _stream_result(
                     }
                 }
             )
-            yield DONE
         finally:
             close = getattr(upstream, "close", None)
             if close is not None:
                 close()
             if not call.finished:
+                # No usage from the provider (cut, failed or the client left): count the tokens ourselves.
                 estimated = usage is None
                 if usage is None:
                     prompt, _ = call.route.input_tokens()
@@ -339,10 +347,10 @@ def _stream_result(
                 try:
                     call.finish(
                         status=outcome,
-                        http_status=200 if outcome != "error" else 502,
+                        http_status=200 if outcome in ("ok", "client_closed") else error_status,
                         usage=usage,
                         usage_estimated=estimated,
-                        error_code="" if outcome == "ok" else outcome,
+                        error_code={"ok": "", "client_closed": "client_closed"}.get(outcome, error_code),
                     )
                 except Exception:
                     logger.exception("could not record usage of stream %s", call.request_id)

@@ -141,6 +141,9 @@ PROVIDER_FIELDS: dict[str, Parser] = {
     "options": _mapping,
     "connect_timeout": _number,
     "read_timeout": _number,
+    "response_timeout": _number,
+    "first_chunk_timeout": _number,
+    "stream_idle_timeout": _number,
     "enabled": _boolean,
 }
 # Import-only: a literal key (discouraged; prefer api_key_env). Export-only: whether one is stored.
@@ -155,6 +158,7 @@ DEPLOYMENT_FIELDS: dict[str, Parser] = {
     "priority": _integer,
     "enabled": _boolean,
     "context_window": _optional_integer,
+    "max_output_tokens": _optional_integer,
 }
 
 PRICING_FIELDS: dict[str, Parser] = {

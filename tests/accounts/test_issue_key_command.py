@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from io import StringIO
 from typing import Any
 
@@ -48,7 +49,12 @@ def test_issue_key_reuses_the_team_and_validates(db: None) -> None:
     issue("--name", "a", "--team", "platform")
     issue("--name", "b", "--team", "platform", "--budget", "12.50", "--expires", "2030-01-01T00:00:00Z")
     assert Team.objects.filter(name="platform").count() == 1
-    assert str(ClientKey.objects.get(name="b").budget_usd) == "12.50"
+    assert ClientKey.objects.get(name="b").budget_usd == Decimal("12.50")
+    issue("--name", "tiny", "--budget", "0.005", "--budget-period", "day", "--budget-when-redis-down", "open")
+    tiny = ClientKey.objects.get(name="tiny")
+    assert tiny.budget_usd == Decimal("0.005") and tiny.budget_when_redis_down == "open"
+    with pytest.raises(CommandError, match="at most 6 decimals"):
+        issue("--name", "c", "--budget", "0.0000001")
     with pytest.raises(CommandError, match="--budget"):
         issue("--name", "c", "--budget", "lots")
     with pytest.raises(CommandError, match="--expires"):

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
-from accounts.models import BudgetPeriod
+from accounts.models import BudgetOutagePolicy, BudgetPeriod
 from accounts.services import key_issue, team_get_or_create
 
 
@@ -21,8 +21,14 @@ class Command(BaseCommand):
         parser.add_argument("--team", default="")
         parser.add_argument("--models", default="", help="Comma-separated public model names; empty: all.")
         parser.add_argument("--strategy", default="")
-        parser.add_argument("--budget", default="", help="USD limit per --budget-period.")
+        parser.add_argument("--budget", default="", help="USD limit per --budget-period, e.g. 5 or 0.005.")
         parser.add_argument("--budget-period", default=BudgetPeriod.MONTH, choices=[c for c, _ in BudgetPeriod.choices])
+        parser.add_argument(
+            "--budget-when-redis-down",
+            default=BudgetOutagePolicy.CLOSED,
+            choices=[c for c, _ in BudgetOutagePolicy.choices],
+            help="closed: refuse (503) while Redis is down; open: serve within a small allowance per process.",
+        )
         parser.add_argument("--expires", default="", help="ISO 8601 date-time.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -32,6 +38,10 @@ class Command(BaseCommand):
                 budget = Decimal(options["budget"])
             except InvalidOperation:
                 raise CommandError("--budget must be a decimal number") from None
+            if (
+                not budget.is_finite() or not 0 <= budget < 10**12 or budget.normalize().as_tuple().exponent < -6  # type: ignore[operator]
+            ):
+                raise CommandError("--budget must be an amount in USD from 0 to 10^12, with at most 6 decimals")
         expires = None
         if options["expires"]:
             expires = parse_datetime(options["expires"])
@@ -47,6 +57,7 @@ class Command(BaseCommand):
             strategy=options["strategy"],
             budget_usd=budget,
             budget_period=options["budget_period"],
+            budget_when_redis_down=options["budget_when_redis_down"],
             expires_at=expires,
         )
         self.stdout.write(f"Issued key {key.display_prefix} ({key.name}); store it now, it is not shown again:")
