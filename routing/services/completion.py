@@ -271,8 +271,30 @@ def _stream_result(
     def body() -> Iterator[bytes]:
         usage: Usage | None = None
         output_chars: list[str] = []
-        outcome = "client_closed"
-        error_status, error_code = 502, ""
+
+        def record_unfinished(outcome: str, http_status: int, error_code: str) -> None:
+            """Record a stream without the provider's final usage (cut, failed, or the client left):
+            with the tokens the gateway counted."""
+            if call.finished:
+                return
+            estimated = usage is None
+            counted = usage or Usage(
+                prompt_tokens=call.route.input_tokens()[0],
+                completion_tokens=count_text_tokens(call.route.model, "".join(output_chars)),
+            )
+            if attempt.upstream_ms == 0:
+                attempt.upstream_ms = (monotonic() - started) * 1000
+            try:
+                call.finish(
+                    status=outcome,
+                    http_status=http_status,
+                    usage=counted,
+                    usage_estimated=estimated,
+                    error_code=error_code,
+                )
+            except Exception:
+                logger.exception("could not record usage of stream %s", call.request_id)
+
         try:
             chunk: dict[str, Any] | None = first
             while chunk is not None:
@@ -302,24 +324,24 @@ def _stream_result(
                 else:
                     yield _sse(chunk)
                 chunk = next(upstream, None)
-            outcome = "ok"
             if not call.finished:
                 attempt.upstream_ms = (monotonic() - started) * 1000
                 _record_attempt(call, attempt, None)
+                record_unfinished("ok", 200, "")
             yield DONE
         except UpstreamError as error:
             # The stream broke after it started: tell the client with an error event (the openai SDK
             # raises APIError on it) and no [DONE], so a cut answer never passes for a whole one.
-            # Nothing is retried: the client already has part of the answer.
-            outcome = "truncated" if error.code == "upstream_truncated" else "error"
-            error_status, error_code = error.status, error.code
+            # Nothing is retried: the client already has part of the answer. Recorded first, so the
+            # record exists by the time the client knows.
             attempt.upstream_ms = (monotonic() - started) * 1000
             _record_attempt(call, attempt, error)
+            outcome = "truncated" if error.code == "upstream_truncated" else "error"
+            record_unfinished(outcome, error.status, error.code)
             yield _sse({"error": {"message": error.message, "type": error.error_type, "code": error.code}})
         except Exception:
-            outcome = "error"
-            error_status, error_code = 502, "stream_error"
             logger.exception("stream %s failed in the gateway", call.request_id)
+            record_unfinished("error", 502, "stream_error")
             yield _sse(
                 {
                     "error": {
@@ -333,26 +355,6 @@ def _stream_result(
             close = getattr(upstream, "close", None)
             if close is not None:
                 close()
-            if not call.finished:
-                # No usage from the provider (cut, failed or the client left): count the tokens ourselves.
-                estimated = usage is None
-                if usage is None:
-                    prompt, _ = call.route.input_tokens()
-                    usage = Usage(
-                        prompt_tokens=prompt,
-                        completion_tokens=count_text_tokens(call.route.model, "".join(output_chars)),
-                    )
-                if attempt.upstream_ms == 0:
-                    attempt.upstream_ms = (monotonic() - started) * 1000
-                try:
-                    call.finish(
-                        status=outcome,
-                        http_status=200 if outcome in ("ok", "client_closed") else error_status,
-                        usage=usage,
-                        usage_estimated=estimated,
-                        error_code={"ok": "", "client_closed": "client_closed"}.get(outcome, error_code),
-                    )
-                except Exception:
-                    logger.exception("could not record usage of stream %s", call.request_id)
+            record_unfinished("client_closed", 200, "client_closed")  # a no-op unless the client left
 
     return CompletionResult(status=200, headers=headers, stream=body())
