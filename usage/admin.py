@@ -73,7 +73,7 @@ class StatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("ok", "ok"), ("error", "error"), ("client_closed", "client closed")]
+        return [("ok", "ok"), ("error", "error"), ("truncated", "truncated"), ("client_closed", "client closed")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
         return queryset.filter(status=self.value()) if self.value() else queryset
