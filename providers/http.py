@@ -344,7 +344,9 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
         error = _transport_error(target, exc)
         if error.status != 504:  # the connection broke mid-stream: the answer is cut short
             error = UpstreamError(
-                f"{target.provider}: the stream was cut ({type(exc).__name__})", status=502, code="upstream_truncated"
+                f"{target.provider}: the stream was cut, the connection broke ({type(exc).__name__})",
+                status=502,
+                code="upstream_truncated",
             )
         raise error from None
     finally:
