@@ -7,10 +7,14 @@ grow with load, so one round trip serves many requests (docs/architecture.md).
 
 - ``RedisStreamRecorder`` (``REDIS_URL`` set): one pipeline of XADDs to the usage stream
   plus the counter increments (spend, budgets). Celery workers move the stream into
-  Postgres (usage/consumer.py). If Redis fails, the batch goes straight to the database;
-  if that fails too, to a spool file that ``replay_spool`` loads later.
+  Postgres (usage/consumer.py). If Redis fails, the batch is spooled to local disk with
+  its counter increments (usage/spool.py) and replayed into Redis (stream *and* counters,
+  once per request) as soon as Redis answers again: the counters are never left short
+  of the spend, and the record takes the usual path to Postgres. The answer then carries
+  no key spend (unknown for the moment), never a zero.
 - ``DatabaseRecorder`` (embedded default): the batch is inserted into the database
-  directly and latency rollups are refreshed in process; counters live in process.
+  directly and latency rollups are refreshed in process; counters live in process. If
+  the database fails, the batch is spooled and inserted by the next successful write.
 """
 
 from __future__ import annotations
@@ -20,15 +24,13 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import orjson
 from django.conf import settings
 from django.db import connection
 
 from gatewaysite.redis import get_redis
 from usage.events import PendingEvent, decode_payload
+from usage.spool import spool_replay, spool_write
 
 logger = logging.getLogger(__name__)
 
@@ -101,16 +103,6 @@ class GroupCommitWriter:
                 slot.done.set()
 
 
-def _spool(events: list[PendingEvent]) -> None:
-    spool_dir = Path(settings.VAR_DIR) / "spool"
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    with open(spool_dir / f"usage-{os.getpid()}.jsonl", "ab") as handle:
-        for event in events:
-            handle.write(event.payload() + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _write_to_database(events: list[PendingEvent]) -> None:
     from routing.latency.rollup import refresh_buckets
     from usage.ingest import ingest_events
@@ -162,13 +154,29 @@ local_counters = LocalCounters()
 class DatabaseRecorder(Recorder):
     def __init__(self) -> None:
         self._writer = GroupCommitWriter(self._flush, "usage-db-writer")
+        # Replay every spool file at the first successful write of a process (what an
+        # earlier process left), then this process's own after each recovery.
+        self._replay_pending = True
 
     def _flush(self, events: list[PendingEvent]) -> list[list[int]]:
         try:
             _write_to_database(events)
         except Exception:
             logger.exception("usage: database write failed; spooling %d events", len(events))
-            _spool(events)
+            spool_write(events, with_counters=False)  # the local counters are incremented below
+            self._replay_pending = True
+        else:
+            if self._replay_pending:
+                self._replay_pending = False
+                try:
+                    count = spool_replay()
+                    if count:
+                        logger.warning("usage: replayed %d spooled events into the database", count)
+                except Exception:
+                    logger.exception("usage: spool replay failed; retrying after the next write")
+                    self._replay_pending = True
+                finally:
+                    connection.close()
         return [[local_counters.incr(c.key, c.amount) for c in e.counters] for e in events]
 
     def record(self, event: PendingEvent) -> list[int]:
@@ -178,6 +186,32 @@ class DatabaseRecorder(Recorder):
 class RedisStreamRecorder(Recorder):
     def __init__(self) -> None:
         self._writer = GroupCommitWriter(self._flush, "usage-redis-writer")
+        self._spooled = False  # this process spooled since its last replay
+
+    def _spool(self, events: list[PendingEvent]) -> list[list[int]]:
+        try:
+            spool_write(events, with_counters=True)
+        except OSError:
+            # Last resort (disk full or read-only): the records reach the database, but the
+            # counters miss these increments until their next re-seeding. Never silent.
+            logger.exception(
+                "usage: spooling failed too; writing %d events to the database WITHOUT their counter increments",
+                len(events),
+            )
+            _write_to_database(events)
+            return [[] for _ in events]
+        self._spooled = True
+        return [[] for _ in events]  # the counters' values are unknown now: no spend is reported
+
+    def _replay_own_spool(self) -> None:
+        self._spooled = False
+        try:
+            count = spool_replay(own_only=True)
+            if count:
+                logger.warning("usage: Redis is back; replayed %d spooled events", count)
+        except Exception:
+            logger.exception("usage: spool replay failed; retrying after the next write")
+            self._spooled = True
 
     def _flush(self, events: list[PendingEvent]) -> list[list[int]]:
         client = get_redis()
@@ -193,13 +227,10 @@ class RedisStreamRecorder(Recorder):
                         pipe.expire(counter.key, counter.ttl_seconds)
             replies = pipe.execute()
         except Exception:
-            logger.exception("usage: Redis write failed; writing %d events to the database", len(events))
-            try:
-                _write_to_database(events)
-            except Exception:
-                logger.exception("usage: database write failed too; spooling %d events", len(events))
-                _spool(events)
-            return [[0 for _ in e.counters] for e in events]
+            logger.exception("usage: Redis write failed; spooling %d events with their counter increments", len(events))
+            return self._spool(events)
+        if self._spooled:
+            self._replay_own_spool()
         results: list[list[int]] = []
         position = 0
         for event in events:
@@ -233,17 +264,3 @@ def get_recorder() -> Recorder:
 def reset_recorder() -> None:
     global _recorder
     _recorder = None
-
-
-def replay_spool() -> int:
-    """Load spooled events into the database (idempotent); return how many were read."""
-    from usage.ingest import ingest_events
-
-    spool_dir = Path(settings.VAR_DIR) / "spool"
-    count = 0
-    for path in sorted(spool_dir.glob("usage-*.jsonl")):
-        events: list[dict[str, Any]] = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-        ingest_events(events)
-        count += len(events)
-        path.unlink()
-    return count
