@@ -5,11 +5,12 @@ the event is durable. The writer takes everything queued, writes it in one round
 and wakes the waiters; while it writes, new events queue up for the next batch. Batches
 grow with load, so one round trip serves many requests (docs/architecture.md).
 
-- ``RedisStreamRecorder`` (``REDIS_URL`` set): one pipeline of XADDs to the usage stream
-  plus the counter increments (spend, budgets). Celery workers move the stream into
+- ``RedisStreamRecorder`` (``REDIS_URL`` set): one atomic script call per batch, an XADD
+  to the usage stream per event plus the counter increments (spend, budgets), applied
+  exactly once per batch (usage/redis_batch.py). Celery workers move the stream into
   Postgres (usage/consumer.py). If Redis fails, the batch is spooled to local disk with
   its counter increments (usage/spool.py) and replayed into Redis (stream *and* counters,
-  once per request) as soon as Redis answers again: the counters are never left short
+  once per batch) as soon as Redis answers again: the counters are never left short
   of the spend, and the record takes the usual path to Postgres. The answer then carries
   no key spend (unknown for the moment), never a zero.
 - ``DatabaseRecorder`` (embedded default): the batch is inserted into the database
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import uuid
 import weakref
 from collections.abc import Callable
 
@@ -30,6 +33,7 @@ from django.db import connection
 
 from gatewaysite.redis import get_redis
 from usage.events import PendingEvent, decode_payload
+from usage.redis_batch import apply_batch
 from usage.spool import spool_replay, spool_write
 
 logger = logging.getLogger(__name__)
@@ -184,13 +188,27 @@ class DatabaseRecorder(Recorder):
 
 
 class RedisStreamRecorder(Recorder):
+    """Batches go to Redis through ``apply_batch`` (exactly once per batch, usage/redis_batch.py)."""
+
     def __init__(self) -> None:
         self._writer = GroupCommitWriter(self._flush, "usage-redis-writer")
-        self._spooled = False  # this process spooled since its last replay
+        self._pid = 0
+        self._name = ""
+        self._seq = 0
+        self._spooled = False  # this process has spooled batches not replayed yet
 
-    def _spool(self, events: list[PendingEvent]) -> list[list[int]]:
+    def _batch_id(self) -> tuple[str, int]:
+        if self._pid != os.getpid():  # a new process (fork): its own writer name and sequence
+            self._pid = os.getpid()
+            self._name = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
+            self._seq = 0
+            self._spooled = False
+        self._seq += 1
+        return self._name, self._seq
+
+    def _spool(self, events: list[PendingEvent], batch: tuple[str, int]) -> list[list[int]]:
         try:
-            spool_write(events, with_counters=True)
+            spool_write(events, with_counters=True, batch=batch)
         except OSError:
             # Last resort (disk full or read-only): the records reach the database, but the
             # counters miss these increments until their next re-seeding. Never silent.
@@ -204,43 +222,32 @@ class RedisStreamRecorder(Recorder):
         return [[] for _ in events]  # the counters' values are unknown now: no spend is reported
 
     def _replay_own_spool(self) -> None:
-        self._spooled = False
         try:
             count = spool_replay(own_only=True)
-            if count:
-                logger.warning("usage: Redis is back; replayed %d spooled events", count)
         except Exception:
-            logger.exception("usage: spool replay failed; retrying after the next write")
-            self._spooled = True
+            logger.warning("usage: spool replay failed; this batch is spooled too", exc_info=True)
+            return
+        self._spooled = False
+        if count:
+            logger.warning("usage: Redis is back; replayed %d spooled events", count)
 
     def _flush(self, events: list[PendingEvent]) -> list[list[int]]:
         client = get_redis()
         assert client is not None
-        stream = settings.GATEWAY["USAGE_STREAM"]
-        try:
-            pipe = client.pipeline(transaction=False)
-            for event in events:
-                pipe.xadd(stream, {"e": event.payload()})
-                for counter in event.counters:
-                    pipe.incrby(counter.key, counter.amount)
-                    if counter.ttl_seconds:
-                        pipe.expire(counter.key, counter.ttl_seconds)
-            replies = pipe.execute()
-        except Exception:
-            logger.exception("usage: Redis write failed; spooling %d events with their counter increments", len(events))
-            return self._spool(events)
+        batch = self._batch_id()
         if self._spooled:
             self._replay_own_spool()
-        results: list[list[int]] = []
-        position = 0
-        for event in events:
-            position += 1  # the XADD reply
-            values = []
-            for counter in event.counters:
-                values.append(int(replies[position]))
-                position += 2 if counter.ttl_seconds else 1
-            results.append(values)
-        return results
+            if self._spooled:  # keep the batches in order: spool this one behind the others
+                return self._spool(events, batch)
+        items = [(e.payload(), [(c.key, c.amount, c.ttl_seconds or 0) for c in e.counters]) for e in events]
+        try:
+            values = apply_batch(client, settings.GATEWAY["USAGE_STREAM"], batch[0], batch[1], items)
+        except Exception:
+            logger.exception("usage: Redis write failed; spooling %d events with their counter increments", len(events))
+            return self._spool(events, batch)
+        if values is None:  # applied by an earlier try whose reply was lost
+            return [[] for _ in events]
+        return values
 
     def record(self, event: PendingEvent) -> list[int]:
         return self._writer.submit(event)

@@ -2,13 +2,15 @@
 
 One file per process, ``var/spool/usage-<pid>.jsonl``, one JSON line per event: the
 event (``record``, ``samples``) and, from the Redis recorder, its counter increments
-(``counters``: ``[key, amount, ttl]``), each line fsync'd before the request is answered.
+(``counters``: ``[key, amount, ttl]``) and its batch (``batch``: writer, seq), each
+batch fsync'd before its requests are answered.
 
 ``spool_replay`` sends the events back the way they should have gone, and is idempotent:
-- with Redis (``REDIS_URL``): per event one Lua script that, once per ``request_id``
-  (marker ``gw:usage:spooled:<request_id>``, kept 7 days), appends the event to the usage
-  stream and applies its counter increments, atomically. So the counters get exactly the
-  increments they missed, never twice, and the consumer ingests the record as usual;
+- with Redis (``REDIS_URL``): each batch through ``apply_batch`` (usage/redis_batch.py),
+  which appends the events to the usage stream and applies their counter increments
+  atomically, once per batch. So the counters get exactly the increments they missed,
+  never twice (not even when Redis had applied the batch before its reply was lost),
+  and the consumer ingests the records as usual;
 - embedded (no Redis): the events are inserted into the database directly (its counters
   live in process and were incremented when the event was spooled).
 
@@ -36,24 +38,9 @@ from django.conf import settings
 
 from gatewaysite.redis import get_redis
 from usage.events import PendingEvent
+from usage.redis_batch import apply_batch
 
 logger = logging.getLogger(__name__)
-
-MARKER_TTL_SECONDS = 7 * 86_400
-REPLAY_CHUNK = 200
-
-_REPLAY = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
-  for i = 3, #KEYS do
-    local at = (i - 3) * 2 + 3
-    redis.call('INCRBY', KEYS[i], ARGV[at])
-    if tonumber(ARGV[at + 1]) > 0 then redis.call('EXPIRE', KEYS[i], ARGV[at + 1]) end
-  end
-  return 1
-end
-return 0
-"""
 
 
 def spool_dir() -> Path:
@@ -64,16 +51,18 @@ def own_spool_path() -> Path:
     return spool_dir() / f"usage-{os.getpid()}.jsonl"
 
 
-def _line(event: PendingEvent, with_counters: bool) -> bytes:
+def _line(event: PendingEvent, with_counters: bool, batch: tuple[str, int] | None) -> bytes:
     data: dict[str, Any] = {"record": event.record, "samples": event.samples}
     if with_counters:
         data["counters"] = [[c.key, c.amount, c.ttl_seconds or 0] for c in event.counters]
+    if batch is not None:
+        data["batch"] = list(batch)
     return orjson.dumps(data, default=str) + b"\n"
 
 
-def spool_write(events: list[PendingEvent], *, with_counters: bool) -> None:
-    """Append ``events`` to this process's spool file, durably (fsync) before returning."""
-    data = b"".join(_line(e, with_counters) for e in events)
+def spool_write(events: list[PendingEvent], *, with_counters: bool, batch: tuple[str, int] | None = None) -> None:
+    """Append ``events`` (one batch) to this process's spool file, durably (fsync) before returning."""
+    data = b"".join(_line(e, with_counters, batch) for e in events)
     path = own_spool_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -132,19 +121,26 @@ def _lines(raw: bytes, path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _replay_to_redis(client: Any, events: list[dict[str, Any]]) -> None:
-    script = client.register_script(_REPLAY)
+    """Each spooled batch once, in order; lines without a batch (embedded spool) get one per file."""
     stream = settings.GATEWAY["USAGE_STREAM"]
-    for start in range(0, len(events), REPLAY_CHUNK):
-        pipe = client.pipeline(transaction=False)
-        for data in events[start : start + REPLAY_CHUNK]:
-            counters = data.get("counters") or []
-            keys = [f"gw:usage:spooled:{data['record']['request_id']}", stream, *(c[0] for c in counters)]
-            payload = orjson.dumps({"record": data["record"], "samples": data.get("samples") or []})
-            args: list[Any] = [MARKER_TTL_SECONDS, payload]
-            for _, amount, ttl in counters:
-                args += [int(amount), int(ttl or 0)]
-            script(keys=keys, args=args, client=pipe)
-        pipe.execute()
+    fallback = f"spool:{uuid.uuid4().hex}"
+    groups: list[tuple[tuple[str, int], list[dict[str, Any]]]] = []
+    for index, data in enumerate(events):
+        raw = data.get("batch")
+        batch = (str(raw[0]), int(raw[1])) if isinstance(raw, list) and len(raw) == 2 else (fallback, index + 1)
+        if groups and groups[-1][0] == batch:
+            groups[-1][1].append(data)
+        else:
+            groups.append((batch, [data]))
+    for (writer, seq), lines in groups:
+        items = [
+            (
+                orjson.dumps({"record": line["record"], "samples": line.get("samples") or []}),
+                [(str(c[0]), int(c[1]), int(c[2] or 0)) for c in line.get("counters") or []],
+            )
+            for line in lines
+        ]
+        apply_batch(client, stream, writer, seq, items)
 
 
 def _replay_to_database(events: list[dict[str, Any]]) -> None:
@@ -154,16 +150,17 @@ def _replay_to_database(events: list[dict[str, Any]]) -> None:
     refresh_buckets(ingest_events(events))
 
 
-def _replay_file(path: Path) -> int:
+def _replay_file(path: Path, *, wait: bool) -> int | None:
+    """Replay one taken file and delete it; None when another replayer holds it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return 0  # another replayer finished it
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return 0  # another replayer is on it
+            return None
         if os.fstat(fd).st_nlink == 0:
             return 0
         with os.fdopen(os.dup(fd), "rb") as handle:
@@ -181,19 +178,38 @@ def _replay_file(path: Path) -> int:
         os.close(fd)
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
 def spool_replay(*, own_only: bool = False) -> int:
     """Replay spooled events (see the module docstring); return how many were replayed.
 
-    ``own_only``: only this process's file (the recorder after a recovery). Raises when
+    ``own_only``: only this process's files (the recorder after a recovery). Raises when
     Redis or the database fails; what was not replayed stays spooled for the next try.
+
+    A writer's batches must go in order (usage/redis_batch.py): its files are replayed
+    oldest first (a taken file is never written again, so modification times order
+    them), and the first one another replayer holds stops that writer's turn: the
+    owner waits for it, anyone else leaves the rest for later.
     """
     directory = spool_dir()
     if not directory.is_dir():
         return 0
-    live = [own_spool_path()] if own_only else sorted(directory.glob("usage-*.jsonl"))
-    taken = [t for path in live if (t := _take(path)) is not None]
-    if own_only:
-        pending = taken + sorted(directory.glob(f"usage-{os.getpid()}.*.replaying"))
-    else:
-        pending = sorted(directory.glob("usage-*.replaying"))
-    return sum(_replay_file(path) for path in dict.fromkeys(pending))
+    prefix = f"usage-{os.getpid()}" if own_only else "usage-*"
+    for path in sorted(directory.glob(f"{prefix}.jsonl")):
+        _take(path)
+    by_writer: dict[str, list[Path]] = {}
+    for path in sorted(directory.glob(f"{prefix}.*.replaying"), key=_mtime):
+        by_writer.setdefault(path.name.split(".", 1)[0], []).append(path)
+    count = 0
+    for paths in by_writer.values():
+        for path in paths:
+            replayed = _replay_file(path, wait=own_only)
+            if replayed is None:
+                break
+            count += replayed
+    return count
