@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,11 +117,15 @@ def _postgres_bin(name: str) -> str:
 
 
 class PrivatePostgres:
-    """A Postgres cluster of its own (initdb in a temporary directory), run as the postgres user when root."""
+    """A Postgres cluster of its own (initdb in a temporary directory), run as the postgres user when root.
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.data = directory / "data"
+    The directory is made with ``tempfile`` directly under the system's temporary
+    directory: pytest's own is private to root, and the postgres user must reach it.
+    """
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="gw-test-pg-"))
+        self.data = self.directory / "data"
         self.port = free_port()
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/gateway"
         self._user: str | None = None
@@ -130,10 +135,10 @@ class PrivatePostgres:
 
     def _run(self, *cmd: str) -> None:
         full = ["runuser", "-u", self._user, "--", *cmd] if self._user else list(cmd)
-        subprocess.run(full, check=True, capture_output=True, timeout=120)
+        done = subprocess.run(full, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
 
     def init(self) -> PrivatePostgres:
-        self.directory.mkdir(parents=True, exist_ok=True)
         if self._user:
             shutil.chown(self.directory, self._user)
             self.directory.chmod(0o700)
