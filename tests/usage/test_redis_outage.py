@@ -9,16 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import openai
 import orjson
 import pytest
-from django.db import connection
 
 from gatewaysite.clock import now
 from gatewaysite.redis import reset_redis
-from tests.procs import LiveGateway, PrivateRedis, gateway_env, wait_until
+from tests.procs import LiveGateway, PrivateRedis, current_database_url, gateway_env, wait_until
 from usage.consumer import drain
 from usage.cost import to_picodollars
 from usage.events import CounterIncrement, PendingEvent
@@ -29,12 +27,6 @@ from usage.spool import spool_dir, spool_replay
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HELLO = [{"role": "user", "content": "Hello"}]
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    user = quote(db.get("USER") or "", safe="")
-    return f"postgres://{user}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
@@ -135,7 +127,7 @@ def test_redis_stopped_under_load_behind_live_gunicorn(
     make_price("openai", "gpt-4o-mini", "0.15", "0.60")
     key, secret = issue_key()
     var = tmp_path / "var"
-    env = gateway_env(database_url=database_url(), redis_url=private_redis.url, var_dir=var)
+    env = gateway_env(database_url=current_database_url(), redis_url=private_redis.url, var_dir=var)
     gateway = LiveGateway(env, tmp_path / "gunicorn.log").wait_healthy()
     try:
         client = openai.OpenAI(api_key=secret, base_url=gateway.url + "/v1", max_retries=0, timeout=30)
