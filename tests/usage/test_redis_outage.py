@@ -3,6 +3,7 @@ short, and the spool goes back into Redis on its own (the recorder, and the peri
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,23 @@ def test_the_embedded_default_replays_the_spool_into_the_database(tmp_path: Path
     finally:
         reset_redis()
     assert UsageRecord.objects.count() == 2
+
+
+def test_the_embedded_recorder_replays_a_spool_left_by_an_earlier_process(tmp_path: Path, settings: Any) -> None:
+    from usage.recorder import DatabaseRecorder
+    from usage.spool import spool_write
+
+    settings.REDIS_URL = ""
+    settings.VAR_DIR = tmp_path / "var"
+    reset_redis()
+    try:
+        spool_write([_event("req_left", 5)], with_counters=False)
+        spool_dir().joinpath(f"usage-{os.getpid()}.jsonl").rename(spool_dir() / "usage-1.jsonl")  # a dead process's
+        assert len(DatabaseRecorder().record(_event("req_new", 6))) == 3  # in-process counters
+    finally:
+        reset_redis()
+    assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == ["req_left", "req_new"]
+    assert not list(spool_dir().iterdir())
 
 
 def test_the_spool_replay_is_scheduled() -> None:
