@@ -24,6 +24,11 @@ app.conf.beat_schedule = {
         "schedule": 1.0,
         "options": {"queue": "usage", "expires": 10},
     },
+    "usage-replay-spool": {
+        "task": "usage.replay_spool",
+        "schedule": 10.0,
+        "options": {"queue": "usage", "expires": 25},
+    },
     "latency-rollup-recent": {
         "task": "routing.rollup_recent",
         "schedule": 30.0,

@@ -143,6 +143,8 @@ GATEWAY = {
     "NEGATIVE_KEY_TTL": env_float("GATEWAY_NEGATIVE_KEY_TTL", 5.0, minimum=0),
     # Redis stream that carries usage events from the request path to the workers.
     "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "gw:usage"),
+    # Failed ingestions of one stream entry before it moves to the dead letters (UsageDeadLetter).
+    "USAGE_MAX_ATTEMPTS": env_int("GATEWAY_USAGE_MAX_ATTEMPTS", 3, minimum=1),
     # Benchmark-only switch: skip usage/latency recording (see bench/README.md).
     "RECORDING_ENABLED": env_bool("GATEWAY_RECORDING_ENABLED", True),
     # Create the built-in mock provider on `make run` when no provider exists.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
@@ -23,7 +23,8 @@ from django.utils.functional import cached_property
 from gatewaysite.api.errors import InvalidRequest
 from gatewaysite.clock import now
 from usage.cost import format_usd
-from usage.models import UsageRecord
+from usage.deadletters import deadletter_replay
+from usage.models import UsageDeadLetter, UsageRecord
 from usage.reports import (
     GROUPS,
     cost_report,
@@ -79,6 +80,23 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(status=self.value()) if self.value() else queryset
 
 
+class AnomalyFilter(admin.SimpleListFilter):
+    """Records whose provider reported implausible usage (billed as the gateway's estimate)."""
+
+    title = "upstream usage anomaly"
+    parameter_name = "anomaly"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "yes"), ("no", "no")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
+        if self.value() == "yes":
+            return queryset.exclude(usage_anomaly="")
+        if self.value() == "no":
+            return queryset.filter(usage_anomaly="")
+        return queryset
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
     list_display = [
@@ -95,7 +113,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "latency_ms",
     ]
     list_select_related = ["client_key"]
-    list_filter = [StatusFilter, "stream", "usage_estimated"]
+    list_filter = [StatusFilter, "stream", "usage_estimated", AnomalyFilter]
     search_fields = ["=request_id", "=key_prefix", "key_name"]
     date_hierarchy = "created_at"
     show_full_result_count = False
@@ -171,3 +189,58 @@ class UsageRecordAdmin(admin.ModelAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/usage/usagerecord/report_form.html", context)
+
+
+class ReplayedFilter(admin.SimpleListFilter):
+    title = "replayed"
+    parameter_name = "replayed"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("no", "waiting"), ("yes", "replayed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[UsageDeadLetter]) -> QuerySet[UsageDeadLetter]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(replayed_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(UsageDeadLetter)
+class UsageDeadLetterAdmin(admin.ModelAdmin):
+    """Usage events the consumer gave up on, with the error; "Replay" ingests them again after a fix."""
+
+    list_display = ["last_seen", "request_id", "attempts", "short_error", "replayed_at"]
+    list_filter = [ReplayedFilter]
+    search_fields = ["=request_id", "=stream_id"]
+    readonly_fields = [
+        "stream_id",
+        "request_id",
+        "error",
+        "attempts",
+        "first_seen",
+        "last_seen",
+        "replayed_at",
+        "payload",
+    ]
+    ordering = ["-last_seen"]
+    actions = ["replay"]
+
+    @admin.display(description="error")
+    def short_error(self, obj: UsageDeadLetter) -> str:
+        return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: UsageDeadLetter | None = None) -> bool:
+        return False
+
+    @admin.action(description="Replay selected dead letters (ingest them again)", permissions=["replay"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[UsageDeadLetter]) -> None:
+        outcome = deadletter_replay(ids=queryset.values_list("pk", flat=True))
+        if outcome.replayed:
+            self.message_user(request, f"Replayed {len(outcome.replayed)} dead letter(s).", messages.SUCCESS)
+        for pk, error in outcome.failed.items():
+            self.message_user(request, f"Dead letter {pk} failed again: {error}", messages.ERROR)
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("usage.delete_usagedeadletter")

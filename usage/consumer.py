@@ -5,6 +5,13 @@ Consumer group ``gw-ingest``. A batch is read, inserted (idempotently: unique
 worker killed between insert and ack leaves the entries pending; the next drain claims
 entries pending longer than ``claim_idle_ms`` and inserts them again, which the unique
 constraints turn into no-ops. So: no loss, no duplicates.
+
+One bad event never stops the others: when a batch fails, its entries are inserted one
+by one; the ones that fail stay pending and their failed tries are counted (Redis hash
+``gw:usage:failures``); after ``GATEWAY_USAGE_MAX_ATTEMPTS`` tries an entry moves to the
+dead letters (``UsageDeadLetter``, usage/deadletters.py) and is acknowledged. An entry
+that cannot be decoded goes there at once. The database being down is not a failed try:
+the drain stops and is retried, and nothing is dead-lettered.
 """
 
 from __future__ import annotations
@@ -13,12 +20,17 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 from redis.exceptions import ResponseError
 
+from gatewaysite.clock import now
 from gatewaysite.redis import get_redis
+from usage.deadletters import TRANSIENT_ERRORS, describe_error
 from usage.events import decode_payload
 from usage.ingest import ingest_events
 
@@ -41,31 +53,118 @@ def ensure_group() -> None:
             raise
 
 
+FAILURES = "gw:usage:failures"  # hash: <entry id> -> failed tries, <entry id>:first -> first failure
+
+
+@dataclass
+class _Entry:
+    entry_id: str
+    raw: bytes
+    event: dict[str, Any] | None
+    error: str = ""  # why it could not be ingested (decoding or inserting)
+
+
+def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[_Entry]:
+    decoded = []
+    for entry_id, fields in entries:
+        key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        raw = fields.get(b"e")
+        if raw is None:
+            decoded.append(_Entry(key, b"", None, "the stream entry has no event field"))
+            continue
+        try:
+            decoded.append(_Entry(key, raw, decode_payload(raw)))
+        except ValueError as exc:
+            decoded.append(_Entry(key, raw, None, describe_error(exc)))
+    return decoded
+
+
+def _ingest_isolating(entries: list[_Entry]) -> set[tuple[str, datetime]]:
+    """Insert the batch in one transaction; if it fails, entry by entry (errors kept on the entries).
+
+    A database outage is raised at once: nothing is the entries' fault then.
+    """
+    good = [e for e in entries if e.event is not None]
+    if not good:
+        return set()
+    try:
+        return ingest_events(e.event for e in good if e.event is not None)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolated below, one entry at a time
+        logger.warning("usage: a batch of %d failed (%s); ingesting entry by entry", len(good), describe_error(exc))
+    touched: set[tuple[str, datetime]] = set()
+    for entry in good:
+        assert entry.event is not None
+        try:
+            touched |= ingest_events([entry.event])
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - counted, then dead-lettered (_settle_failures)
+            entry.error = describe_error(exc)
+    return touched
+
+
+def _settle_failures(client: Any, failed: list[_Entry]) -> list[str]:
+    """Count a failed try per entry; return the ids moved to the dead letters (to acknowledge).
+
+    An entry that cannot even be decoded is dead-lettered at once: no retry can fix it.
+    The others stay pending and are claimed again by a later drain (``claim_idle_ms``).
+    """
+    from usage.deadletters import deadletter_record
+
+    if not failed:
+        return []
+    moment = now().isoformat()
+    pipe = client.pipeline(transaction=False)
+    for entry in failed:
+        pipe.hincrby(FAILURES, entry.entry_id, 1)
+        pipe.hsetnx(FAILURES, entry.entry_id + ":first", moment)
+        pipe.hget(FAILURES, entry.entry_id + ":first")
+    replies = pipe.execute()
+    limit = settings.GATEWAY["USAGE_MAX_ATTEMPTS"]
+    dead = []
+    for index, entry in enumerate(failed):
+        attempts = int(replies[index * 3])
+        first = replies[index * 3 + 2]
+        if entry.event is not None and attempts < limit:
+            logger.warning("usage: entry %s failed (try %d of %d): %s", entry.entry_id, attempts, limit, entry.error)
+            continue
+        first_seen = parse_datetime(first.decode()) if first else None
+        deadletter_record(
+            stream_id=entry.entry_id,
+            payload=entry.raw,
+            error=entry.error,
+            attempts=attempts,
+            first_seen=first_seen or now(),
+        )
+        dead.append(entry.entry_id)
+    return dead
+
+
 def _process(
-    entries: list[tuple[bytes, dict[bytes, bytes]]], after_insert: Callable[[], None] | None
+    entries: list[tuple[bytes, dict[bytes, bytes]]],
+    after_insert: Callable[[], None] | None,
+    *,
+    redelivered: bool = False,
 ) -> tuple[int, set[tuple[str, datetime]]]:
     client = get_redis()
     assert client is not None
     stream = settings.GATEWAY["USAGE_STREAM"]
-    ids = [entry_id for entry_id, _ in entries]
-    events = []
-    for entry_id, fields in entries:
-        raw = fields.get(b"e")
-        if raw is None:
-            continue
-        try:
-            events.append(decode_payload(raw))
-        except ValueError:
-            logger.error("usage: dropping undecodable stream entry %s", entry_id)
-    touched = ingest_events(events) if events else set()
+    decoded = _decode(entries)
+    touched = _ingest_isolating(decoded)
     if after_insert is not None:
         after_insert()  # tests: simulate a crash between commit and ack
-    if ids:
+    failed = [e for e in decoded if e.error]
+    done = [e.entry_id for e in decoded if not e.error] + _settle_failures(client, failed)
+    if done:
         pipe = client.pipeline(transaction=False)
-        pipe.xack(stream, GROUP, *ids)
-        pipe.xdel(stream, *ids)
+        pipe.xack(stream, GROUP, *done)
+        pipe.xdel(stream, *done)
+        if redelivered or failed:  # only entries delivered before can have failed tries on record
+            pipe.hdel(FAILURES, *done, *(i + ":first" for i in done))
         pipe.execute()
-    return len(events), touched
+    return len(decoded) - len(failed), touched
 
 
 def drain(
@@ -94,7 +193,7 @@ def drain(
         )
         claimed = [(entry_id, fields) for entry_id, fields in claimed if fields]
         if claimed:
-            count, buckets = _process(claimed, after_insert)
+            count, buckets = _process(claimed, after_insert, redelivered=True)
             total += count
             touched |= buckets
         if start in (b"0-0", "0-0"):

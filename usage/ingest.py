@@ -2,6 +2,10 @@
 
 ``request_id`` is unique on usage records and ``(request_id, attempt)`` on samples, and
 inserts ignore conflicts, so a redelivered or replayed event changes nothing.
+
+An event that cannot be a row (a negative token count or cost, a count past the column,
+a missing field) raises ``ValueError``/``KeyError``/``TypeError``: the consumer then
+isolates it and, after a few tries, moves it to the dead letters (usage/deadletters.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from usage.models import UsageRecord
 
 _RECORD_FIELDS = {f.name for f in UsageRecord._meta.concrete_fields} - {"id", "client_key"}
 _SAMPLE_FIELDS = {f.name for f in LatencySample._meta.concrete_fields} - {"id"}
+_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens")
+_MAX_BIGINT = 2**63 - 1
 
 
 def _when(value: Any) -> datetime:
@@ -33,8 +39,15 @@ def _when(value: Any) -> datetime:
 def _record(data: dict[str, Any]) -> UsageRecord:
     values = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
     values["created_at"] = _when(values["created_at"])
+    for name in _TOKEN_FIELDS:
+        count = values.get(name, 0)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_BIGINT:
+            raise ValueError(f"{name} is {count!r}: not a token count")
     if values.get("cost_usd") is not None:
-        values["cost_usd"] = Decimal(str(values["cost_usd"]))
+        cost = Decimal(str(values["cost_usd"]))
+        if not cost.is_finite() or cost < 0:
+            raise ValueError(f"cost_usd is {cost}: a cost is never negative")
+        values["cost_usd"] = cost
     return UsageRecord(client_key_id=data.get("client_key_id"), **values)
 
 

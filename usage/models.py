@@ -30,12 +30,18 @@ class UsageRecord(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
     stream = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=1)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    cached_tokens = models.PositiveIntegerField(default=0)
-    cache_creation_tokens = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_tokens = models.PositiveBigIntegerField(default=0)
     usage_estimated = models.BooleanField(
         default=False, help_text="Tokens counted by the gateway (the stream ended before the provider's usage)."
+    )
+    usage_anomaly = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="What the provider reported that was implausible (raw values); the tokens and cost are then "
+        "the gateway's estimate.",
     )
     cost_usd = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
     pricing_row_id = models.BigIntegerField(null=True, blank=True)
@@ -51,3 +57,28 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class UsageDeadLetter(models.Model):
+    """A usage event the consumer could not ingest after ``GATEWAY_USAGE_MAX_ATTEMPTS`` tries.
+
+    It left the stream (so the events after it are ingested) and waits here, raw, with
+    the last error, until an operator replays it after a fix (admin action or
+    ``manage.py usage_deadletters replay``). Replaying is idempotent: the record's
+    ``request_id`` is unique.
+    """
+
+    stream_id = models.CharField(max_length=40, unique=True, help_text="The entry's id in the usage stream.")
+    request_id = models.CharField(max_length=40, blank=True, db_index=True)
+    payload = models.TextField(help_text="The event exactly as it was in the stream.")
+    error = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    replayed_at = models.DateTimeField(null=True, blank=True, help_text="When a replay ingested it.")
+
+    class Meta:
+        ordering = ["-last_seen"]
+
+    def __str__(self) -> str:
+        return self.request_id or self.stream_id

@@ -5,30 +5,36 @@ the event is durable. The writer takes everything queued, writes it in one round
 and wakes the waiters; while it writes, new events queue up for the next batch. Batches
 grow with load, so one round trip serves many requests (docs/architecture.md).
 
-- ``RedisStreamRecorder`` (``REDIS_URL`` set): one pipeline of XADDs to the usage stream
-  plus the counter increments (spend, budgets). Celery workers move the stream into
-  Postgres (usage/consumer.py). If Redis fails, the batch goes straight to the database;
-  if that fails too, to a spool file that ``replay_spool`` loads later.
+- ``RedisStreamRecorder`` (``REDIS_URL`` set): one atomic script call per batch, an XADD
+  to the usage stream per event plus the counter increments (spend, budgets), applied
+  exactly once per batch (usage/redis_batch.py). Celery workers move the stream into
+  Postgres (usage/consumer.py). If Redis fails, the batch is spooled to local disk with
+  its counter increments (usage/spool.py) and replayed into Redis (stream *and* counters,
+  once per batch) as soon as Redis answers again: the counters are never left short
+  of the spend, and the record takes the usual path to Postgres. The answer then carries
+  no key spend (unknown for the moment), never a zero.
 - ``DatabaseRecorder`` (embedded default): the batch is inserted into the database
-  directly and latency rollups are refreshed in process; counters live in process.
+  directly and latency rollups are refreshed in process; counters live in process. If
+  the database fails, the batch is spooled and inserted by the next successful write.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import uuid
 import weakref
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import orjson
 from django.conf import settings
 from django.db import connection
 
 from gatewaysite.redis import get_redis
 from usage.events import PendingEvent, decode_payload
+from usage.redis_batch import apply_batch
+from usage.spool import spool_replay, spool_write
 
 logger = logging.getLogger(__name__)
 
@@ -101,16 +107,6 @@ class GroupCommitWriter:
                 slot.done.set()
 
 
-def _spool(events: list[PendingEvent]) -> None:
-    spool_dir = Path(settings.VAR_DIR) / "spool"
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    with open(spool_dir / f"usage-{os.getpid()}.jsonl", "ab") as handle:
-        for event in events:
-            handle.write(event.payload() + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _write_to_database(events: list[PendingEvent]) -> None:
     from routing.latency.rollup import refresh_buckets
     from usage.ingest import ingest_events
@@ -162,13 +158,29 @@ local_counters = LocalCounters()
 class DatabaseRecorder(Recorder):
     def __init__(self) -> None:
         self._writer = GroupCommitWriter(self._flush, "usage-db-writer")
+        # Replay every spool file at the first successful write of a process (what an
+        # earlier process left), then this process's own after each recovery.
+        self._replay_pending = True
 
     def _flush(self, events: list[PendingEvent]) -> list[list[int]]:
         try:
             _write_to_database(events)
         except Exception:
             logger.exception("usage: database write failed; spooling %d events", len(events))
-            _spool(events)
+            spool_write(events, with_counters=False)  # the local counters are incremented below
+            self._replay_pending = True
+        else:
+            if self._replay_pending:
+                self._replay_pending = False
+                try:
+                    count = spool_replay()
+                    if count:
+                        logger.warning("usage: replayed %d spooled events into the database", count)
+                except Exception:
+                    logger.exception("usage: spool replay failed; retrying after the next write")
+                    self._replay_pending = True
+                finally:
+                    connection.close()
         return [[local_counters.incr(c.key, c.amount) for c in e.counters] for e in events]
 
     def record(self, event: PendingEvent) -> list[int]:
@@ -176,40 +188,66 @@ class DatabaseRecorder(Recorder):
 
 
 class RedisStreamRecorder(Recorder):
+    """Batches go to Redis through ``apply_batch`` (exactly once per batch, usage/redis_batch.py)."""
+
     def __init__(self) -> None:
         self._writer = GroupCommitWriter(self._flush, "usage-redis-writer")
+        self._pid = 0
+        self._name = ""
+        self._seq = 0
+        self._spooled = False  # this process has spooled batches not replayed yet
+
+    def _batch_id(self) -> tuple[str, int]:
+        if self._pid != os.getpid():  # a new process (fork): its own writer name and sequence
+            self._pid = os.getpid()
+            self._name = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
+            self._seq = 0
+            self._spooled = False
+        self._seq += 1
+        return self._name, self._seq
+
+    def _spool(self, events: list[PendingEvent], batch: tuple[str, int]) -> list[list[int]]:
+        try:
+            spool_write(events, with_counters=True, batch=batch)
+        except OSError:
+            # Last resort (disk full or read-only): the records reach the database, but the
+            # counters miss these increments until their next re-seeding. Never silent.
+            logger.exception(
+                "usage: spooling failed too; writing %d events to the database WITHOUT their counter increments",
+                len(events),
+            )
+            _write_to_database(events)
+            return [[] for _ in events]
+        self._spooled = True
+        return [[] for _ in events]  # the counters' values are unknown now: no spend is reported
+
+    def _replay_own_spool(self) -> None:
+        try:
+            count = spool_replay(own_only=True)
+        except Exception:
+            logger.warning("usage: spool replay failed; this batch is spooled too", exc_info=True)
+            return
+        self._spooled = False
+        if count:
+            logger.warning("usage: Redis is back; replayed %d spooled events", count)
 
     def _flush(self, events: list[PendingEvent]) -> list[list[int]]:
         client = get_redis()
         assert client is not None
-        stream = settings.GATEWAY["USAGE_STREAM"]
+        batch = self._batch_id()
+        if self._spooled:
+            self._replay_own_spool()
+            if self._spooled:  # keep the batches in order: spool this one behind the others
+                return self._spool(events, batch)
+        items = [(e.payload(), [(c.key, c.amount, c.ttl_seconds or 0) for c in e.counters]) for e in events]
         try:
-            pipe = client.pipeline(transaction=False)
-            for event in events:
-                pipe.xadd(stream, {"e": event.payload()})
-                for counter in event.counters:
-                    pipe.incrby(counter.key, counter.amount)
-                    if counter.ttl_seconds:
-                        pipe.expire(counter.key, counter.ttl_seconds)
-            replies = pipe.execute()
+            values = apply_batch(client, settings.GATEWAY["USAGE_STREAM"], batch[0], batch[1], items)
         except Exception:
-            logger.exception("usage: Redis write failed; writing %d events to the database", len(events))
-            try:
-                _write_to_database(events)
-            except Exception:
-                logger.exception("usage: database write failed too; spooling %d events", len(events))
-                _spool(events)
-            return [[0 for _ in e.counters] for e in events]
-        results: list[list[int]] = []
-        position = 0
-        for event in events:
-            position += 1  # the XADD reply
-            values = []
-            for counter in event.counters:
-                values.append(int(replies[position]))
-                position += 2 if counter.ttl_seconds else 1
-            results.append(values)
-        return results
+            logger.exception("usage: Redis write failed; spooling %d events with their counter increments", len(events))
+            return self._spool(events, batch)
+        if values is None:  # applied by an earlier try whose reply was lost
+            return [[] for _ in events]
+        return values
 
     def record(self, event: PendingEvent) -> list[int]:
         return self._writer.submit(event)
@@ -233,17 +271,3 @@ def get_recorder() -> Recorder:
 def reset_recorder() -> None:
     global _recorder
     _recorder = None
-
-
-def replay_spool() -> int:
-    """Load spooled events into the database (idempotent); return how many were read."""
-    from usage.ingest import ingest_events
-
-    spool_dir = Path(settings.VAR_DIR) / "spool"
-    count = 0
-    for path in sorted(spool_dir.glob("usage-*.jsonl")):
-        events: list[dict[str, Any]] = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-        ingest_events(events)
-        count += len(events)
-        path.unlink()
-    return count

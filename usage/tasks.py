@@ -22,3 +22,19 @@ def drain_stream() -> int:
     from usage.consumer import drain
 
     return drain()
+
+
+@shared_task(
+    name="usage.replay_spool",
+    queue="usage",
+    acks_late=True,
+    expires=25,
+    autoretry_for=(RedisConnectionError, RedisTimeoutError, OperationalError),
+    retry_backoff=True,
+    max_retries=3,
+)
+def replay_spool() -> int:
+    """Send spooled usage events (Redis was down when they were recorded) back into Redis (every 10 s)."""
+    from usage.spool import spool_replay
+
+    return spool_replay()

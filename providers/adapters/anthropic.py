@@ -21,7 +21,15 @@ from typing import Any
 from django.conf import settings
 
 from providers.adapters import translation
-from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage, error_for_status
+from providers.adapters.base import (
+    Completion,
+    ProviderAdapter,
+    Target,
+    UpstreamError,
+    Usage,
+    UsageReader,
+    error_for_status,
+)
 from providers.adapters.translation import invalid, unsupported
 from providers.http import iter_sse, post_json, read_json, redact
 
@@ -234,13 +242,13 @@ def request_body(target: Target, body: Mapping[str, Any], *, stream: bool) -> di
 
 def usage_of(raw: Mapping[str, Any] | None) -> Usage:
     """Anthropic's ``input_tokens`` excludes cache reads and writes; OpenAI's prompt count includes them."""
-    raw = raw or {}
-    fresh = int(raw.get("input_tokens") or 0)
-    read = int(raw.get("cache_read_input_tokens") or 0)
-    written = int(raw.get("cache_creation_input_tokens") or 0)
-    return Usage(
+    reader = UsageReader(raw)
+    fresh = reader.count("input_tokens")
+    read = reader.count("cache_read_input_tokens")
+    written = reader.count("cache_creation_input_tokens")
+    return reader.usage(
         prompt_tokens=fresh + read + written,
-        completion_tokens=int(raw.get("output_tokens") or 0),
+        completion_tokens=reader.count("output_tokens"),
         cached_tokens=read,
         cache_creation_tokens=written,
     )

@@ -37,25 +37,88 @@ class Target:
         return {str(k): str(v) for k, v in extra.items()}
 
 
+# The most tokens one field of one request's usage may plausibly report. The largest
+# context windows hold a few million tokens; a count above this (or negative, or not an
+# integer) is an upstream anomaly, never billed as reported (docs/cost.md).
+MAX_PLAUSIBLE_TOKENS = 100_000_000
+
+# Carries ``Usage.anomaly`` through an OpenAI-shaped usage object (the translated usage chunk
+# of a stream is parsed again by the request path); a documented gateway extra.
+ANOMALY_FIELD = "x_gateway_usage_anomaly"
+
+
+class UsageReader:
+    """Reads token counts out of a provider's usage object, noting implausible values.
+
+    Every adapter's usage parsing goes through ``count``: a value that is not a
+    non-negative integer up to ``MAX_PLAUSIBLE_TOKENS`` counts as 0 and is described in
+    ``problems`` (with the raw value), which ``usage`` puts in ``Usage.anomaly``. The
+    request path then bills the gateway's own token estimate instead (docs/cost.md).
+    """
+
+    __slots__ = ("raw", "problems")
+
+    def __init__(self, raw: Mapping[str, Any] | None) -> None:
+        self.raw: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        self.problems: list[str] = []
+
+    def count(self, name: str, raw: Mapping[str, Any] | None = None) -> int:
+        source = self.raw if raw is None else raw
+        value = source.get(name)
+        if value is None:
+            return 0
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type; 12.0 is 12
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problems.append(f"{name}={value!r} (not an integer)"[:120])
+            return 0
+        if value < 0 or value > MAX_PLAUSIBLE_TOKENS:
+            self.problems.append(f"{name}={value} (outside 0..{MAX_PLAUSIBLE_TOKENS})")
+            return 0
+        return value
+
+    def usage(
+        self, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_creation_tokens: int = 0
+    ) -> Usage:
+        problems = list(self.problems)
+        inherited = self.raw.get(ANOMALY_FIELD)
+        if isinstance(inherited, str) and inherited:
+            problems.insert(0, inherited)
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            cache_creation_tokens=cache_creation_tokens,
+            anomaly="; ".join(problems)[:500],
+        )
+
+
 @dataclass(slots=True)
 class Usage:
-    """Token counts in OpenAI's sense: ``prompt_tokens`` includes cached and cache-write tokens."""
+    """Token counts in OpenAI's sense: ``prompt_tokens`` includes cached and cache-write tokens.
+
+    ``anomaly`` is non-empty when the provider reported implausible counts (see
+    ``UsageReader``); the counts are then not to be billed as they stand.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    anomaly: str = ""
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage | None:
         if not isinstance(usage, Mapping):
             return None
-        details = usage.get("prompt_tokens_details") or {}
-        return cls(
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0),
-            cache_creation_tokens=int(details.get("cache_creation_tokens") or 0),
+        reader = UsageReader(usage)
+        details = usage.get("prompt_tokens_details")
+        details = details if isinstance(details, Mapping) else {}
+        return reader.usage(
+            prompt_tokens=reader.count("prompt_tokens"),
+            completion_tokens=reader.count("completion_tokens"),
+            cached_tokens=reader.count("cached_tokens", details),
+            cache_creation_tokens=reader.count("cache_creation_tokens", details),
         )
 
     def to_openai(self) -> dict[str, Any]:
@@ -70,6 +133,8 @@ class Usage:
                 "cached_tokens": self.cached_tokens,
                 "cache_creation_tokens": self.cache_creation_tokens,
             }
+        if self.anomaly:
+            result[ANOMALY_FIELD] = self.anomaly
         return result
 
 

@@ -28,7 +28,15 @@ from urllib.parse import quote
 import orjson
 
 from providers.adapters import translation
-from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage, error_for_status
+from providers.adapters.base import (
+    Completion,
+    ProviderAdapter,
+    Target,
+    UpstreamError,
+    Usage,
+    UsageReader,
+    error_for_status,
+)
 from providers.adapters.translation import invalid
 from providers.http import iter_sse, post_json, read_json, redact
 
@@ -269,11 +277,11 @@ def request_body(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def usage_of(raw: Mapping[str, Any] | None) -> Usage:
     """``promptTokenCount`` already includes cached tokens; thinking counts as output."""
-    raw = raw or {}
-    return Usage(
-        prompt_tokens=int(raw.get("promptTokenCount") or 0) + int(raw.get("toolUsePromptTokenCount") or 0),
-        completion_tokens=int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0),
-        cached_tokens=int(raw.get("cachedContentTokenCount") or 0),
+    reader = UsageReader(raw)
+    return reader.usage(
+        prompt_tokens=reader.count("promptTokenCount") + reader.count("toolUsePromptTokenCount"),
+        completion_tokens=reader.count("candidatesTokenCount") + reader.count("thoughtsTokenCount"),
+        cached_tokens=reader.count("cachedContentTokenCount"),
     )
 
 

@@ -94,8 +94,13 @@ class _Call:
         usage: Usage | None,
         usage_estimated: bool = False,
         error_code: str = "",
+        output_text: str = "",
     ) -> tuple[Decimal | None, Decimal | None]:
-        """Price the request and record it (once). Returns (cost, key spend so far)."""
+        """Price the request and record it (once). Returns (cost, key spend so far).
+
+        Usage the provider reported implausibly (``Usage.anomaly``) is kept on the record
+        as text and billed as the gateway's own estimate (``output_text`` counted).
+        """
         if self.finished:
             return None, None
         self.finished = True
@@ -104,6 +109,11 @@ class _Call:
         deployment = served.deployment if served else None
         price = self.route.snapshot.price_for(deployment, self.received_at) if deployment else None
         usage = usage or Usage()
+        anomaly = usage.anomaly
+        if anomaly:
+            logger.warning("request %s: implausible upstream usage (%s); billing an estimate", self.request_id, anomaly)
+            usage = self.estimated_usage(output_text)
+            usage_estimated = True
         cost = cost_of(usage, price) if price is not None else None  # a failure before output costs 0
         key = self.route.key
         upstream_total = sum(a.upstream_ms for a in self.attempts)
@@ -130,6 +140,7 @@ class _Call:
             "cached_tokens": usage.cached_tokens,
             "cache_creation_tokens": usage.cache_creation_tokens,
             "usage_estimated": usage_estimated,
+            "usage_anomaly": anomaly,
             "cost_usd": str(cost) if cost is not None else None,
             "pricing_row_id": price.id if price is not None else None,
             "latency_ms": round(total_ms, 3),
@@ -162,6 +173,11 @@ class _Call:
         values = get_recorder().record(event)
         spend = from_picodollars(values[0]) if values else None
         return cost, spend
+
+    def estimated_usage(self, output_text: str) -> Usage:
+        """The gateway's own count: the request's input estimate and the output it relayed."""
+        prompt, _ = self.route.input_tokens()
+        return Usage(prompt_tokens=prompt, completion_tokens=count_text_tokens(self.route.model, output_text))
 
     def fail_response(self, error: GatewayError) -> CompletionResult:
         budgets.release(self.reservation)
@@ -248,13 +264,25 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
             return _stream_result(call, attempt, upstream, first, started)
         attempt.upstream_ms = (monotonic() - started) * 1000
         _record_attempt(call, attempt, None)
-        cost, spend = call.finish(status="ok", http_status=200, usage=completion.usage)
+        cost, spend = call.finish(
+            status="ok", http_status=200, usage=completion.usage, output_text=_output_text(completion.body)
+        )
         headers = call.headers(deployment)
         headers["content-type"] = "application/json"
         _cost_headers(headers, cost, spend)
         return CompletionResult(status=200, headers=headers, body=orjson.dumps(completion.body))
     assert last_error is not None
     return call.fail_response(_as_gateway_error(last_error))
+
+
+def _output_text(body: dict[str, Any]) -> str:
+    """The answer's text, for the gateway's own token count (only when the provider's is implausible)."""
+    texts = []
+    for choice in body.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            texts.append(message["content"])
+    return "".join(texts)
 
 
 def _sse(chunk: dict[str, Any]) -> bytes:
@@ -278,10 +306,8 @@ def _stream_result(
             if call.finished:
                 return
             estimated = usage is None
-            counted = usage or Usage(
-                prompt_tokens=call.route.input_tokens()[0],
-                completion_tokens=count_text_tokens(call.route.model, "".join(output_chars)),
-            )
+            output_text = "".join(output_chars)
+            counted = usage or call.estimated_usage(output_text)
             if attempt.upstream_ms == 0:
                 attempt.upstream_ms = (monotonic() - started) * 1000
             try:
@@ -291,6 +317,7 @@ def _stream_result(
                     usage=counted,
                     usage_estimated=estimated,
                     error_code=error_code,
+                    output_text=output_text,
                 )
             except Exception:
                 logger.exception("could not record usage of stream %s", call.request_id)
@@ -309,7 +336,9 @@ def _stream_result(
                     attempt.upstream_ms = (monotonic() - started) * 1000
                     _record_attempt(call, attempt, None)
                     if wants_usage:
-                        cost, spend = call.finish(status="ok", http_status=200, usage=usage)
+                        cost, spend = call.finish(
+                            status="ok", http_status=200, usage=usage, output_text="".join(output_chars)
+                        )
                         chunk["x_gateway"] = {
                             "cost_usd": format_usd(cost),
                             "key_spend_usd": format_usd(spend) if spend is not None else None,
