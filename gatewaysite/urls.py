@@ -15,7 +15,6 @@ from routing.views.latency import LatencyView
 from routing.views.strategy_admin import StrategyAdminView
 from usage.views import CostReportView
 
-
 urlpatterns = [
     path("v1/chat/completions", ChatCompletionsView.as_view()),
     path("v1/models", ModelsView.as_view()),

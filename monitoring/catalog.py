@@ -137,9 +137,7 @@ CONSUMER_LAG_ENTRIES = Metric(
 DEAD_LETTERS = Metric(
     "gateway_usage_dead_letters", "gauge", (), "Usage events set aside as undeliverable (dead letters)."
 )
-CONFIG_VERSION = Metric(
-    "gateway_config_version", "gauge", (), "The configuration version this process routes with."
-)
+CONFIG_VERSION = Metric("gateway_config_version", "gauge", (), "The configuration version this process routes with.")
 PROCESSES = Metric(
     "gateway_metrics_processes", "gauge", (), "Gateway processes whose counters were reported in the last seconds."
 )

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from django.conf import settings
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.utils import floatToGoString
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from monitoring import catalog
 from monitoring.recording import process_metrics

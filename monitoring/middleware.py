@@ -75,7 +75,9 @@ class ObservabilityMiddleware:
                 if reason is not None:
                     process_metrics.refusal(reason)
         if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = self._until_sent(response.streaming_content, request, response, context, started)
+            response.streaming_content = self._until_sent(
+                response.streaming_content, request, response, context, started
+            )
         else:
             self._log(request, response, context, started)
             current_request.set(None)

@@ -67,7 +67,13 @@ def check_config() -> Check:
     behind = version != snapshot.version
     age = (now() - updated_at).total_seconds() if behind and updated_at is not None else 0.0
     limit = settings.GATEWAY["READY_CONFIG_MAX_AGE"]
-    return {"ok": age <= limit, "version": snapshot.version, "database_version": version, "stale_seconds": round(age, 3), "max_seconds": limit}
+    return {
+        "ok": age <= limit,
+        "version": snapshot.version,
+        "database_version": version,
+        "stale_seconds": round(age, 3),
+        "max_seconds": limit,
+    }
 
 
 def check_usage_consumer() -> Check:

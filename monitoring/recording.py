@@ -167,7 +167,9 @@ class ProcessMetrics:
 
         with self._lock:
             counters = {
-                name: [[list(labels), str(value) if isinstance(value, Decimal) else value] for labels, value in s.items()]
+                name: [
+                    [list(labels), str(value) if isinstance(value, Decimal) else value] for labels, value in s.items()
+                ]
                 for name, s in self.counters.items()
             }
             histograms = {

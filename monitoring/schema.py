@@ -415,5 +415,7 @@ def openai_errors(result: dict[str, Any], generator: Any, request: Any, public: 
         for operation in item.values():
             responses = operation.setdefault("responses", {})
             for code, text in (("400", "Invalid request."), ("401", "Wrong credentials or token.")):
-                responses.setdefault(code, {"description": text, "content": {"application/json": {"schema": _ref("Error")}}})
+                responses.setdefault(
+                    code, {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+                )
     return result
