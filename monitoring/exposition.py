@@ -29,17 +29,24 @@ LIVE_INTERVALS = 3
 
 
 def _snapshots() -> list[dict[str, Any]]:
-    """This process's sums (live) and every other process's last file."""
-    found = [process_metrics.snapshot()]
+    """Every process's last snapshot file, this process's written now.
+
+    Only files, never this process's live sums beside the others' files: each file only
+    grows, so the total never goes down from one scrape to the next, whichever worker
+    serves it (a live sum plus another worker's older file could, and Prometheus would
+    read that as a counter reset).
+    """
+    try:
+        process_metrics.write_snapshot()
+    except OSError:
+        logger.warning("metrics: could not write this process's snapshot", exc_info=True)
+    found = []
     directory = Path(settings.GATEWAY["METRICS_DIR"])
-    if directory.is_dir():
-        for path in directory.glob("*.json"):
-            if path.name.endswith(f"-{process_metrics.token}.json"):
-                continue
-            try:
-                found.append(orjson.loads(path.read_bytes()))
-            except (OSError, orjson.JSONDecodeError):  # replaced while read: atomic rename makes this rare
-                logger.warning("metrics: skipping unreadable snapshot %s", path)
+    for path in directory.glob("*.json"):
+        try:
+            found.append(orjson.loads(path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError):  # removed meanwhile; replacements are atomic
+            logger.warning("metrics: skipping unreadable snapshot %s", path)
     return found
 
 

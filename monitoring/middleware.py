@@ -56,6 +56,15 @@ def _refusal_reason(response: HttpResponse) -> str | None:
     return "budget" if "budget" in text or "quota" in text else "rate_limit"
 
 
+def clear_request_context(**kwargs: Any) -> None:
+    """``request_finished`` receiver: the response was sent (or abandoned), lines after it are not the request's.
+
+    Kept until then so that what Django logs after the middleware (``django.request``'s
+    error lines) still carries the request id.
+    """
+    current_request.set(None)
+
+
 class ObservabilityMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -80,7 +89,6 @@ class ObservabilityMiddleware:
             )
         else:
             self._log(request, response, context, started)
-            current_request.set(None)
         return response
 
     def _until_sent(
@@ -96,7 +104,6 @@ class ObservabilityMiddleware:
             yield from content
         finally:
             self._log(request, response, context, started)
-            current_request.set(None)
 
     def _log(self, request: HttpRequest, response: HttpResponse, context: RequestContext, started: float) -> None:
         if not self.log_requests:

@@ -9,7 +9,7 @@ CPU a request costs. Here one request takes one lock and updates dictionaries (~
 Across processes: every process writes its cumulative sums to a snapshot file of its own
 (``GATEWAY_METRICS_DIR``, one JSON file per process, replaced atomically) every
 ``GATEWAY_METRICS_FLUSH_SECONDS`` (1 s), from a background thread. ``/metrics``, whichever
-worker serves it, adds up every file (its own process's sums are read live). This is
+worker serves it, writes its own file and adds up every file. This is
 ``prometheus_client``'s multiprocess design with a cheaper hot path: files of processes
 that exited stay, so counters never go backwards; gunicorn's master empties the directory
 when it starts. A process that is killed loses at most its last second of counts.

@@ -106,16 +106,12 @@ def usage_stream_state() -> StreamState | None:
     length, oldest, groups = pipe.execute(raise_on_error=False)
     if isinstance(length, Exception):
         raise length
-    pending, lag_entries = 0, None
-    if isinstance(groups, list):
-        for group in groups:
-            name = group.get("name")
-            if name in (GROUP, GROUP.encode()):
-                pending = int(group.get("pending") or 0)
-                lag = group.get("lag")
-                lag_entries = int(lag) if lag is not None else None
-    elif length:
-        lag_entries = int(length)  # no consumer group yet: nothing was ever read
+    pending, lag_entries = 0, int(length)  # no consumer group yet: nothing was ever read
+    for group in groups if isinstance(groups, list) else ():
+        if group.get("name") in (GROUP, GROUP.encode()):
+            pending = int(group.get("pending") or 0)
+            lag = group.get("lag")
+            lag_entries = int(lag) if lag is not None else None
     lag_seconds = 0.0
     if isinstance(oldest, list) and oldest:
         entry_id = oldest[0][0]
