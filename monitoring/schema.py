@@ -182,9 +182,44 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "chosen": _nullable("string"),
             "max_attempts": {"type": "integer"},
             "tokens": {"type": "object"},
-            "candidates": {"type": "array", "items": {"type": "object"}},
-            "excluded": {"type": "array", "items": {"type": "object"}},
-            "rules": {"type": "array", "items": {"type": "object"}},
+            "candidates": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["rank", "deployment", "provider", "will_try", "cooling_down", "estimated_cost_usd"],
+                    "properties": {
+                        "rank": {"type": "integer"},
+                        "deployment": {"type": "string"},
+                        "provider": {"type": "string"},
+                        "provider_model": {"type": "string"},
+                        "will_try": {"type": "boolean"},
+                        "cooling_down": {"type": "boolean"},
+                        "estimated_cost_usd": {**USD, "type": ["string", "null"]},
+                        "latency_ms": _nullable("number"),
+                        "latency_samples": {"type": "integer"},
+                        "weight": {"type": "integer"},
+                        "priority": {"type": "integer"},
+                        "score": {"type": "object"},
+                    },
+                },
+            },
+            "excluded": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["deployment", "provider", "reason"],
+                    "properties": {
+                        "deployment": {"type": "string"},
+                        "provider": {"type": "string"},
+                        "reason": {"type": "string"},
+                    },
+                },
+            },
+            "rules": {
+                "type": ["array", "null"],
+                "items": {"type": "object"},
+                "description": "With the custom strategy: how each rule matched; otherwise null.",
+            },
         },
     },
     "LatencyFigures": {
