@@ -150,3 +150,14 @@ def _families(text: str) -> list[Any]:
     from prometheus_client.parser import text_string_to_metric_families
 
     return list(text_string_to_metric_families(text))
+
+
+def test_every_metric_is_documented() -> None:
+    from pathlib import Path
+
+    from monitoring import catalog
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    for metric in catalog.ALL:
+        labels = ", ".join(f"`{label}`" for label in metric.labels) or "–"
+        assert f"| `{metric.name}` | {metric.kind} | {labels} |" in text, metric.name
