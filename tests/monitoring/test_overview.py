@@ -167,3 +167,18 @@ def test_latency_chart_draws_a_single_point(staff_client: Any) -> None:
     assert len(line["dots"]) == 1 and " " not in line["p50"]
     html = staff_client.get("/admin/routing/latencyrollup/chart/?range=1h").content.decode()
     assert html.count("<circle") == 2  # p50 and p95
+
+
+def test_rollup_task_states_its_policy(frozen: datetime) -> None:
+    from django.db import OperationalError
+
+    from gatewaysite.celery import app
+    from monitoring.models import SpendRollupDay
+    from monitoring.tasks import rollup_spend
+
+    record(NOW - timedelta(days=1), "1")
+    assert rollup_spend.apply().get() == 1
+    assert set(SpendRollupDay.objects.values_list("day", flat=True)) == {NOW.date(), (NOW - timedelta(days=1)).date()}
+    assert rollup_spend.acks_late is True and rollup_spend.expires and rollup_spend.autoretry_for == (OperationalError,)
+    [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == "monitoring.rollup_spend"]
+    assert entry["schedule"] == 60.0 and entry["options"]["queue"] == rollup_spend.queue
