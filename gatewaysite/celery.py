@@ -34,6 +34,11 @@ app.conf.beat_schedule = {
         "schedule": 30.0,
         "options": {"queue": "latency", "expires": 25},
     },
+    "monitoring-rollup-spend": {
+        "task": "monitoring.rollup_spend",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 50},
+    },
     "latency-prune-samples": {
         "task": "routing.prune_samples",
         "schedule": 60.0 * 60,

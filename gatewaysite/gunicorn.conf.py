@@ -75,6 +75,22 @@ def _full_collections(interval: float) -> None:
         gc.collect()
 
 
+def on_starting(server: object) -> None:
+    """Empty the metrics directory: counters start from zero with the server (docs/observability.md).
+
+    Each worker writes its sums to a file there; files of exited workers are kept (and
+    still counted) until the next start.
+    """
+    import shutil
+    from pathlib import Path
+
+    var_dir = os.environ.get("GATEWAY_VAR_DIR") or str(Path(__file__).resolve().parent.parent / "var")
+    directory = Path(os.environ.get("GATEWAY_METRICS_DIR") or Path(var_dir) / "metrics")
+    if directory.is_dir():
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
 def post_worker_init(worker: object) -> None:
     """Garbage collection for a process holding thousands of streams.
 

@@ -25,6 +25,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "0
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    "monitoring",  # before the admin: its admin/index.html adds the operator overview link
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -33,6 +34,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the API docs page's JavaScript and CSS, served by the gateway (no CDN)
     "accounts",
     "providers",
     "routing",
@@ -41,6 +44,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "gatewaysite.middleware.RequestIdMiddleware",
+    # request id in every log line, one log line per request, HTTP metrics (docs/observability.md)
+    "monitoring.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # sessions, CSRF, auth and messages: Django's, skipped on the key-authenticated /v1/ API
@@ -112,6 +117,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["gatewaysite.api.parsers.LenientJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "gatewaysite.api.errors.openai_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -169,16 +175,57 @@ GATEWAY = {
     "LATENCY_ERROR_PENALTY_MS": env_float("GATEWAY_LATENCY_ERROR_PENALTY_MS", 5000.0, minimum=0),
     "LATENCY_MIN_SAMPLES": env_int("GATEWAY_LATENCY_MIN_SAMPLES", 3, minimum=1),
     "LATENCY_EXPLORE_EVERY": env_int("GATEWAY_LATENCY_EXPLORE_EVERY", 20, minimum=0),
+    # Observability (docs/observability.md). Metrics: per-process sums, written to one file per
+    # process in METRICS_DIR every METRICS_FLUSH_SECONDS and added up by /metrics.
+    "METRICS_ENABLED": env_bool("GATEWAY_METRICS_ENABLED", True),
+    "METRICS_DIR": env_str("GATEWAY_METRICS_DIR", str(VAR_DIR / "metrics")),
+    "METRICS_FLUSH_SECONDS": env_float("GATEWAY_METRICS_FLUSH_SECONDS", 1.0, minimum=0),
+    # /metrics: a bearer token (from anywhere) or a peer address in these networks.
+    "METRICS_TOKEN": env_str("GATEWAY_METRICS_TOKEN", ""),
+    "METRICS_NETWORKS": env_list("GATEWAY_METRICS_NETWORKS", ["127.0.0.1/32", "::1/128"]),
+    # One log line per request (logger gateway.request).
+    "REQUEST_LOG": env_bool("GATEWAY_REQUEST_LOG", True),
+    # /readyz thresholds, in seconds.
+    "READY_CONFIG_MAX_AGE": env_float("GATEWAY_READY_CONFIG_MAX_AGE", 10.0, minimum=0),
+    "READY_USAGE_LAG_SECONDS": env_float("GATEWAY_READY_USAGE_LAG_SECONDS", 60.0, minimum=0),
 }
 
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LLM gateway API",
+    "DESCRIPTION": "OpenAI-compatible chat completions with routing, fallbacks and exact cost tracking.",
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["monitoring.schema.public_endpoints"],
+    "POSTPROCESSING_HOOKS": ["monitoring.schema.openai_errors"],
+}
+
+# One JSON object per line; LOG_FORMAT=plain for development. Every line written while a
+# request is served carries its request_id (monitoring/logs.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "monitoring.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "monitoring.logs.JsonFormatter"},
+        "plain": {"()": "monitoring.logs.PlainFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain" if env_str("LOG_FORMAT", "json").lower() == "plain" else "json",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
-        # Request lines are logged by gunicorn's access log (paths only, never headers).
+        # Requests are logged once each by logger gateway.request (monitoring/middleware.py).
         "django.request": {"level": "ERROR"},
     },
 }

@@ -2,20 +2,18 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.defaults import page_not_found
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from gatewaysite.middleware import api_not_found, api_server_error
+from monitoring.admin_views import overview_view
+from monitoring.views import healthz, metrics, readyz
 from routing.views.completions import ChatCompletionsView, ModelDetailView, ModelsView
 from routing.views.estimate import EstimateCostView
 from routing.views.explain import ExplainView
 from routing.views.latency import LatencyView
 from routing.views.strategy_admin import StrategyAdminView
 from usage.views import CostReportView
-
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(b'{"status":"ok"}', content_type="application/json")
-
 
 urlpatterns = [
     path("v1/chat/completions", ChatCompletionsView.as_view()),
@@ -30,6 +28,12 @@ urlpatterns = [
     path("api/token/", TokenObtainPairView.as_view()),
     path("api/token/refresh/", TokenRefreshView.as_view()),
     path("healthz", healthz),
+    path("readyz", readyz),
+    path("metrics", metrics),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("admin/overview/", admin.site.admin_view(overview_view), name="operator-overview"),
     path("admin/", admin.site.urls),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,8 @@ def services() -> dict[str, Any]:
 
 
 def test_the_stack(services: dict[str, Any]) -> None:
-    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat"}
+    core = {name for name, service in services.items() if not service.get("profiles")}
+    assert core == {"postgres", "redis", "migrate", "web", "worker", "beat"}
     assert services["web"]["command"] == [
         "gunicorn",
         "-c",
@@ -54,8 +56,44 @@ def test_health_checks(services: dict[str, Any]) -> None:
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     web = services["web"]["healthcheck"]["test"]
-    assert web[:3] == ["CMD", "python", "-c"] and "/healthz" in web[3]
+    assert web[:3] == ["CMD", "python", "-c"] and "/readyz" in web[3]
     compile(web[3], "healthcheck", "exec")
+
+
+def test_monitoring_profile(services: dict[str, Any]) -> None:
+    """Prometheus scrapes the gateway over a network the gateway trusts; Grafana is provisioned."""
+    import ipaddress
+    import json
+
+    from monitoring import catalog
+
+    assert services["prometheus"]["profiles"] == ["monitoring"] and services["grafana"]["profiles"] == ["monitoring"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    subnet = ipaddress.ip_network(compose["networks"]["metrics"]["ipam"]["config"][0]["subnet"])
+    allowed = services["web"]["environment"]["GATEWAY_METRICS_NETWORKS"].split(",")
+    assert subnet in {ipaddress.ip_network(n) for n in allowed}
+    assert "metrics" in services["web"]["networks"] and "metrics" in services["prometheus"]["networks"]
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [job] = prometheus["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["web:8084"]
+    for mount in services["prometheus"]["volumes"][:1] + services["grafana"]["volumes"][:2]:
+        assert (ROOT / mount.split(":")[0]).exists(), mount
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/gateway.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    known = {m.name for m in catalog.ALL}
+    used = set(re.findall(r"gateway_[a-z_]+", exprs))
+    used = {name.removesuffix("_bucket") for name in used}
+    assert used <= known, used - known
+    # the dashboard shows every family of the issue's list
+    for metric in catalog.ALL:
+        if metric not in (
+            catalog.CONFIG_VERSION,
+            catalog.PROCESSES,
+            catalog.UNPRICED,
+            catalog.ATTEMPTS,
+            catalog.HTTP_DURATION,
+        ):
+            assert metric.name in used, metric.name
 
 
 def test_dockerfile() -> None:

@@ -108,6 +108,10 @@ def latency_chart(*, range_name: str = DEFAULT_RANGE, until: datetime | None = N
                 "p95": " ".join(f"{x(i)},{y(p95)}" for i, _, p95 in points),
                 "last_p50": round(last[1], 1),
                 "last_p95": round(last[2], 1),
+                # A polyline through one point draws nothing: a lone step is drawn as dots.
+                "dots": [{"x": x(i), "p50": y(p50), "p95": y(p95)} for i, p50, p95 in points]
+                if len(points) == 1
+                else [],
             }
         )
     y_ticks = [{"y": y(y_max * k / 4), "label": f"{y_max * k / 4:g} ms"} for k in range(5)]

@@ -26,6 +26,7 @@ from gatewaysite.api.errors import (
     error_body,
 )
 from gatewaysite.clock import monotonic, now
+from monitoring.recording import observe_usage
 from providers.adapters.base import UpstreamError, Usage
 from providers.adapters.registry import adapter_for
 from routing.config.snapshot import DeploymentInfo
@@ -168,6 +169,7 @@ class _Call:
                     "overhead_ms": round(max(0.0, total_ms - upstream_total), 3) if last else 0.0,
                 }
             )
+        observe_usage(record, samples)  # metrics and the request log line
         counters = budgets.settle_counters(key, self.reservation, cost)
         event = PendingEvent(record=record, samples=samples, counters=counters)
         values = get_recorder().record(event)

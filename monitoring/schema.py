@@ -1,0 +1,456 @@
+"""The OpenAPI 3.1 description of the API (drf-spectacular), kept beside the views, not in them.
+
+The API views return ready JSON (orjson), so their shapes are declared here as JSON
+Schema and attached with view extensions; ``tests/monitoring/test_schema.py`` validates
+live responses against them and runs schemathesis against the served schema. Errors
+everywhere have OpenAI's shape (component ``Error``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str | list[str], **extra: Any) -> dict[str, Any]:
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    return {"type": [*kinds, "null"], **extra}
+
+
+USD = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$", "description": "USD amount, a decimal string"}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": _nullable("string"),
+                    "code": _nullable("string"),
+                },
+            }
+        },
+    },
+    "ChatMessage": {
+        "type": "object",
+        "required": ["role"],
+        "properties": {
+            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {"type": ["string", "array", "null"]},
+            "name": {"type": "string"},
+        },
+    },
+    "ChatCompletionRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
+            "stream": {"type": "boolean"},
+            "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "max_completion_tokens": {"type": "integer", "minimum": 1},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "n": {"type": "integer", "minimum": 1, "maximum": 1},
+            "stop": {"type": ["string", "array", "null"]},
+            "user": {"type": "string"},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        "description": "OpenAI's chat completion body; other OpenAI fields are passed to the provider.",
+    },
+    "Usage": {
+        "type": "object",
+        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+        "properties": {
+            "prompt_tokens": {"type": "integer"},
+            "completion_tokens": {"type": "integer"},
+            "total_tokens": {"type": "integer"},
+        },
+    },
+    "ChatCompletion": {
+        "type": "object",
+        "required": ["id", "object", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "message"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": _ref("ChatMessage"),
+                        "finish_reason": _nullable("string"),
+                    },
+                },
+            },
+            "usage": _ref("Usage"),
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}},
+    },
+    "Price": {
+        "type": "object",
+        "required": ["id", "input_per_mtok", "output_per_mtok", "effective_from"],
+        "properties": {
+            "id": {"type": "integer"},
+            "input_per_mtok": USD,
+            "output_per_mtok": USD,
+            "cached_input_per_mtok": USD,
+            "cache_write_per_mtok": USD,
+            "effective_from": {"type": "string", "format": "date-time"},
+        },
+    },
+    "CostEstimate": {
+        "type": "object",
+        "required": ["object", "model", "currency", "strategy", "chosen", "estimated_cost_usd", "candidates"],
+        "properties": {
+            "object": {"const": "routing.cost_estimate"},
+            "model": {"type": "string"},
+            "currency": {"const": "USD"},
+            "strategy": {"type": "string"},
+            "route_reason": _nullable("string"),
+            "chosen": _nullable("string"),
+            "estimated_cost_usd": {**USD, "type": ["string", "null"]},
+            "max_cost_usd": {**USD, "type": ["string", "null"]},
+            "expected_output_tokens": {"type": "integer"},
+            "expected_output_tokens_source": {"type": "string"},
+            "default_expected_output_tokens": {"type": "integer"},
+            "candidates": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["deployment", "provider", "rank", "chosen", "priced", "estimated_cost_usd"],
+                    "properties": {
+                        "deployment": {"type": "string"},
+                        "provider": {"type": "string"},
+                        "provider_model": {"type": "string"},
+                        "rank": _nullable("integer"),
+                        "chosen": {"type": "boolean"},
+                        "excluded": _nullable("string"),
+                        "input_tokens": {"type": "integer"},
+                        "tokenizer": {"type": "string"},
+                        "tokenizer_exact": {"type": "boolean"},
+                        "expected_output_tokens": {"type": "integer"},
+                        "priced": {"type": "boolean"},
+                        "price": {"oneOf": [_ref("Price"), {"type": "null"}]},
+                        "estimated_cost_usd": {**USD, "type": ["string", "null"]},
+                    },
+                },
+            },
+        },
+    },
+    "RouteExplanation": {
+        "type": "object",
+        "required": ["object", "model", "stream", "strategy", "strategy_source", "chosen", "candidates", "excluded"],
+        "properties": {
+            "object": {"const": "routing.explain"},
+            "model": {"type": "string"},
+            "stream": {"type": "boolean"},
+            "strategy": {"type": "string"},
+            "strategy_source": {"type": "string"},
+            "reason": _nullable("string"),
+            "rule": _nullable("object"),
+            "chosen": _nullable("string"),
+            "max_attempts": {"type": "integer"},
+            "tokens": {"type": "object"},
+            "candidates": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["rank", "deployment", "provider", "will_try", "cooling_down", "estimated_cost_usd"],
+                    "properties": {
+                        "rank": {"type": "integer"},
+                        "deployment": {"type": "string"},
+                        "provider": {"type": "string"},
+                        "provider_model": {"type": "string"},
+                        "will_try": {"type": "boolean"},
+                        "cooling_down": {"type": "boolean"},
+                        "estimated_cost_usd": {**USD, "type": ["string", "null"]},
+                        "latency_ms": _nullable("number"),
+                        "latency_samples": {"type": "integer"},
+                        "weight": {"type": "integer"},
+                        "priority": {"type": "integer"},
+                        "score": {"type": "object"},
+                    },
+                },
+            },
+            "excluded": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["deployment", "provider", "reason"],
+                    "properties": {
+                        "deployment": {"type": "string"},
+                        "provider": {"type": "string"},
+                        "reason": {"type": "string"},
+                    },
+                },
+            },
+            "rules": {
+                "type": ["array", "null"],
+                "items": {"type": "object"},
+                "description": "With the custom strategy: how each rule matched; otherwise null.",
+            },
+        },
+    },
+    "LatencyFigures": {
+        "type": "object",
+        "required": ["samples", "errors", "error_rate", "latency_ms", "ttft_ms"],
+        "properties": {
+            "samples": {"type": "integer"},
+            "errors": {"type": "integer"},
+            "error_rate": _nullable("number"),
+            "latency_ms": {"type": "object"},
+            "ttft_ms": {"type": "object"},
+            "overhead_ms_avg": _nullable("number"),
+        },
+    },
+    "LatencyReport": {
+        "type": "object",
+        "required": ["object", "window", "since", "until", "providers"],
+        "properties": {
+            "object": {"const": "routing.latency"},
+            "window": {"type": "string"},
+            "since": {"type": "string", "format": "date-time"},
+            "until": {"type": "string", "format": "date-time"},
+            "providers": {
+                "type": "array",
+                "items": {
+                    "allOf": [_ref("LatencyFigures")],
+                    "type": "object",
+                    "required": ["provider", "deployments"],
+                    "properties": {
+                        "provider": {"type": "string"},
+                        "deployments": {
+                            "type": "array",
+                            "items": {
+                                "allOf": [_ref("LatencyFigures")],
+                                "type": "object",
+                                "required": ["deployment", "model", "live"],
+                                "properties": {
+                                    "deployment": {"type": "string"},
+                                    "model": _nullable("string"),
+                                    "live": _nullable("object"),
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "CostReport": {
+        "type": "object",
+        "required": ["start", "end", "group_by", "currency", "rows", "total"],
+        "properties": {
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"},
+            "group_by": {"type": "array", "items": {"type": "string"}},
+            "currency": {"const": "USD"},
+            "rows": {"type": "array", "items": {"type": "object"}},
+            "total": {"type": "object"},
+        },
+    },
+    "Strategy": {
+        "type": "object",
+        "required": ["strategy", "strategies"],
+        "properties": {"strategy": {"type": "string"}, "strategies": {"type": "array", "items": {"type": "string"}}},
+    },
+    "StrategyChange": {
+        "type": "object",
+        "required": ["strategy"],
+        "properties": {"strategy": {"type": "string"}},
+    },
+}
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=_ref("Error"), description=description)
+
+
+KEY_ERRORS = {
+    400: _error("Invalid request (OpenAI error shape)."),
+    401: _error("Missing or invalid API key."),
+    403: _error("The key may not use this model."),
+}
+ROUTED_ERRORS = {
+    **KEY_ERRORS,
+    404: _error("Unknown model."),
+    413: _error("Request body too large."),
+    429: _error("Rate limited or budget exceeded."),
+}
+JWT_ERRORS = {
+    400: _error("Invalid request."),
+    401: _error("Missing or invalid JWT."),
+    403: _error("Not a staff user."),
+}
+
+
+def _json(name: str, description: str = "") -> OpenApiResponse:
+    return OpenApiResponse(response=_ref(name), description=description)
+
+
+class ClientKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.ClientKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {"type": "http", "scheme": "bearer", "description": "A client API key issued by an operator."}
+
+
+def _replace(target: str, **methods: Any) -> type[OpenApiViewExtension]:
+    class Extension(OpenApiViewExtension):
+        target_class = target
+
+        def view_replacement(self) -> Any:
+            return extend_schema_view(**methods)(self.target_class)
+
+    Extension.__name__ = f"Schema_{target.rsplit('.', 1)[-1]}"
+    return Extension
+
+
+CHAT_BODY = {"application/json": _ref("ChatCompletionRequest")}
+
+_replace(
+    "routing.views.completions.ChatCompletionsView",
+    post=extend_schema(
+        operation_id="chat_completions_create",
+        summary="Create a chat completion (OpenAI wire format; streams with stream=true)",
+        request=CHAT_BODY,
+        responses={
+            (200, "application/json"): _json("ChatCompletion", "The completion; cost in x-gateway-cost-usd."),
+            (200, "text/event-stream"): OpenApiResponse(
+                response={"type": "string"}, description="Server-sent events ending with data: [DONE]."
+            ),
+            **ROUTED_ERRORS,
+            502: _error("Every upstream attempt failed."),
+            504: _error("The upstream timed out."),
+        },
+        tags=["chat"],
+    ),
+)
+_replace(
+    "routing.views.completions.ModelsView",
+    get=extend_schema(operation_id="models_list", responses={200: _json("ModelList"), **KEY_ERRORS}, tags=["models"]),
+)
+_replace(
+    "routing.views.completions.ModelDetailView",
+    get=extend_schema(
+        operation_id="models_retrieve",
+        responses={200: _json("Model"), **KEY_ERRORS, 404: _error("Unknown model.")},
+        tags=["models"],
+    ),
+)
+_replace(
+    "routing.views.estimate.EstimateCostView",
+    post=extend_schema(
+        operation_id="routing_estimate_cost",
+        summary="What a chat completion would cost on each candidate deployment (no provider is called)",
+        request=CHAT_BODY,
+        responses={200: _json("CostEstimate"), **ROUTED_ERRORS},
+        tags=["routing"],
+    ),
+)
+_replace(
+    "routing.views.explain.ExplainView",
+    post=extend_schema(
+        operation_id="routing_explain",
+        summary="Where a chat completion would be routed, and why (no provider is called)",
+        request=CHAT_BODY,
+        responses={200: _json("RouteExplanation"), **ROUTED_ERRORS},
+        tags=["routing"],
+    ),
+)
+_replace(
+    "routing.views.latency.LatencyView",
+    get=extend_schema(
+        operation_id="routing_latency",
+        parameters=[
+            OpenApiParameter(
+                "window", str, description="How far back: a number and m, h or d (15m, 1h, 24h, 7d); at most 90d."
+            )
+        ],
+        responses={200: _json("LatencyReport"), **KEY_ERRORS},
+        tags=["routing"],
+    ),
+)
+_replace(
+    "usage.views.CostReportView",
+    get=extend_schema(
+        operation_id="reports_costs",
+        summary="Finance's cost report for a period (staff JWT); format=csv for CSV",
+        parameters=[
+            OpenApiParameter("start", str, required=True, description="ISO date or date-time, inclusive."),
+            OpenApiParameter("end", str, required=True, description="ISO date or date-time, exclusive."),
+            OpenApiParameter("group_by", str, description="Comma-separated: day, key, team, provider, model."),
+            OpenApiParameter("format", str, enum=["json", "csv"]),
+            OpenApiParameter("detail", str, description="1: one row per usage record."),
+        ],
+        responses={
+            (200, "application/json"): _json("CostReport"),
+            (200, "text/csv"): OpenApiResponse(response={"type": "string"}),
+            **JWT_ERRORS,
+        },
+        tags=["reports"],
+    ),
+)
+_replace(
+    "routing.views.strategy_admin.StrategyAdminView",
+    get=extend_schema(operation_id="strategy_get", responses={200: _json("Strategy"), **JWT_ERRORS}, tags=["admin"]),
+    post=extend_schema(
+        operation_id="strategy_set",
+        request={"application/json": _ref("StrategyChange")},
+        responses={200: _json("Strategy"), **JWT_ERRORS},
+        tags=["admin"],
+    ),
+)
+
+
+def public_endpoints(endpoints: list[tuple[str, str, str, Any]]) -> list[tuple[str, str, str, Any]]:
+    """Preprocessing hook: the API, not the schema views themselves."""
+    return [e for e in endpoints if not e[0].startswith(("/api/schema", "/api/docs", "/api/redoc"))]
+
+
+def openai_errors(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """Postprocessing hook: the shared schemas, and the error shape on the JWT endpoints."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components.update(SCHEMAS)
+    for path, item in result.get("paths", {}).items():
+        if not path.startswith("/api/token"):
+            continue
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            for code, text in (("400", "Invalid request."), ("401", "Wrong credentials or token.")):
+                responses.setdefault(
+                    code, {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+                )
+    return result

@@ -1,0 +1,126 @@
+"""``/healthz`` is liveness only; ``/readyz`` checks the database, Redis, the configuration
+and the usage consumer, and names what failed (503). Faults are real: a private Redis
+that the test stops, a database address where nothing listens, an old event in the stream."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from django.db import connection
+
+from gatewaysite.clock import now
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ready_when_everything_is(client: Any, redis_client: Any) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ok" and body["failed"] == []
+    assert set(body["checks"]) == {"database", "redis", "config", "usage_consumer"}
+    assert all(check["ok"] for check in body["checks"].values())
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_usage_consumer_lag_fails_readiness(client: Any, redis_client: Any, settings: Any) -> None:
+    stream = settings.GATEWAY["USAGE_STREAM"]
+    old = int((time.time() - 120) * 1000)
+    redis_client.xadd(stream, {"e": b"{}"}, id=f"{old}-0")  # an event two minutes old, never ingested
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["usage_consumer"]
+    assert body["checks"]["usage_consumer"]["lag_seconds"] >= 119
+    assert body["checks"]["usage_consumer"]["stream_length"] == 1
+
+
+def test_stale_configuration_fails_readiness(client: Any, redis_client: Any) -> None:
+    from routing.config.cache import config_cache
+    from routing.models import ConfigVersion
+
+    config_cache.current()
+    # Another process changed the configuration a minute ago and this one never saw it
+    # (its poller is off in tests); an update() sends no signal, so nothing invalidates.
+    ConfigVersion.objects.update_or_create(pk=1, defaults={"version": 10_000})
+    ConfigVersion.objects.filter(pk=1).update(updated_at=now() - timedelta(seconds=60))
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["config"]
+    assert response.json()["checks"]["config"]["stale_seconds"] >= 59
+
+
+def test_database_down_fails_readiness(client: Any, redis_client: Any) -> None:
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update({"HOST": "127.0.0.1", "PORT": str(_free_port())})
+    try:
+        response = client.get("/readyz")
+        healthz = client.get("/healthz")
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    assert response.status_code == 503
+    body = response.json()
+    assert "database" in body["failed"]
+    assert "OperationalError" in body["checks"]["database"]["error"]
+    assert healthz.status_code == 200  # liveness does not depend on the database
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path, settings: Any) -> Iterator[subprocess.Popen[bytes]]:
+    from gatewaysite.redis import reset_redis
+
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is needed (it is installed wherever the suite runs)"
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis_lib.Redis.from_url(url).ping()
+            break
+        except redis_lib.ConnectionError:
+            assert time.monotonic() < deadline, "private redis did not start"
+            time.sleep(0.05)
+    settings.REDIS_URL = url
+    reset_redis()
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        reset_redis()
+
+
+def test_redis_down_fails_readiness(client: Any, private_redis: subprocess.Popen[bytes]) -> None:
+    assert client.get("/readyz").status_code == 200
+    private_redis.kill()
+    private_redis.wait(timeout=5)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert "redis" in body["failed"] and "usage_consumer" in body["failed"]
+    assert "database" not in body["failed"]
+    assert "ConnectionError" in body["checks"]["redis"]["error"]
