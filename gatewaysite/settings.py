@@ -19,6 +19,9 @@ VAR_DIR = Path(env_str("GATEWAY_VAR_DIR", str(BASE_DIR / "var")))
 SECRET_KEY = local_secret("SECRET_KEY", VAR_DIR)
 JWT_SIGNING_KEY = local_secret("JWT_SIGNING_KEY", VAR_DIR)
 KEY_PEPPER = local_secret("KEY_PEPPER", VAR_DIR)
+# Fernet keys for provider API keys at rest, comma-separated: the first encrypts, all decrypt.
+# Unset: one key derived from SECRET_KEY (providers/encryption.py, docs/configuration.md).
+GATEWAY_ENCRYPTION_KEYS = env_list("GATEWAY_ENCRYPTION_KEYS", [])
 
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "0.0.0.0"])
