@@ -142,8 +142,6 @@ GATEWAY = {
     # How often each process checks whether operators changed the configuration.
     # 0 turns the background poll off (tests rely on in-process invalidation instead).
     "CONFIG_POLL_SECONDS": env_float("GATEWAY_CONFIG_POLL_SECONDS", 0.5, minimum=0),
-    # Seconds an unknown key prefix is remembered as unknown.
-    "NEGATIVE_KEY_TTL": env_float("GATEWAY_NEGATIVE_KEY_TTL", 5.0, minimum=0),
     # Redis stream that carries usage events from the request path to the workers.
     "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "gw:usage"),
     # Benchmark-only switch: skip usage/latency recording (see bench/README.md).
