@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from gatewaysite.env import env_bool, env_float, env_int, env_list, env_str, local_secret
+from gatewaysite.env import env_bool, env_float, env_int, env_list, env_rate, env_str, local_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GATEWAY_VAR_DIR", str(BASE_DIR / "var")))
@@ -89,6 +89,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "")
 
+# The cache holds the login throttle's counters (accounts/throttling.py): shared by every
+# process through Redis when configured, per process in the embedded default.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -116,6 +123,9 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "gatewaysite.api.errors.openai_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Proxies in front that append the client's address to X-Forwarded-For; 0: REMOTE_ADDR
+    # is the client (the default: the header is not trusted, see accounts/throttling.py).
+    "NUM_PROXIES": env_int("GATEWAY_TRUSTED_PROXIES", 0, minimum=0),
 }
 
 SIMPLE_JWT = {
@@ -146,6 +156,8 @@ GATEWAY = {
     "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "gw:usage"),
     # Benchmark-only switch: skip usage/latency recording (see bench/README.md).
     "RECORDING_ENABLED": env_bool("GATEWAY_RECORDING_ENABLED", True),
+    # Staff login attempts per username and client address (accounts/throttling.py).
+    "LOGIN_RATE": env_rate("GATEWAY_LOGIN_RATE", "10/min"),
     # Create the built-in mock provider on `make run` when no provider exists.
     "DEMO_SETUP": env_bool("GATEWAY_DEMO_SETUP", False),
     # Anthropic requires max_tokens; this default applies when the client sends none.

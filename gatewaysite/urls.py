@@ -2,8 +2,9 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.defaults import page_not_found
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenRefreshView
 
+from accounts.views import ThrottledTokenObtainPairView, admin_login
 from gatewaysite.middleware import api_not_found, api_server_error
 from routing.views.completions import ChatCompletionsView, ModelDetailView, ModelsView
 from routing.views.estimate import EstimateCostView
@@ -27,9 +28,10 @@ urlpatterns = [
     path("v1/reports/costs", CostReportView.as_view()),
     # Before admin.site.urls: the seed's JWT endpoint lives under /admin/.
     path("admin/routing/strategy", StrategyAdminView.as_view()),
-    path("api/token/", TokenObtainPairView.as_view()),
+    path("api/token/", ThrottledTokenObtainPairView.as_view()),
     path("api/token/refresh/", TokenRefreshView.as_view()),
     path("healthz", healthz),
+    path("admin/login/", admin_login, name="admin_login_throttled"),  # before the admin's own login
     path("admin/", admin.site.urls),
 ]
 
