@@ -27,6 +27,26 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "0.0.0.0"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# HTTPS (docs/configuration.md, "HTTPS and `check --deploy`"). Off by default: the embedded
+# default (`make run`) serves plain HTTP on :8084. GATEWAY_HTTPS=1 turns on the redirect,
+# secure cookies and HSTS (one year, subdomains, preload); each can be set on its own.
+# Behind a proxy that terminates TLS, GATEWAY_BEHIND_TLS_PROXY=1 trusts its
+# X-Forwarded-Proto (only when the proxy sets it on every request, overwriting the client's).
+GATEWAY_HTTPS = env_bool("GATEWAY_HTTPS", False)
+if env_bool("GATEWAY_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", GATEWAY_HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the container health check calls http://127.0.0.1
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", GATEWAY_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", GATEWAY_HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if GATEWAY_HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", GATEWAY_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", GATEWAY_HTTPS)
+# Django's check looks for its own CsrfViewMiddleware by name; ours is that class, skipped
+# only on the key-authenticated /v1/ API (gatewaysite/middleware.py). gatewaysite/checks.py
+# checks for it instead.
+SILENCED_SYSTEM_CHECKS = ["security.W003"]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
