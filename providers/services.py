@@ -12,8 +12,9 @@ def provider_keys_rotate() -> int:
     """Re-encrypt every stored provider API key with the first of ``GATEWAY_ENCRYPTION_KEYS``.
 
     Reading decrypts with any configured key, writing encrypts with the first. The plain
-    keys do not change, so the configuration version is not bumped: no process reloads.
-    Rows are locked for the duration, so an admin edit cannot be overwritten.
+    keys do not change; the database triggers still bump the configuration version, so
+    every process reloads its snapshot once, to the same keys. Rows are locked for the
+    duration, so an admin edit cannot be overwritten.
     """
     rotated = 0
     for provider in Provider.objects.select_for_update().exclude(api_key="").only("pk", "api_key"):
