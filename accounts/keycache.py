@@ -1,19 +1,28 @@
 """Client key authentication from an in-process cache.
 
-A key's row is read from the database once per process (per configuration version):
-later requests check the HMAC against the cached hash without a query. Any change to
-keys or teams clears the cache on every process (routing/config/cache.py).
+Each process knows the set of every issued key's lookup prefix (one query, loaded again
+after each configuration change), so a key whose prefix is unknown is refused with no
+query at all, and after the same HMAC computation a wrong secret costs: unauthenticated
+traffic turns into no database load, and its answer time does not tell which prefixes
+exist. A known key's row is read once per process (per configuration version); later
+requests check the HMAC against the cached hash without a query.
+
+Any change to keys or teams clears the cache on every process (routing/config/cache.py):
+at once in the writing process (and again when its transaction commits), within a poll
+interval elsewhere. Writes that bypass Django (raw SQL, another service) bump the
+configuration version too, through database triggers (routing migration
+``0003_sec_config_triggers``). Expiry is checked against the clock on every request.
+A load that started before a clear is not kept (``_generation``): it may hold the state
+from before the change.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-
-from django.conf import settings
 
 from accounts.keys import key_prefix, verify_key
 from gatewaysite.api.errors import AuthenticationError
@@ -45,15 +54,32 @@ class KeyInfo:
         return not self.allowed_models or model in self.allowed_models
 
 
-_MISSING = object()
+# Compared against when the prefix is unknown, so that refusal costs one HMAC like a wrong secret.
+_NO_HASH = "0" * 64
 
 
 class KeyCache:
     def __init__(self) -> None:
-        self._entries: dict[str, KeyInfo | float] = {}  # prefix -> info, or expiry time of a negative entry
+        self._entries: dict[str, KeyInfo | None] = {}  # prefix -> info (None: deleted since the prefixes loaded)
+        self._prefixes: frozenset[str] | None = None
+        self._generation = 0
+        self._lock = threading.Lock()
 
     def clear(self) -> None:
-        self._entries = {}
+        with self._lock:
+            self._generation += 1
+            self._entries = {}
+            self._prefixes = None
+
+    def _load_prefixes(self) -> frozenset[str]:
+        from accounts.models import ClientKey
+
+        generation = self._generation
+        prefixes = frozenset(ClientKey.objects.values_list("prefix", flat=True))
+        with self._lock:
+            if generation == self._generation:
+                self._prefixes = prefixes
+        return prefixes
 
     def _load(self, prefix: str) -> KeyInfo | None:
         from accounts.models import ClientKey
@@ -83,17 +109,20 @@ class KeyCache:
         )
 
     def lookup(self, prefix: str) -> KeyInfo | None:
-        entries = self._entries
-        entry = entries.get(prefix, _MISSING)
-        if isinstance(entry, KeyInfo):
-            return entry
-        if isinstance(entry, float) and entry > time.monotonic():
+        """The key with this prefix; None when there is none (with no query once the prefixes are loaded)."""
+        prefixes = self._prefixes
+        if prefixes is None:
+            prefixes = self._load_prefixes()
+        if prefix not in prefixes:
             return None
+        entries = self._entries
+        if prefix in entries:
+            return entries[prefix]
+        generation = self._generation
         info = self._load(prefix)
-        if len(entries) > 200_000:  # bound memory under a flood of random prefixes
-            self.clear()
-            entries = self._entries
-        entries[prefix] = info if info is not None else time.monotonic() + settings.GATEWAY["NEGATIVE_KEY_TTL"]
+        with self._lock:
+            if generation == self._generation:
+                self._entries[prefix] = info
         return info
 
     def authenticate(self, raw_key: str) -> KeyInfo:
@@ -102,7 +131,8 @@ class KeyCache:
         if prefix is None:
             raise AuthenticationError("Incorrect API key provided.")
         info = self.lookup(prefix)
-        if info is None or not verify_key(raw_key, info.secret_hash):
+        matches = verify_key(raw_key, info.secret_hash if info is not None else _NO_HASH)
+        if info is None or not matches:
             raise AuthenticationError("Incorrect API key provided.")
         if info.revoked:
             raise AuthenticationError("This API key has been revoked.", code="key_revoked")

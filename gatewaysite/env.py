@@ -97,3 +97,20 @@ def local_secret(name: str, var_dir: Path) -> str:
         tmp.chmod(0o600)
         tmp.replace(path)
     return stored[name]
+
+
+_RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_RATE_PERIODS.update({"d": 86400, "day": 86400})
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """A rate such as ``10/min`` as (count, seconds); periods s, min, hour, day."""
+    value = os.environ.get(name, default)
+    count, _, period = value.partition("/")
+    try:
+        number, seconds = int(count), _RATE_PERIODS[period.strip().lower()]
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(f"{name} must look like 10/min (periods s, min, hour, day), got {value!r}") from None
+    if number < 1:
+        raise ImproperlyConfigured(f"{name} must allow at least 1 per period, got {value!r}")
+    return number, seconds

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from gatewaysite.env import env_bool, env_float, env_int, env_list, env_str, local_secret
+from gatewaysite.env import env_bool, env_float, env_int, env_list, env_rate, env_str, local_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GATEWAY_VAR_DIR", str(BASE_DIR / "var")))
@@ -19,10 +19,33 @@ VAR_DIR = Path(env_str("GATEWAY_VAR_DIR", str(BASE_DIR / "var")))
 SECRET_KEY = local_secret("SECRET_KEY", VAR_DIR)
 JWT_SIGNING_KEY = local_secret("JWT_SIGNING_KEY", VAR_DIR)
 KEY_PEPPER = local_secret("KEY_PEPPER", VAR_DIR)
+# Fernet keys for provider API keys at rest, comma-separated: the first encrypts, all decrypt.
+# Unset: one key derived from SECRET_KEY (providers/encryption.py, docs/configuration.md).
+GATEWAY_ENCRYPTION_KEYS = env_list("GATEWAY_ENCRYPTION_KEYS", [])
 
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "0.0.0.0"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS (docs/configuration.md, "HTTPS and `check --deploy`"). Off by default: the embedded
+# default (`make run`) serves plain HTTP on :8084. GATEWAY_HTTPS=1 turns on the redirect,
+# secure cookies and HSTS (one year, subdomains, preload); each can be set on its own.
+# Behind a proxy that terminates TLS, GATEWAY_BEHIND_TLS_PROXY=1 trusts its
+# X-Forwarded-Proto (only when the proxy sets it on every request, overwriting the client's).
+GATEWAY_HTTPS = env_bool("GATEWAY_HTTPS", False)
+if env_bool("GATEWAY_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", GATEWAY_HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the container health check calls http://127.0.0.1
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", GATEWAY_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", GATEWAY_HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if GATEWAY_HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", GATEWAY_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", GATEWAY_HTTPS)
+# Django's check looks for its own CsrfViewMiddleware by name; ours is that class, skipped
+# only on the key-authenticated /v1/ API (gatewaysite/middleware.py). gatewaysite/checks.py
+# checks for it instead.
+SILENCED_SYSTEM_CHECKS = ["security.W003"]
 
 INSTALLED_APPS = [
     "monitoring",  # before the admin: its admin/index.html adds the operator overview link
@@ -91,6 +114,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "")
 
+# The cache holds the login throttle's counters (accounts/throttling.py): shared by every
+# process through Redis when configured, per process in the embedded default.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -119,6 +149,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "gatewaysite.api.errors.openai_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    # Proxies in front that append the client's address to X-Forwarded-For; 0: REMOTE_ADDR
+    # is the client (the default: the header is not trusted, see accounts/throttling.py).
+    "NUM_PROXIES": env_int("GATEWAY_TRUSTED_PROXIES", 0, minimum=0),
 }
 
 SIMPLE_JWT = {
@@ -145,14 +178,14 @@ GATEWAY = {
     # How often each process checks whether operators changed the configuration.
     # 0 turns the background poll off (tests rely on in-process invalidation instead).
     "CONFIG_POLL_SECONDS": env_float("GATEWAY_CONFIG_POLL_SECONDS", 0.5, minimum=0),
-    # Seconds an unknown key prefix is remembered as unknown.
-    "NEGATIVE_KEY_TTL": env_float("GATEWAY_NEGATIVE_KEY_TTL", 5.0, minimum=0),
     # Redis stream that carries usage events from the request path to the workers.
     "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "gw:usage"),
     # Failed ingestions of one stream entry before it moves to the dead letters (UsageDeadLetter).
     "USAGE_MAX_ATTEMPTS": env_int("GATEWAY_USAGE_MAX_ATTEMPTS", 3, minimum=1),
     # Benchmark-only switch: skip usage/latency recording (see bench/README.md).
     "RECORDING_ENABLED": env_bool("GATEWAY_RECORDING_ENABLED", True),
+    # Staff login attempts per username and client address (accounts/throttling.py).
+    "LOGIN_RATE": env_rate("GATEWAY_LOGIN_RATE", "10/min"),
     # Create the built-in mock provider on `make run` when no provider exists.
     "DEMO_SETUP": env_bool("GATEWAY_DEMO_SETUP", False),
     # Anthropic requires max_tokens; this default applies when the client sends none.

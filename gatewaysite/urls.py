@@ -3,8 +3,9 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenRefreshView
 
+from accounts.views import ThrottledTokenObtainPairView, admin_login
 from gatewaysite.middleware import api_not_found, api_server_error
 from monitoring.admin_views import overview_view
 from monitoring.views import healthz, metrics, readyz
@@ -25,7 +26,7 @@ urlpatterns = [
     path("v1/reports/costs", CostReportView.as_view()),
     # Before admin.site.urls: the seed's JWT endpoint lives under /admin/.
     path("admin/routing/strategy", StrategyAdminView.as_view()),
-    path("api/token/", TokenObtainPairView.as_view()),
+    path("api/token/", ThrottledTokenObtainPairView.as_view()),
     path("api/token/refresh/", TokenRefreshView.as_view()),
     path("healthz", healthz),
     path("readyz", readyz),
@@ -34,6 +35,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("admin/overview/", admin.site.admin_view(overview_view), name="operator-overview"),
+    path("admin/login/", admin_login, name="admin_login_throttled"),  # before the admin's own login
     path("admin/", admin.site.urls),
 ]
 

@@ -6,6 +6,7 @@ class ProvidersConfig(AppConfig):
     verbose_name = "Providers, deployments and pricing"
 
     def ready(self) -> None:
+        from providers import checks  # noqa: F401 - registers the encryption key check
         from providers.models import Deployment, PricingRow, Provider
         from routing.config.invalidation import watch
 

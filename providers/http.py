@@ -201,13 +201,6 @@ def error_message(payload: bytes) -> str:
     return ""
 
 
-def redact(target: Target, text: str) -> str:
-    """``text`` without the provider's credential, should an upstream echo it back."""
-    if target.api_key and len(target.api_key) >= 4 and target.api_key in text:
-        return text.replace(target.api_key, "[redacted]")
-    return text
-
-
 def post_json(
     target: Target, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool = False
 ) -> urllib3.BaseHTTPResponse:
@@ -253,10 +246,11 @@ def post_json(
             body = read_body(target, response)
         except UpstreamError:
             body = b""
+        # The message may quote the request back; ProviderAdapter redacts every error on its way out.
         raise error_for_status(
             target.provider,
             response.status,
-            redact(target, error_message(body)),
+            error_message(body),
             retry_after=retry_after_seconds(response.headers),
         )
     return response

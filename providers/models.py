@@ -3,7 +3,10 @@ from __future__ import annotations
 import os
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator
 from django.db import models
+
+from providers.fields import EncryptedTextField
 
 
 class ProviderKind(models.TextChoices):
@@ -26,7 +29,11 @@ class Provider(models.Model):
         "Empty: the kind.",
     )
     base_url = models.URLField(max_length=500, blank=True, help_text="e.g. https://api.openai.com/v1")
-    api_key = models.CharField(max_length=500, blank=True, help_text="Write-only; never shown back.")
+    api_key = EncryptedTextField(
+        blank=True,
+        validators=[MaxLengthValidator(500)],
+        help_text="Write-only; never shown back. Encrypted at rest (providers/encryption.py).",
+    )
     api_key_env = models.CharField(
         max_length=100, blank=True, help_text="Or: the name of an environment variable holding the key."
     )

@@ -136,3 +136,20 @@ def openai_route(
     make_price("openai", "gpt-4o-mini", "0.15", "0.60")
     _, secret = issue_key()
     return {"secret": secret, "fake": fake_openai}
+
+
+@pytest.fixture
+def staff_groups(db: None) -> dict[str, Any]:
+    """The ``operators`` and ``finance`` groups, made by the shipped migration's own code.
+
+    Transactional tests flush the database, data migrations' rows included, so the groups
+    are made again here the way ``migrate`` makes them.
+    """
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    migration = importlib.import_module("accounts.migrations.0003_sec_staff_groups")
+    migration.create_groups(apps, None)
+    return {group.name: group for group in Group.objects.filter(name__in=migration.GROUPS)}

@@ -12,6 +12,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
@@ -136,7 +137,11 @@ class UsageRecordAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
         return False
 
-    @admin.action(description="Export selected records as CSV (with total)", permissions=["view"])
+    def has_cost_reports_permission(self, request: HttpRequest) -> bool:
+        """Cost reports and exports: ``usage.view_cost_reports`` (the ``finance`` group), not only ``view``."""
+        return request.user.has_perm("usage.view_cost_reports")
+
+    @admin.action(description="Export selected records as CSV (with total)", permissions=["cost_reports"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
         records = UsageRecord.objects.filter(pk__in=queryset.values("pk"))
         response = StreamingHttpResponse(detail_csv(records, report_total(records)), content_type="text/csv")
@@ -149,8 +154,8 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def report_view(self, request: HttpRequest) -> HttpResponse:
         """The finance report of ``GET /v1/reports/costs``, from a form."""
-        if not self.has_view_permission(request):
-            return HttpResponse(status=403)
+        if not self.has_cost_reports_permission(request):
+            raise PermissionDenied
         form = CostReportForm(request.GET or None)
         if form.is_valid():
             data = form.cleaned_data

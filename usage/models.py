@@ -54,6 +54,9 @@ class UsageRecord(models.Model):
             models.Index(fields=["client_key", "created_at"]),
             models.Index(fields=["team", "created_at"]),
         ]
+        # Cost reports (``/v1/reports/costs``, the admin's report and export) show every
+        # key's spend: a permission of their own, apart from browsing records.
+        permissions = [("view_cost_reports", "Can view cost reports")]
 
     def __str__(self) -> str:
         return self.request_id

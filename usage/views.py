@@ -1,4 +1,7 @@
-"""``GET /v1/reports/costs``: finance's cost report (staff JWT). Shape and parameters: docs/cost.md."""
+"""``GET /v1/reports/costs``: finance's cost report. Shape and parameters: docs/cost.md.
+
+A staff JWT with ``usage.view_cost_reports`` (the ``finance`` group) is required.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from gatewaysite.api.permissions import StaffPermission
 from usage.reports import (
     cost_report,
     detail_csv,
@@ -24,6 +28,9 @@ def _filename(params, suffix: str) -> str:  # type: ignore[no-untyped-def]
 
 
 class CostReportView(APIView):
+    permission_classes = [StaffPermission]
+    required_permissions = {"GET": ("usage.view_cost_reports",)}
+
     def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[JSONRenderer, str]:
         # ``format`` is this report's own parameter (json or csv), not DRF's renderer override.
         return JSONRenderer(), "application/json"

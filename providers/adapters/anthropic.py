@@ -31,7 +31,7 @@ from providers.adapters.base import (
     error_for_status,
 )
 from providers.adapters.translation import invalid, unsupported
-from providers.http import iter_sse, post_json, read_json, redact
+from providers.http import iter_sse, post_json, read_json
 
 DEFAULT_VERSION = "2023-06-01"
 
@@ -388,5 +388,5 @@ class StreamTranslator:
         elif kind == "error":
             error = event.get("error") or {}
             status = ERROR_STATUSES.get(error.get("type"), 500)
-            raise upstream_error(self.target, status, redact(self.target, str(error.get("message") or "")))
+            raise upstream_error(self.target, status, str(error.get("message") or ""))
         # ping and future event types are ignored, as Anthropic asks of clients

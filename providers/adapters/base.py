@@ -4,15 +4,28 @@ An adapter translates an OpenAI chat completion request into its provider's wire
 and the answer back. It knows nothing about routing, keys or billing: it gets a
 ``Target`` (where and how to call) and the client's body, and returns OpenAI-shaped
 results or raises ``UpstreamError`` saying whether another provider could succeed.
+
+Whatever an adapter raises leaves it through one path (``ProviderAdapter`` wraps every
+subclass's ``complete`` and ``stream``): an ``UpstreamError``'s text is redacted of the
+provider key (redaction.py), and any other exception, an adapter bug or an answer it
+could not read, is logged with a redacted traceback and becomes a retryable
+``UpstreamError``, so no provider text reaches a client or a log unredacted.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
+import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from providers.adapters.redaction import redact
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +274,67 @@ def error_for_status(
     )
 
 
+def redacted(target: Target, error: UpstreamError) -> UpstreamError:
+    """``error`` with the provider key taken out of its message (in place; returned for ``raise``)."""
+    message = redact(target.api_key, error.message)
+    if message != error.message:
+        error.message = message
+        error.args = (message,)
+    return error
+
+
+def adapter_failure(target: Target, exc: Exception) -> UpstreamError:
+    """An exception that is not an ``UpstreamError``: logged, redacted, and tried elsewhere."""
+    text = "".join(traceback.format_exception(exc))
+    logger.error("adapter %s failed on provider %s:\n%s", target.kind, target.provider, redact(target.api_key, text))
+    return UpstreamError(f"{target.provider}: the gateway could not translate the answer", status=502)
+
+
+_Complete = Callable[[Any, Target, dict[str, Any]], "Completion"]
+_Stream = Callable[[Any, Target, dict[str, Any]], Iterator[dict[str, Any]]]
+
+
+def _guard_complete(method: _Complete) -> _Complete:
+    @functools.wraps(method)
+    def complete(self: Any, target: Target, body: dict[str, Any]) -> Completion:
+        try:
+            return method(self, target, body)
+        except UpstreamError as error:
+            raise redacted(target, error) from None
+        except Exception as exc:  # noqa: BLE001 - logged (redacted) by adapter_failure
+            raise adapter_failure(target, exc) from None
+
+    return complete
+
+
+def _guard_stream(method: _Stream) -> _Stream:
+    @functools.wraps(method)
+    def stream(self: Any, target: Target, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        try:
+            yield from method(self, target, body)
+        except UpstreamError as error:
+            raise redacted(target, error) from None
+        except Exception as exc:  # noqa: BLE001 - logged (redacted) by adapter_failure
+            raise adapter_failure(target, exc) from None
+
+    return stream
+
+
 class ProviderAdapter(ABC):
     kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Route every adapter's errors through the one redaction path (see the module docstring).
+
+        Done here rather than by each adapter so that none can forget it, a new adapter
+        included. An adapter that extends another's method (Azure's ``stream``) is
+        redacted twice, which changes nothing.
+        """
+        super().__init_subclass__(**kwargs)
+        if "complete" in cls.__dict__:
+            cls.complete = _guard_complete(cls.__dict__["complete"])  # type: ignore[method-assign]
+        if "stream" in cls.__dict__:
+            cls.stream = _guard_stream(cls.__dict__["stream"])  # type: ignore[method-assign]
 
     @abstractmethod
     def complete(self, target: Target, body: dict[str, Any]) -> Completion:

@@ -38,7 +38,7 @@ from providers.adapters.base import (
     error_for_status,
 )
 from providers.adapters.translation import invalid
-from providers.http import iter_sse, post_json, read_json, redact
+from providers.http import iter_sse, post_json, read_json
 
 SIGNATURE_SEPARATOR = "__thought__"
 
@@ -404,7 +404,7 @@ class StreamTranslator:
             error = event["error"]
             code = error.get("code")
             status = code if isinstance(code, int) and code >= 400 else ERROR_STATUSES.get(error.get("status"), 500)
-            raise upstream_error(self.target, status, redact(self.target, str(error.get("message") or "")))
+            raise upstream_error(self.target, status, str(error.get("message") or ""))
         if not self.started:
             self.started = True
             if event.get("responseId"):

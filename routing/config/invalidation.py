@@ -8,13 +8,21 @@ This is the one place signals are used: a cache must be invalidated by *every* w
 path (admin, services, shell), and forgetting one would serve stale keys. Bulk writes
 (``bulk_create``, ``update``) send no signals, so code doing them calls
 ``config_changed()`` itself.
+
+Writers that bypass Django altogether (raw SQL, another service) are caught by the
+database: triggers on every configuration table bump the same row (migration
+``routing/0003_sec_config_triggers``), and each process's poll sees it.
+
+The writing process invalidates twice: at once (its own next read sees its own write)
+and again when the transaction commits, because a request served by another thread of
+the same process in between may have reloaded from the not yet committed state.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 
@@ -26,6 +34,7 @@ def config_changed() -> None:
     if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
         ConfigVersion.objects.update_or_create(pk=1, defaults={"version": 1})
     config_cache.invalidate_local()
+    transaction.on_commit(config_cache.invalidate_local)
 
 
 def _on_change(sender: type[models.Model], **kwargs: Any) -> None:

@@ -1,4 +1,8 @@
-"""``GET/POST /admin/routing/strategy``: read or switch the active strategy (staff JWT)."""
+"""``GET/POST /admin/routing/strategy``: read or switch the active strategy.
+
+A staff JWT with the routing settings' view permission reads, with the change
+permission switches (both in the ``operators`` group).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from gatewaysite.api.errors import InvalidRequest
+from gatewaysite.api.permissions import StaffPermission
 from routing.services.settings import routing_settings_get, routing_strategy_set
 from routing.strategies.registry import strategy_names
 
 
 class StrategyAdminView(APIView):
-    # authentication: JWT (settings.REST_FRAMEWORK); permission: IsAdminUser (staff)
+    # authentication: JWT (settings.REST_FRAMEWORK)
+    permission_classes = [StaffPermission]
+    required_permissions = {
+        "GET": ("routing.view_routingsettings",),
+        "POST": ("routing.change_routingsettings",),
+    }
 
     def get(self, request: Request) -> Response:
         current = routing_settings_get()

@@ -60,3 +60,86 @@ def test_issue_key_reuses_the_team_and_validates(db: None) -> None:
     with pytest.raises(CommandError, match="--expires"):
         issue("--name", "c", "--expires", "next tuesday")
     assert not ClientKey.objects.filter(name="c").exists()
+
+
+def _too_many_decimals() -> str:
+    places = ClientKey._meta.get_field("budget_usd").decimal_places
+    return "1." + "1" * (places + 1)
+
+
+def _too_many_digits() -> str:
+    field = ClientKey._meta.get_field("budget_usd")
+    return "9" * (field.max_digits - field.decimal_places + 1)
+
+
+INVALID = [
+    (["--budget", "lots"], "--budget"),
+    (["--budget", "-5"], "--budget"),
+    (["--budget", "NaN"], "--budget"),
+    (["--budget", "Infinity"], "--budget"),
+    (["--budget", "<too many decimals>"], "decimal places"),
+    (["--budget", "<too many digits>"], "--budget"),
+    (["--expires", "next tuesday"], "--expires"),
+    (["--expires", "2030-13-45T00:00:00Z"], "--expires"),
+    (["--strategy", "fastest"], "--strategy"),
+    (["--name", "x" * 101], "name"),
+    (["--owner", "x" * 201], "owner"),
+    (["--team", "t" * 101], "--team"),
+]
+
+
+def _args(args: list[str]) -> list[str]:
+    swap = {"<too many decimals>": _too_many_decimals(), "<too many digits>": _too_many_digits()}
+    return [swap.get(a, a) for a in args]
+
+
+@pytest.mark.parametrize(("args", "mentions"), INVALID)
+def test_invalid_values_are_a_clear_command_error(args: list[str], mentions: str) -> None:
+    argv = _args(args)
+    if "--name" not in argv:
+        argv = ["--name", "c", *argv]
+    with pytest.raises(CommandError, match=mentions):
+        issue(*argv)
+    assert not ClientKey.objects.exists()
+    assert not Team.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args", [["--budget", "<too many decimals>"], ["--expires", "2030-02-30T00:00:00"], ["--team", "t" * 101]]
+)
+def test_invalid_values_exit_non_zero_without_a_traceback(args: list[str], tmp_path: Any) -> None:
+    """The real command line, as an operator runs it against the database."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "gatewaysite.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "GATEWAY_VAR_DIR": str(tmp_path),
+        "KEY_PEPPER": settings.KEY_PEPPER,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "issue_key", "--name", "cli", *_args(args)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("CommandError: ") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stdout == ""
+    assert not ClientKey.objects.filter(name="cli").exists()
+
+
+def test_expiry_without_an_offset_is_utc(db: None) -> None:
+    issue("--name", "naive", "--expires", "2030-01-01T12:00:00")
+    assert ClientKey.objects.get(name="naive").expires_at.isoformat() == "2030-01-01T12:00:00+00:00"

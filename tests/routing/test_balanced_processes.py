@@ -116,7 +116,9 @@ def gunicorn(tmp_path: Path, redis_client: Any) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def balanced_model(make_provider: Any, make_deployment: Any, issue_key: Any) -> dict[str, Any]:
+def balanced_model(
+    make_provider: Any, make_deployment: Any, issue_key: Any, staff_groups: dict[str, Any]
+) -> dict[str, Any]:
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
     from django.contrib.auth.models import User
 
@@ -128,11 +130,12 @@ def balanced_model(make_provider: Any, make_deployment: Any, issue_key: Any) -> 
     RoutingSettings.objects.update_or_create(pk=1, defaults={"strategy": "balanced"})
     _, secret = issue_key()
     # the server runs the production settings (PBKDF2): hash the way it verifies, cheaply
-    User.objects.create(
+    ops = User.objects.create(
         username="ops",
         is_staff=True,
         password=PBKDF2PasswordHasher().encode("ops-password-1", "fixedsalt1234", iterations=1000),
     )
+    ops.groups.add(staff_groups["operators"])
     return {"secret": secret}
 
 

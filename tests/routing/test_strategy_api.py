@@ -29,11 +29,13 @@ SEED_EXAMPLES = {
 
 
 @pytest.fixture
-def users(db: None) -> dict[str, Any]:
+def users(db: None, staff_groups: dict[str, Any]) -> dict[str, Any]:
     from django.contrib.auth.models import User
 
+    staff = User.objects.create_user("ops", password="ops-password-1", is_staff=True)
+    staff.groups.add(staff_groups["operators"])
     return {
-        "staff": User.objects.create_user("ops", password="ops-password-1", is_staff=True),
+        "staff": staff,
         "plain": User.objects.create_user("analyst", password="analyst-password-1"),
     }
 

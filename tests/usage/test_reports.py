@@ -54,10 +54,11 @@ def records() -> list[UsageRecord]:
 
 
 @pytest.fixture
-def staff(client: Any, django_user_model: Any) -> Any:
+def staff(client: Any, django_user_model: Any, staff_groups: dict[str, Any]) -> Any:
     from rest_framework_simplejwt.tokens import RefreshToken
 
     user = django_user_model.objects.create_user("finance", password="pw-123456", is_staff=True)
+    user.groups.add(staff_groups["finance"])
     token = str(RefreshToken.for_user(user).access_token)
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     return client

@@ -1,15 +1,62 @@
-"""Issue a client key non-interactively; the secret is the last line of the output."""
+"""Issue a client key non-interactively; the secret is the last line of the output.
+
+Every invalid option ends the command with a one-line message and a non-zero exit
+(``CommandError``), never a traceback: values are checked against the model's own
+field constraints (e.g. the budget's digits and decimal places), so the command and
+the admin accept exactly the same keys.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts.models import BudgetOutagePolicy, BudgetPeriod
+from accounts.models import BudgetOutagePolicy, BudgetPeriod, ClientKey, Team
 from accounts.services import key_issue, team_get_or_create
+from routing.strategies.registry import strategy_names
+
+
+def _messages(error: ValidationError) -> str:
+    if hasattr(error, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items())
+    return " ".join(error.messages)
+
+
+def parse_budget(value: str) -> Decimal | None:
+    if not value:
+        return None
+    try:
+        budget = Decimal(value)
+    except InvalidOperation:
+        raise CommandError(f"--budget must be a decimal number of USD, got {value!r}") from None
+    if not budget.is_finite() or budget < 0:
+        raise CommandError(f"--budget must be a positive amount of USD, got {value!r}")
+    try:  # the model field's own limits (digits, decimal places), whatever they are
+        ClientKey._meta.get_field("budget_usd").clean(budget, None)
+    except ValidationError as error:
+        raise CommandError(f"--budget {value}: {_messages(error)}") from None
+    return budget
+
+
+def parse_expiry(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        expires = parse_datetime(value)
+    except ValueError:  # well formed but impossible, e.g. month 13
+        expires = None
+    if expires is None:
+        raise CommandError(f"--expires must be an ISO 8601 date-time such as 2030-01-01T00:00:00Z, got {value!r}")
+    if timezone.is_naive(expires):
+        expires = timezone.make_aware(expires, UTC)  # documented: without an offset it is UTC
+    return expires
 
 
 class Command(BaseCommand):
@@ -29,36 +76,36 @@ class Command(BaseCommand):
             choices=[c for c, _ in BudgetOutagePolicy.choices],
             help="closed: refuse (503) while Redis is down; open: serve within a small allowance per process.",
         )
-        parser.add_argument("--expires", default="", help="ISO 8601 date-time.")
+        parser.add_argument("--expires", default="", help="ISO 8601 date-time; without an offset it is UTC.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        budget = None
-        if options["budget"]:
+        budget = parse_budget(options["budget"])
+        expires = parse_expiry(options["expires"])
+        if options["strategy"] and options["strategy"] not in strategy_names():
+            raise CommandError(
+                f"--strategy {options['strategy']!r} is unknown; use one of: {', '.join(strategy_names())}"
+            )
+        if options["team"]:
             try:
-                budget = Decimal(options["budget"])
-            except InvalidOperation:
-                raise CommandError("--budget must be a decimal number") from None
-            if (
-                not budget.is_finite() or not 0 <= budget < 10**12 or budget.normalize().as_tuple().exponent < -6  # type: ignore[operator]
-            ):
-                raise CommandError("--budget must be an amount in USD from 0 to 10^12, with at most 6 decimals")
-        expires = None
-        if options["expires"]:
-            expires = parse_datetime(options["expires"])
-            if expires is None:
-                raise CommandError("--expires must be an ISO 8601 date-time")
-        team = team_get_or_create(name=options["team"]) if options["team"] else None
+                Team._meta.get_field("name").clean(options["team"], None)
+            except ValidationError as error:
+                raise CommandError(f"--team: {_messages(error)}") from None
         models = [m.strip() for m in options["models"].split(",") if m.strip()]
-        key, secret = key_issue(
-            name=options["name"],
-            owner=options["owner"],
-            team=team,
-            allowed_models=models,
-            strategy=options["strategy"],
-            budget_usd=budget,
-            budget_period=options["budget_period"],
-            budget_when_redis_down=options["budget_when_redis_down"],
-            expires_at=expires,
-        )
+        try:
+            with transaction.atomic():  # an invalid key must not leave a new team behind
+                team = team_get_or_create(name=options["team"]) if options["team"] else None
+                key, secret = key_issue(
+                    name=options["name"],
+                    owner=options["owner"],
+                    team=team,
+                    allowed_models=models,
+                    strategy=options["strategy"],
+                    budget_usd=budget,
+                    budget_period=options["budget_period"],
+                    budget_when_redis_down=options["budget_when_redis_down"],
+                    expires_at=expires,
+                )
+        except ValidationError as error:
+            raise CommandError(f"the key was not issued: {_messages(error)}") from None
         self.stdout.write(f"Issued key {key.display_prefix} ({key.name}); store it now, it is not shown again:")
         self.stdout.write(secret)
