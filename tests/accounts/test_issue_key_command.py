@@ -53,7 +53,7 @@ def test_issue_key_reuses_the_team_and_validates(db: None) -> None:
     issue("--name", "tiny", "--budget", "0.005", "--budget-period", "day", "--budget-when-redis-down", "open")
     tiny = ClientKey.objects.get(name="tiny")
     assert tiny.budget_usd == Decimal("0.005") and tiny.budget_when_redis_down == "open"
-    with pytest.raises(CommandError, match="at most 6 decimals"):
+    with pytest.raises(CommandError, match="no more than 6 decimal places"):
         issue("--name", "c", "--budget", "0.0000001")
     with pytest.raises(CommandError, match="--budget"):
         issue("--name", "c", "--budget", "lots")
