@@ -233,16 +233,27 @@ def request_body(target: Target, body: Mapping[str, Any], *, stream: bool) -> di
 
 
 def usage_of(raw: Mapping[str, Any] | None) -> Usage:
-    """Anthropic's ``input_tokens`` excludes cache reads and writes; OpenAI's prompt count includes them."""
+    """Anthropic's ``input_tokens`` excludes cache reads and writes; OpenAI's prompt count includes them.
+
+    Cache writes come as a total (``cache_creation_input_tokens``) and, split by lifetime,
+    in ``cache_creation.ephemeral_5m_input_tokens`` / ``ephemeral_1h_input_tokens``: a
+    one-hour write costs 2x the input price, a five-minute one 1.25x, so the split is kept.
+    """
     raw = raw or {}
     fresh = int(raw.get("input_tokens") or 0)
     read = int(raw.get("cache_read_input_tokens") or 0)
-    written = int(raw.get("cache_creation_input_tokens") or 0)
+    split = raw.get("cache_creation")
+    split = split if isinstance(split, Mapping) else {}
+    five_minutes = int(split.get("ephemeral_5m_input_tokens") or 0)
+    one_hour = int(split.get("ephemeral_1h_input_tokens") or 0)
+    total = raw.get("cache_creation_input_tokens")
+    written = int(total) if total is not None else five_minutes + one_hour
     return Usage(
         prompt_tokens=fresh + read + written,
         completion_tokens=int(raw.get("output_tokens") or 0),
         cached_tokens=read,
         cache_creation_tokens=written,
+        cache_creation_1h_tokens=min(one_hour, written),
     )
 
 

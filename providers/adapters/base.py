@@ -35,12 +35,18 @@ class Target:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts in OpenAI's sense: ``prompt_tokens`` includes cached and cache-write tokens."""
+    """Token counts in OpenAI's sense: ``prompt_tokens`` includes cached and cache-write tokens.
+
+    ``cache_creation_1h_tokens`` is the part of ``cache_creation_tokens`` written to a
+    one-hour cache (Anthropic's ``ttl: "1h"``), billed at its own price; the rest are
+    five-minute writes.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage | None:
@@ -52,10 +58,12 @@ class Usage:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             cached_tokens=int(details.get("cached_tokens") or 0),
             cache_creation_tokens=int(details.get("cache_creation_tokens") or 0),
+            cache_creation_1h_tokens=int(details.get("cache_creation_1h_tokens") or 0),
         )
 
     def to_openai(self) -> dict[str, Any]:
-        """OpenAI's usage object; ``cache_creation_tokens`` is a documented gateway extra."""
+        """OpenAI's usage object; ``cache_creation_tokens`` (and ``cache_creation_1h_tokens`` when
+        there are any) are documented gateway extras."""
         result: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -66,6 +74,8 @@ class Usage:
                 "cached_tokens": self.cached_tokens,
                 "cache_creation_tokens": self.cache_creation_tokens,
             }
+            if self.cache_creation_1h_tokens:
+                result["prompt_tokens_details"]["cache_creation_1h_tokens"] = self.cache_creation_1h_tokens
         return result
 
 

@@ -97,7 +97,8 @@ def test_a_changed_price_adds_a_row_and_keeps_history() -> None:
     assert result.created == 1 and result.unchanged == 3
     rows = list(PricingRow.objects.filter(vendor="openai", model="gpt-4o").order_by("effective_from"))
     assert [r.input_per_mtok for r in rows] == [Decimal("2.5"), Decimal("2")]
-    assert rows[1].effective_from == t0 + timedelta(days=30)
+    # "now" is the write time plus the notice every process needs to see a new price
+    assert rows[1].effective_from == t0 + timedelta(days=30, seconds=2)
 
 
 @pytest.mark.django_db
@@ -294,7 +295,7 @@ def test_admin_csv_import_export_and_unpriced_warning(
     assert b"no price in effect" not in page.content
     export = staff_client.get("/admin/providers/pricingrow/export/")
     assert export["content-type"].startswith("text/csv")
-    assert b"openai,gpt-4o,2.5,10,1.25,,2025-01-01T00:00:00Z" in export.content
+    assert b"openai,gpt-4o,2.5,10,1.25,,,2025-01-01T00:00:00Z" in export.content
     bad = staff_client.post("/admin/providers/pricingrow/import/", {"file": SimpleUploadedFile("x.txt", b"zzz")})
     assert bad.status_code == 200 and b".json or .csv" in bad.content
     assert staff_client.get("/admin/providers/pricingrow/unpriced/").status_code == 200
