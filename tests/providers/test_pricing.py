@@ -23,6 +23,7 @@ LITELLM = b"""{
              "cache_read_input_token_cost": 1.25e-06, "litellm_provider": "openai", "mode": "chat"},
   "claude-3-5-haiku-20241022": {"input_cost_per_token": 8e-07, "output_cost_per_token": 4e-06,
              "cache_creation_input_token_cost": 1e-06, "cache_read_input_token_cost": 8e-08,
+             "cache_creation_input_token_cost_above_1hr": 1.6e-06,
              "litellm_provider": "anthropic", "mode": "chat"},
   "groq/llama-3.1-8b-instant": {"input_cost_per_token": 5e-08, "output_cost_per_token": 8e-08,
              "litellm_provider": "groq", "mode": "chat"},
@@ -47,12 +48,16 @@ def test_litellm_prices_per_token_become_exact_prices_per_million() -> None:
     assert gpt.cache_write_per_mtok is None
     haiku = by_key[("anthropic", "claude-3-5-haiku-20241022")]
     assert haiku.cache_write_per_mtok == Decimal("1") and haiku.cached_input_per_mtok == Decimal("0.08")
+    assert haiku.cache_write_1h_per_mtok == Decimal("1.6") and gpt.cache_write_1h_per_mtok is None
     assert by_key[("groq", "llama-3.1-8b-instant")].output_per_mtok == Decimal("0.08")
     assert ("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo") in by_key
     # embeddings are not chat models; a price that does not fit 6 decimals is skipped, never rounded
     assert ("openai", "text-embedding-3-small") not in by_key
     assert ("openai", "odd-model") not in by_key
-    assert any(s.startswith("odd-model") for s in parsed.skipped)
+    # the model is named once in its skip message
+    assert [s for s in parsed.skipped if s.startswith("odd-model")] == [
+        "odd-model: input has more than 6 decimals: 0.000123456789000000"
+    ]
     assert all(isinstance(e.input_per_mtok, Decimal) for e in parsed.entries)
 
 

@@ -65,6 +65,15 @@ def test_one_hour_cache_writes_are_billed_at_their_own_price() -> None:
     assert cost_of(usage, price) == (Decimal(100) * 3 + Decimal(600) * Decimal("0.30") + 300 * 6 + 200 * 15) / 10**6
 
 
+def test_one_hour_writes_survive_the_openai_shape() -> None:
+    # streams hand usage on in OpenAI's shape: the split must come through
+    usage = Usage(
+        prompt_tokens=50, completion_tokens=5, cached_tokens=10, cache_creation_tokens=30, cache_creation_1h_tokens=12
+    )
+    assert Usage.from_openai(usage.to_openai()) == usage
+    assert "cache_creation_1h_tokens" not in str(Usage(prompt_tokens=5, cached_tokens=1).to_openai())
+
+
 def test_inconsistent_usage_never_bills_more_tokens_than_the_prompt() -> None:
     price = _price("1", "1", cached="0.5", write="2")
     usage = Usage(prompt_tokens=10, completion_tokens=0, cached_tokens=8, cache_creation_tokens=8)

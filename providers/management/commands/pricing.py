@@ -60,6 +60,8 @@ class Command(BaseCommand):
                 self._report(result)
                 self.stdout.write(f"{path}: {result.summary()}")
                 self._propagation()
+                if result.conflicts:
+                    raise CommandError(f"{path}: {len(result.conflicts)} row(s) refused (see above)")
             elif action == "reprice":
                 if not path.is_file():
                     raise CommandError(f"{path}: no such file")
