@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -51,6 +51,7 @@ class ConfigCache:
         self._polling = False
         # Every pricing row written before this moment is in the snapshot (notice.py).
         self._confirmed_at = NEVER
+        self._notice = timedelta(0)  # set when polling starts
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -73,7 +74,7 @@ class ConfigCache:
         reached a database this process cannot).
         """
         snapshot = self.current()
-        if not self._polling or at <= self._confirmed_at + notice():
+        if not self._polling or at <= self._confirmed_at + self._notice:
             return snapshot
         try:
             self.confirm()
@@ -139,6 +140,7 @@ class ConfigCache:
                 return
             self._poll_started = True
             if interval:
+                self._notice = notice()
                 self._polling = True
                 threading.Thread(target=self._poll, args=(interval,), name="config-poller", daemon=True).start()
 

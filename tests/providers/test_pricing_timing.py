@@ -263,6 +263,7 @@ def test_a_request_past_the_snapshot_horizon_is_priced_after_a_fresh_look(make_p
     make_price("openai", "gpt-4o", "2.5", "10")
     cache = ConfigCache()
     cache._poll_started = cache._polling = True  # as in a server process, without the thread
+    cache._notice = NOTICE
     cache.current()
     confirmed = cache._confirmed_at
     # Another process adds a price (no signal reaches this cache) and bumps the version.
