@@ -26,7 +26,8 @@ def cost_of(usage: Usage, price: Price) -> Decimal:
         plain_input * price.input_per_mtok
         + cached * price.cached_input_per_mtok
         + (creation - one_hour) * price.cache_write_per_mtok
-        + one_hour * price.cache_write_1h_per_mtok
+        + one_hour
+        * (price.cache_write_1h_per_mtok if price.cache_write_1h_per_mtok is not None else price.cache_write_per_mtok)
         + usage.completion_tokens * price.output_per_mtok
     ) / MILLION
     return total.quantize(PICO)

@@ -37,8 +37,8 @@ class Price:
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal
     cache_write_per_mtok: Decimal
-    cache_write_1h_per_mtok: Decimal
     effective_from: datetime
+    cache_write_1h_per_mtok: Decimal | None = None  # None: the cache-write price
 
 
 @dataclass(frozen=True, slots=True)

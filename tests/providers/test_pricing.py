@@ -304,3 +304,38 @@ def test_admin_csv_import_export_and_unpriced_warning(
     bad = staff_client.post("/admin/providers/pricingrow/import/", {"file": SimpleUploadedFile("x.txt", b"zzz")})
     assert bad.status_code == 200 and b".json or .csv" in bad.content
     assert staff_client.get("/admin/providers/pricingrow/unpriced/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_migration_gives_shipped_rows_their_one_hour_price_and_leaves_others_alone() -> None:
+    from importlib import import_module
+
+    from django.apps import apps as django_apps
+
+    migration = import_module("providers.migrations.money_0003_cache_write_1h")
+    shipped = next(e for e in seed_entries() if (e.vendor, e.model) == ("anthropic", "claude-sonnet-4"))
+    assert shipped.cache_write_1h_per_mtok == Decimal("6.00") == 2 * shipped.input_per_mtok
+    fields = {
+        "cached_input_per_mtok": shipped.cached_input_per_mtok,
+        "cache_write_per_mtok": shipped.cache_write_per_mtok,
+    }
+    as_shipped = PricingRow.objects.create(
+        vendor="anthropic",
+        model="claude-sonnet-4",
+        input_per_mtok=shipped.input_per_mtok,
+        output_per_mtok=shipped.output_per_mtok,
+        effective_from=shipped.effective_from,
+        **fields,
+    )
+    own = PricingRow.objects.create(  # the operator's own price for the same model: not the shipped row
+        vendor="anthropic",
+        model="claude-sonnet-4",
+        input_per_mtok=Decimal("2.5"),
+        output_per_mtok=shipped.output_per_mtok,
+        effective_from=shipped.effective_from + timedelta(days=1),
+        **fields,
+    )
+    migration.fill_one_hour_prices(django_apps, None)
+    as_shipped.refresh_from_db()
+    own.refresh_from_db()
+    assert as_shipped.cache_write_1h_per_mtok == Decimal("6") and own.cache_write_1h_per_mtok is None
