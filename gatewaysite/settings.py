@@ -77,6 +77,8 @@ MIDDLEWARE = [
     "gatewaysite.middleware.CsrfViewMiddleware",
     "gatewaysite.middleware.AuthenticationMiddleware",
     "gatewaysite.middleware.MessageMiddleware",
+    # after a configuration write: wait (bounded) until every process serves it; say so if not
+    "routing.config.middleware.ConfigPropagationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -178,6 +180,10 @@ GATEWAY = {
     # How often each process checks whether operators changed the configuration.
     # 0 turns the background poll off (tests rely on in-process invalidation instead).
     "CONFIG_POLL_SECONDS": env_float("GATEWAY_CONFIG_POLL_SECONDS", 0.5, minimum=0),
+    # The propagation bound (docs/architecture.md, "Configuration changes reach every process"):
+    # how long a configuration write waits for every live process to acknowledge it, and the
+    # notice a new price gets: "now" for a price means its write time plus this.
+    "CONFIG_PROPAGATION_SECONDS": env_float("GATEWAY_CONFIG_PROPAGATION_SECONDS", 2.0, minimum=0.5),
     # Redis stream that carries usage events from the request path to the workers.
     "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "gw:usage"),
     # Failed ingestions of one stream entry before it moves to the dead letters (UsageDeadLetter).

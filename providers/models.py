@@ -122,7 +122,18 @@ class PricingRow(models.Model):
         max_digits=16, decimal_places=6, null=True, blank=True, help_text="Cache reads; empty: the input price."
     )
     cache_write_per_mtok = models.DecimalField(
-        max_digits=16, decimal_places=6, null=True, blank=True, help_text="Cache writes; empty: the input price."
+        max_digits=16,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Cache writes (Anthropic: five-minute writes); empty: the input price.",
+    )
+    cache_write_1h_per_mtok = models.DecimalField(
+        max_digits=16,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="One-hour cache writes (Anthropic ttl 1h); empty: the cache-write price.",
     )
     currency = models.CharField(max_length=3, default="USD", editable=False)
     effective_from = models.DateTimeField()
@@ -139,7 +150,36 @@ class PricingRow(models.Model):
         return f"{self.vendor}/{self.model} from {self.effective_from:%Y-%m-%d}"
 
     def clean(self) -> None:
-        for field in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok"):
+        for field in (
+            "input_per_mtok",
+            "output_per_mtok",
+            "cached_input_per_mtok",
+            "cache_write_per_mtok",
+            "cache_write_1h_per_mtok",
+        ):
             value = getattr(self, field)
             if value is not None and value < 0:
                 raise ValidationError({field: "Prices cannot be negative."})
+
+
+class PriceRepricing(models.Model):
+    """The audit entry of one explicit re-pricing: backdated rows and the usage records re-costed.
+
+    The only way to give a price an ``effective_from`` in the past (``manage.py pricing
+    reprice``): it adds the rows and re-costs every recorded request they apply to, and
+    this entry says who did it, why, and by how much the records' total changed.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=150)
+    reason = models.TextField()
+    rows = models.JSONField(default=list, help_text="The pricing rows added (vendor, model, effective_from, id).")
+    records_recosted = models.PositiveIntegerField(default=0)
+    cost_before_usd = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    cost_after_usd = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"re-pricing {self.created_at:%Y-%m-%d %H:%M} by {self.actor}"

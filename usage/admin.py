@@ -2,8 +2,9 @@
 
 No add, change or delete. The list joins the key in the same query
 (``list_select_related``), shows copied names (no per-row lookups), takes the
-unfiltered count from Postgres' statistics on a large table, and filters on indexed or low-cardinality columns. The export action
-streams the selected records as CSV with a TOTAL line, like ``/v1/reports/costs``.
+unfiltered count from Postgres' statistics on a large table, and filters on indexed or
+low-cardinality columns. The export action streams the selected records as CSV, pure data
+like ``/v1/reports/costs`` (sums right in a spreadsheet or pandas).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class CostReportForm(forms.Form):
     )
     format = forms.ChoiceField(choices=[("csv", "CSV"), ("json", "JSON")])
     detail = forms.BooleanField(required=False, help_text="Every record (streamed), not grouped totals.")
+    totals = forms.BooleanField(
+        required=False,
+        help_text="CSV: add a TOTAL line at the end (for reading by eye; a spreadsheet sum would then count it twice).",
+    )
 
 
 class EstimatedCountPaginator(Paginator):
@@ -141,10 +146,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
         """Cost reports and exports: ``usage.view_cost_reports`` (the ``finance`` group), not only ``view``."""
         return request.user.has_perm("usage.view_cost_reports")
 
-    @admin.action(description="Export selected records as CSV (with total)", permissions=["cost_reports"])
+    @admin.action(description="Export selected records as CSV", permissions=["cost_reports"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
         records = UsageRecord.objects.filter(pk__in=queryset.values("pk"))
-        response = StreamingHttpResponse(detail_csv(records, report_total(records)), content_type="text/csv")
+        response = StreamingHttpResponse(detail_csv(records), content_type="text/csv")
         response["content-disposition"] = f'attachment; filename="usage_{now():%Y%m%d_%H%M%S}.csv"'
         return response
 
@@ -165,6 +170,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
                 "group_by": ",".join(data["group_by"]),
                 "format": data["format"],
                 "detail": "1" if data["detail"] else "",
+                "totals": "1" if data["totals"] else "",
             }
             try:
                 params = parse_report_params(query)
@@ -174,14 +180,13 @@ class UsageRecordAdmin(admin.ModelAdmin):
                 name = f"costs_{params.start:%Y%m%d}_{params.end:%Y%m%d}"
                 if params.row_level:
                     records = records_between(params.start, params.end)
-                    response: HttpResponse = StreamingHttpResponse(
-                        detail_csv(records, report_total(records)), content_type="text/csv"
-                    )
+                    total = report_total(records) if params.totals else None
+                    response: HttpResponse = StreamingHttpResponse(detail_csv(records, total), content_type="text/csv")
                     response["content-disposition"] = f'attachment; filename="{name}.csv"'
                     return response
                 report = cost_report(params)
                 if params.format == "csv":
-                    response = HttpResponse(report_csv(report), content_type="text/csv")
+                    response = HttpResponse(report_csv(report, totals=params.totals), content_type="text/csv")
                     response["content-disposition"] = f'attachment; filename="{name}.csv"'
                 else:
                     response = HttpResponse(report_json(report), content_type="application/json")

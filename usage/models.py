@@ -34,6 +34,9 @@ class UsageRecord(models.Model):
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cached_tokens = models.PositiveBigIntegerField(default=0)
     cache_creation_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_1h_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="The part of the cache writes written to a one-hour cache (priced apart)."
+    )
     usage_estimated = models.BooleanField(
         default=False, help_text="Tokens counted by the gateway (the stream ended before the provider's usage)."
     )

@@ -3,8 +3,14 @@
 Totals are summed by Postgres over the exact ``numeric`` column, so a report's total is
 the sum of its rows and of the underlying records to the last pico-dollar. Records whose
 cost is unknown (no price) count in ``requests`` and ``unpriced_requests`` but add
-nothing to ``cost_usd``. The row-level export streams over a server-side cursor, so a
-million records export in bounded memory.
+nothing to ``cost_usd``; a group none of whose records has a known cost has
+``cost_usd`` null (an empty cell in CSV): unknown, never zero.
+
+CSV is pure data by default (a header, then one line per group or record), so a
+spreadsheet or ``pandas.read_csv(...).cost_usd.sum()`` totals it right and id columns
+stay integers; ``totals=1`` appends a ``TOTAL`` line for people reading the file by eye.
+JSON always carries ``total``. The row-level export streams over a server-side cursor, so
+a million records export in bounded memory.
 """
 
 from __future__ import annotations
@@ -33,7 +39,14 @@ GROUPS: dict[str, list[str]] = {
     "model": ["model"],
 }
 FORMATS = ("json", "csv")
-METRICS = ["requests", "unpriced_requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd"]
+TOKEN_METRICS = [
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "cache_creation_1h_tokens",
+]
+METRICS = ["requests", "unpriced_requests", *TOKEN_METRICS, "cost_usd"]
 DETAIL_FIELDS = [
     "request_id",
     "created_at",
@@ -51,6 +64,7 @@ DETAIL_FIELDS = [
     "completion_tokens",
     "cached_tokens",
     "cache_creation_tokens",
+    "cache_creation_1h_tokens",
     "usage_estimated",
     "cost_usd",
     "pricing_row_id",
@@ -65,6 +79,7 @@ class ReportParams:
     group_by: tuple[str, ...]
     format: str
     detail: bool
+    totals: bool = False  # CSV: append a TOTAL line (JSON always has ``total``)
 
     @property
     def row_level(self) -> bool:
@@ -112,8 +127,18 @@ def parse_report_params(query: Mapping[str, str]) -> ReportParams:
     fmt = (query.get("format") or "json").strip().lower()
     if fmt not in FORMATS:
         raise InvalidRequest("'format' must be 'json' or 'csv'.", param="format")
-    detail = (query.get("detail") or "").strip().lower() in ("1", "true", "yes")
-    return ReportParams(start=start, end=end, group_by=tuple(groups), format=fmt, detail=detail)
+    detail = _flag(query, "detail")
+    totals = _flag(query, "totals")
+    return ReportParams(start=start, end=end, group_by=tuple(groups), format=fmt, detail=detail, totals=totals)
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    value = (query.get(name) or "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise InvalidRequest(f"'{name}' must be 1 or 0 (true or false).", param=name)
 
 
 def records_between(start: datetime, end: datetime) -> QuerySet[UsageRecord]:
@@ -124,18 +149,18 @@ def _metrics() -> dict[str, Any]:
     return {
         "requests": Count("id"),
         "unpriced_requests": Count("id", filter=Q(cost_usd__isnull=True)),
-        "prompt_tokens": Sum("prompt_tokens"),
-        "completion_tokens": Sum("completion_tokens"),
-        "cached_tokens": Sum("cached_tokens"),
+        **{name: Sum(name) for name in TOKEN_METRICS},
         "cost_usd": Sum("cost_usd"),
     }
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
-    for name in ("requests", "unpriced_requests", "prompt_tokens", "completion_tokens", "cached_tokens"):
+    for name in ("requests", "unpriced_requests", *TOKEN_METRICS):
         out[name] = int(out.get(name) or 0)
-    out["cost_usd"] = out.get("cost_usd") or Decimal(0)
+    # SUM over no known cost is NULL: unknown when the group had requests, zero when it had none.
+    cost = out.get("cost_usd")
+    out["cost_usd"] = cost if cost is not None else (None if out["requests"] else Decimal(0))
     if out.get("day") is not None:
         out["day"] = out["day"].isoformat()
     return out
@@ -185,17 +210,17 @@ def _csv_line(writer: Any, values: Iterable[Any]) -> bytes:
     return writer.writerow(["" if v is None else _json_value(v) for v in values]).encode()
 
 
-def report_csv(report: dict[str, Any]) -> bytes:
+def report_csv(report: dict[str, Any], *, totals: bool = False) -> bytes:
+    """Header and one line per group; ``totals`` appends a ``TOTAL`` line (then the file no longer sums)."""
     writer = csv.writer(_Echo(), lineterminator="\n")
     fields = [f for g in report["group_by"] for f in GROUPS[g]]
-    lines = [_csv_line(writer, [*fields, *METRICS])]
+    lines = [_csv_line(writer, [*fields, *METRICS] if fields else ["", *METRICS])]
     for row in report["rows"]:
         lines.append(_csv_line(writer, [*(row.get(f) for f in fields), *(row[m] for m in METRICS)]))
-    total = report["total"]
-    label = ["TOTAL", *([""] * (len(fields) - 1))] if fields else ["TOTAL"]
-    if not fields:
-        lines[0] = _csv_line(writer, ["", *METRICS])
-    lines.append(_csv_line(writer, [*label, *(total[m] for m in METRICS)]))
+    if totals:
+        total = report["total"]
+        label = ["TOTAL", *([""] * (len(fields) - 1))] if fields else ["TOTAL"]
+        lines.append(_csv_line(writer, [*label, *(total[m] for m in METRICS)]))
     return b"".join(lines)
 
 
@@ -204,8 +229,8 @@ def detail_rows(records: QuerySet[UsageRecord]) -> Iterator[tuple[Any, ...]]:
     return records.order_by("created_at", "id").values_list(*DETAIL_FIELDS).iterator(chunk_size=CHUNK_SIZE)
 
 
-def detail_csv(records: QuerySet[UsageRecord], total: dict[str, Any]) -> Iterator[bytes]:
-    """Streamed CSV: a header, one line per record, and a TOTAL line (cost summed by the database)."""
+def detail_csv(records: QuerySet[UsageRecord], total: dict[str, Any] | None = None) -> Iterator[bytes]:
+    """Streamed CSV: a header and one line per record; with ``total``, a TOTAL line (summed by the database)."""
     writer = csv.writer(_Echo(), lineterminator="\n")
     yield _csv_line(writer, DETAIL_FIELDS)
     batch: list[bytes] = []
@@ -216,13 +241,12 @@ def detail_csv(records: QuerySet[UsageRecord], total: dict[str, Any]) -> Iterato
             batch = []
     if batch:
         yield b"".join(batch)
-    cost_index = DETAIL_FIELDS.index("cost_usd")
-    line = [""] * len(DETAIL_FIELDS)
+    if total is None:
+        return
+    line: list[Any] = [""] * len(DETAIL_FIELDS)
     line[0] = "TOTAL"
-    line[DETAIL_FIELDS.index("prompt_tokens")] = total["prompt_tokens"]
-    line[DETAIL_FIELDS.index("completion_tokens")] = total["completion_tokens"]
-    line[DETAIL_FIELDS.index("cached_tokens")] = total["cached_tokens"]
-    line[cost_index] = total["cost_usd"]
+    for name in [*TOKEN_METRICS, "cost_usd"]:
+        line[DETAIL_FIELDS.index(name)] = total[name]
     yield _csv_line(writer, line)
 
 

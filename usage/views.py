@@ -42,7 +42,7 @@ class CostReportView(APIView):
             total = report_total(records)
             if params.format == "csv":
                 response: HttpResponse = StreamingHttpResponse(
-                    detail_csv(records, total), content_type="text/csv; charset=utf-8"
+                    detail_csv(records, total if params.totals else None), content_type="text/csv; charset=utf-8"
                 )
                 response["content-disposition"] = f'attachment; filename="{_filename(params, "csv")}"'
             else:
@@ -50,7 +50,7 @@ class CostReportView(APIView):
             return response
         report = cost_report(params)
         if params.format == "csv":
-            response = HttpResponse(report_csv(report), content_type="text/csv; charset=utf-8")
+            response = HttpResponse(report_csv(report, totals=params.totals), content_type="text/csv; charset=utf-8")
             response["content-disposition"] = f'attachment; filename="{_filename(params, "csv")}"'
             return response
         return HttpResponse(report_json(report), content_type="application/json")

@@ -241,16 +241,29 @@ def request_body(target: Target, body: Mapping[str, Any], *, stream: bool) -> di
 
 
 def usage_of(raw: Mapping[str, Any] | None) -> Usage:
-    """Anthropic's ``input_tokens`` excludes cache reads and writes; OpenAI's prompt count includes them."""
+    """Anthropic's ``input_tokens`` excludes cache reads and writes; OpenAI's prompt count includes them.
+
+    Cache writes come as a total (``cache_creation_input_tokens``) and, split by lifetime,
+    in ``cache_creation.ephemeral_5m_input_tokens`` / ``ephemeral_1h_input_tokens``: a
+    one-hour write costs 2x the input price, a five-minute one 1.25x, so the split is kept.
+    """
     reader = UsageReader(raw)
     fresh = reader.count("input_tokens")
     read = reader.count("cache_read_input_tokens")
-    written = reader.count("cache_creation_input_tokens")
+    split = reader.raw.get("cache_creation")
+    split = split if isinstance(split, Mapping) else {}
+    five_minutes = reader.count("ephemeral_5m_input_tokens", split)
+    one_hour = reader.count("ephemeral_1h_input_tokens", split)
+    if reader.raw.get("cache_creation_input_tokens") is not None:
+        written = reader.count("cache_creation_input_tokens")
+    else:
+        written = five_minutes + one_hour
     return reader.usage(
         prompt_tokens=fresh + read + written,
         completion_tokens=reader.count("output_tokens"),
         cached_tokens=read,
         cache_creation_tokens=written,
+        cache_creation_1h_tokens=min(one_hour, written),
     )
 
 

@@ -91,7 +91,13 @@ class UsageReader:
         return value
 
     def usage(
-        self, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_creation_tokens: int = 0
+        self,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        cache_creation_tokens: int = 0,
+        cache_creation_1h_tokens: int = 0,
     ) -> Usage:
         problems = list(self.problems)
         inherited = self.raw.get(ANOMALY_FIELD)
@@ -102,6 +108,7 @@ class UsageReader:
             completion_tokens=completion_tokens,
             cached_tokens=cached_tokens,
             cache_creation_tokens=cache_creation_tokens,
+            cache_creation_1h_tokens=cache_creation_1h_tokens,
             anomaly="; ".join(problems)[:500],
         )
 
@@ -112,12 +119,17 @@ class Usage:
 
     ``anomaly`` is non-empty when the provider reported implausible counts (see
     ``UsageReader``); the counts are then not to be billed as they stand.
+
+    ``cache_creation_1h_tokens`` is the part of ``cache_creation_tokens`` written to a
+    one-hour cache (Anthropic's ``ttl: "1h"``), billed at its own price; the rest are
+    five-minute writes.
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
     anomaly: str = ""
 
     @classmethod
@@ -132,10 +144,12 @@ class Usage:
             completion_tokens=reader.count("completion_tokens"),
             cached_tokens=reader.count("cached_tokens", details),
             cache_creation_tokens=reader.count("cache_creation_tokens", details),
+            cache_creation_1h_tokens=reader.count("cache_creation_1h_tokens", details),
         )
 
     def to_openai(self) -> dict[str, Any]:
-        """OpenAI's usage object; ``cache_creation_tokens`` is a documented gateway extra."""
+        """OpenAI's usage object; ``cache_creation_tokens`` (and ``cache_creation_1h_tokens`` when
+        there are any) are documented gateway extras."""
         result: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -146,6 +160,8 @@ class Usage:
                 "cached_tokens": self.cached_tokens,
                 "cache_creation_tokens": self.cache_creation_tokens,
             }
+            if self.cache_creation_1h_tokens:
+                result["prompt_tokens_details"]["cache_creation_1h_tokens"] = self.cache_creation_1h_tokens
         if self.anomaly:
             result[ANOMALY_FIELD] = self.anomaly
         return result

@@ -1,9 +1,12 @@
 """Pricing rows admin: history, CSV import and export, unpriced deployments.
 
-A row already in effect is read-only (only its ``source`` note can be edited) and cannot
-be deleted: past requests were priced with it. Changing a price means adding a row with a
-later ``effective_from`` ("Add a new price" on the row's page pre-fills vendor and model).
-Import and export call the same services as ``manage.py pricing``.
+A row in effect, or taking effect within the notice (``GATEWAY_CONFIG_PROPAGATION_SECONDS``),
+is read-only (only its ``source`` note can be edited) and cannot be deleted: requests are
+billed with it. Changing a price means adding a row with a later ``effective_from`` ("Add
+a new price" on the row's page pre-fills vendor and model). The add form leaves
+``effective_from`` empty, meaning "now": the moment of saving plus the notice, stamped by
+the service (a time typed earlier than that is refused, never silently backdated).
+Saves, deletes, import and export call the same services as ``manage.py pricing``.
 """
 
 from __future__ import annotations
@@ -20,14 +23,24 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from gatewaysite.clock import now
-from providers.models import PricingRow
+from providers.models import PriceRepricing, PricingRow
 from providers.pricing.formats import PRICE_FIELDS, PricingFormatError, dump_csv
 from providers.pricing.selectors import pricing_rows, unpriced_deployments
-from providers.pricing.services import pricing_import_file
+from providers.pricing.services import (
+    PricingTimeError,
+    nothing_billed,
+    pricing_import_file,
+    pricing_row_delete,
+    pricing_row_frozen,
+    pricing_row_save,
+    too_early_message,
+)
+from routing.config.notice import earliest_effective_from, propagation_seconds
 
 
 def in_effect(row: PricingRow | None) -> bool:
-    return row is not None and row.pk is not None and row.effective_from <= now()
+    """In effect or about to be (within the notice): frozen."""
+    return pricing_row_frozen(row)
 
 
 class PricingImportForm(forms.Form):
@@ -35,6 +48,13 @@ class PricingImportForm(forms.Form):
 
 
 class PricingRowForm(forms.ModelForm):
+    effective_from = forms.SplitDateTimeField(
+        required=False,
+        widget=admin.widgets.AdminSplitDateTime,
+        help_text="UTC. Empty: now, i.e. when you save plus the notice every gateway process needs to see a new "
+        "price (a few seconds). Never earlier: requests already billed keep their price.",
+    )
+
     class Meta:
         model = PricingRow
         fields = "__all__"
@@ -50,6 +70,12 @@ class PricingRowForm(forms.ModelForm):
                     "This price is already in effect and past requests were billed with it. "
                     "Add a new row with a later 'effective from' instead."
                 )
+            return data
+        effective_from = data.get("effective_from")
+        moment = now()
+        if effective_from is not None and effective_from < earliest_effective_from(moment) and not nothing_billed():
+            what = f"{data.get('vendor')}/{data.get('model')}"
+            self.add_error("effective_from", too_early_message(what, effective_from, moment))
         return data
 
 
@@ -67,7 +93,9 @@ class PricingRowAdmin(admin.ModelAdmin):
 
     @admin.display(description="state")
     def state(self, obj: PricingRow) -> str:
-        return "in effect / history" if in_effect(obj) else "scheduled"
+        if obj.effective_from <= now():
+            return "in effect / history"
+        return "taking effect (frozen)" if in_effect(obj) else "scheduled"
 
     def get_readonly_fields(self, request: HttpRequest, obj: PricingRow | None = None) -> list[str]:
         if in_effect(obj):
@@ -84,10 +112,24 @@ class PricingRowAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)  # would delete rows in effect; delete scheduled rows one by one
         return actions
 
-    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
-        initial = super().get_changeform_initial_data(request)
-        initial.setdefault("effective_from", now())
-        return initial
+    def save_model(self, request: HttpRequest, obj: PricingRow, form: Any, change: bool) -> None:
+        try:
+            pricing_row_save(row=obj)
+        except PricingTimeError as exc:  # only if the row froze between the form's check and the save
+            messages.error(request, str(exc))
+            return
+        if not change:
+            messages.info(
+                request,
+                f"{obj.vendor}/{obj.model}: the new price takes effect at {obj.effective_from.isoformat()} "
+                f"(at least {propagation_seconds():g} s after saving, so that every gateway process sees it first).",
+            )
+
+    def delete_model(self, request: HttpRequest, obj: PricingRow) -> None:
+        try:
+            pricing_row_delete(row=obj)
+        except PricingTimeError as exc:
+            messages.error(request, str(exc))
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
@@ -172,3 +214,20 @@ class PricingRowAdmin(admin.ModelAdmin):
         response = HttpResponse(dump_csv(rows), content_type="text/csv; charset=utf-8")
         response["content-disposition"] = f'attachment; filename="pricing_{now():%Y%m%d}.csv"'
         return response
+
+
+@admin.register(PriceRepricing)
+class PriceRepricingAdmin(admin.ModelAdmin):
+    """The audit trail of ``manage.py pricing reprice``: read-only."""
+
+    list_display = ["created_at", "actor", "reason", "records_recosted", "cost_before_usd", "cost_after_usd"]
+    readonly_fields = [f.name for f in PriceRepricing._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: PriceRepricing | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: PriceRepricing | None = None) -> bool:
+        return False

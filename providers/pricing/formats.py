@@ -10,7 +10,8 @@ float), with at most 6 decimals, as ``PricingRow`` stores them.
 - CSV: the same columns, one row per line, a header line first.
 - LiteLLM (``model_prices_and_context_window.json``): keys are model names, values hold
   ``input_cost_per_token``, ``output_cost_per_token``, ``cache_read_input_token_cost``,
-  ``cache_creation_input_token_cost`` and ``litellm_provider``. Prices per token are
+  ``cache_creation_input_token_cost``, ``cache_creation_input_token_cost_above_1hr``
+  (one-hour cache writes) and ``litellm_provider``. Prices per token are
   converted exactly to per million tokens; a price that does not fit 6 decimals per
   million is skipped and reported, never rounded.
 """
@@ -30,7 +31,13 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 FORMAT_TAG = "llm-gateway-pricing/1"
 # The prices of a row (PricingRow and PriceEntry alike), USD per million tokens.
-PRICE_FIELDS = ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok"]
+PRICE_FIELDS = [
+    "input_per_mtok",
+    "output_per_mtok",
+    "cached_input_per_mtok",
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+]
 COLUMNS = ["vendor", "model", *PRICE_FIELDS, "effective_from", "source"]
 MILLION = Decimal(1_000_000)
 MAX_PLACES = 6
@@ -65,6 +72,7 @@ class PriceEntry:
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None = None
     cache_write_per_mtok: Decimal | None = None
+    cache_write_1h_per_mtok: Decimal | None = None
     effective_from: datetime | None = None  # None: from the moment it is imported
     source: str = ""
 
@@ -73,7 +81,7 @@ class PriceEntry:
         return (self.vendor, self.model)
 
     def same_prices(self, other: Any) -> bool:
-        return all(getattr(self, name) == getattr(other, name) for name in PRICE_FIELDS)
+        return all(getattr(self, name) == getattr(other, name, None) for name in PRICE_FIELDS)
 
 
 @dataclass
@@ -136,6 +144,9 @@ def entry_from_mapping(row: dict[str, Any], *, where: str) -> PriceEntry:
         cache_write_per_mtok=price(
             row.get("cache_write_per_mtok"), where=where, field="cache_write_per_mtok", required=False
         ),
+        cache_write_1h_per_mtok=price(
+            row.get("cache_write_1h_per_mtok"), where=where, field="cache_write_1h_per_mtok", required=False
+        ),
         effective_from=when(row.get("effective_from"), where=where),
         source=str(row.get("source") or "")[:300],
     )
@@ -158,7 +169,7 @@ def _litellm_entry(name: str, spec: dict[str, Any]) -> PriceEntry | str:
         return "no litellm_provider"
     vendor = LITELLM_VENDORS.get(provider, provider.lower().replace(" ", "-"))
     model = name[len(provider) + 1 :] if name.startswith(provider + "/") else name
-    where = f"{name}"
+    where = name
     try:
         return PriceEntry(
             vendor=vendor[:64],
@@ -174,10 +185,19 @@ def _litellm_entry(name: str, spec: dict[str, Any]) -> PriceEntry | str:
                 field="cache creation",
                 required=False,
             ),
+            cache_write_1h_per_mtok=price(
+                _per_million(spec.get("cache_creation_input_token_cost_above_1hr")),
+                where=where,
+                field="one-hour cache creation",
+                required=False,
+            ),
             source="LiteLLM model_prices_and_context_window.json",
         )
-    except (PricingFormatError, InvalidOperation) as exc:
-        return str(exc)
+    except InvalidOperation:
+        return "a price is not a number"
+    except PricingFormatError as exc:
+        # the caller puts the model name in front: say it once
+        return str(exc).removeprefix(f"{where}: ")
 
 
 def _is_litellm(data: Any) -> bool:
@@ -247,6 +267,7 @@ def _row(entry: Any) -> dict[str, Any]:
         "output_per_mtok": _text(entry.output_per_mtok),
         "cached_input_per_mtok": _text(entry.cached_input_per_mtok) or None,
         "cache_write_per_mtok": _text(entry.cache_write_per_mtok) or None,
+        "cache_write_1h_per_mtok": _text(getattr(entry, "cache_write_1h_per_mtok", None)) or None,
         "effective_from": effective.astimezone(UTC).isoformat().replace("+00:00", "Z") if effective else None,
         "source": entry.source or "",
     }

@@ -2,7 +2,9 @@
 
 Every write to a configuration model (keys, teams, providers, deployments, pricing,
 rules, routing settings) bumps ``ConfigVersion`` in the same transaction and marks this
-process's snapshot stale. Other processes see the new version on their next poll.
+process's snapshot stale. Once the transaction commits the new version is announced
+over Redis, so the other processes reload at once (or on their next poll), and the
+writer can wait until they all serve it (``routing/config/propagation.py``).
 
 This is the one place signals are used: a cache must be invalidated by *every* write
 path (admin, services, shell), and forgetting one would serve stale keys. Bulk writes
@@ -29,12 +31,14 @@ from django.db.models.signals import post_delete, post_save
 
 def config_changed() -> None:
     from routing.config.cache import config_cache
+    from routing.config.propagation import announce_on_commit
     from routing.models import ConfigVersion
 
     if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
         ConfigVersion.objects.update_or_create(pk=1, defaults={"version": 1})
     config_cache.invalidate_local()
     transaction.on_commit(config_cache.invalidate_local)
+    announce_on_commit()
 
 
 def _on_change(sender: type[models.Model], **kwargs: Any) -> None:

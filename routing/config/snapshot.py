@@ -39,6 +39,7 @@ class Price:
     cached_input_per_mtok: Decimal
     cache_write_per_mtok: Decimal
     effective_from: datetime
+    cache_write_1h_per_mtok: Decimal | None = None  # None: the cache-write price
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,24 @@ class Snapshot:
         return [m for m in self.models if fnmatch.fnmatchcase(m, pattern)]
 
 
+def price_of(row: object) -> Price:
+    """A pricing row with its empty columns resolved (cache reads and writes: the input price;
+    one-hour writes: the cache-write price)."""
+    input_price = row.input_per_mtok  # type: ignore[attr-defined]
+    write = row.cache_write_per_mtok if row.cache_write_per_mtok is not None else input_price  # type: ignore[attr-defined]
+    write_1h = row.cache_write_1h_per_mtok  # type: ignore[attr-defined]
+    cached = row.cached_input_per_mtok  # type: ignore[attr-defined]
+    return Price(
+        id=row.id,  # type: ignore[attr-defined]
+        input_per_mtok=input_price,
+        output_per_mtok=row.output_per_mtok,  # type: ignore[attr-defined]
+        cached_input_per_mtok=cached if cached is not None else input_price,
+        cache_write_per_mtok=write,
+        cache_write_1h_per_mtok=write_1h if write_1h is not None else write,
+        effective_from=row.effective_from,  # type: ignore[attr-defined]
+    )
+
+
 def load_snapshot(version: int) -> Snapshot:
     from providers.models import Deployment, PricingRow
     from routing.models import RoutingRule, RoutingSettings, RuleTarget
@@ -151,18 +170,7 @@ def load_snapshot(version: int) -> Snapshot:
 
     prices: dict[tuple[str, str], list[Price]] = {}
     for p in PricingRow.objects.order_by("vendor", "model", "-effective_from"):
-        prices.setdefault((p.vendor, p.model), []).append(
-            Price(
-                id=p.id,
-                input_per_mtok=p.input_per_mtok,
-                output_per_mtok=p.output_per_mtok,
-                cached_input_per_mtok=p.cached_input_per_mtok
-                if p.cached_input_per_mtok is not None
-                else p.input_per_mtok,
-                cache_write_per_mtok=p.cache_write_per_mtok if p.cache_write_per_mtok is not None else p.input_per_mtok,
-                effective_from=p.effective_from,
-            )
-        )
+        prices.setdefault((p.vendor, p.model), []).append(price_of(p))
 
     targets: dict[int, list[str]] = {}
     for t in RuleTarget.objects.select_related("deployment").order_by("rule_id", "position", "id"):

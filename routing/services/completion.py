@@ -29,6 +29,7 @@ from gatewaysite.clock import monotonic, now
 from monitoring.recording import observe_usage
 from providers.adapters.base import UpstreamError, Usage
 from providers.adapters.registry import adapter_for
+from routing.config.cache import config_cache
 from routing.config.snapshot import DeploymentInfo
 from routing.health import health
 from routing.latency.live import live_latency
@@ -108,7 +109,12 @@ class _Call:
         total_ms = (monotonic() - self.received) * 1000
         served = self.attempts[-1] if self.attempts else None
         deployment = served.deployment if served else None
-        price = self.route.snapshot.price_for(deployment, self.received_at) if deployment else None
+        # the row in effect at receipt, from a snapshot known to hold it (routing/config/notice.py)
+        price = (
+            config_cache.pricing_snapshot(self.received_at).price_for(deployment, self.received_at)
+            if deployment
+            else None
+        )
         usage = usage or Usage()
         anomaly = usage.anomaly
         if anomaly:
@@ -140,6 +146,7 @@ class _Call:
             "completion_tokens": usage.completion_tokens,
             "cached_tokens": usage.cached_tokens,
             "cache_creation_tokens": usage.cache_creation_tokens,
+            "cache_creation_1h_tokens": usage.cache_creation_1h_tokens,
             "usage_estimated": usage_estimated,
             "usage_anomaly": anomaly,
             "cost_usd": str(cost) if cost is not None else None,

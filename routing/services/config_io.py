@@ -27,7 +27,9 @@ from accounts.keys import KEY_MARK
 from accounts.models import ClientKey, Team
 from gatewaysite.clock import now
 from providers.models import Deployment, PricingRow, Provider
+from providers.pricing.services import nothing_billed, too_early_message
 from routing.config.invalidation import config_changed
+from routing.config.notice import earliest_effective_from, pricing_write_lock
 from routing.models import RoutingRule, RoutingSettings, RuleTarget
 
 FORMAT_VERSION = 1
@@ -168,6 +170,7 @@ PRICING_FIELDS: dict[str, Parser] = {
     "output_per_mtok": _decimal,
     "cached_input_per_mtok": _optional_decimal,
     "cache_write_per_mtok": _optional_decimal,
+    "cache_write_1h_per_mtok": _optional_decimal,
     "effective_from": _moment,
     "source": _text,
 }
@@ -200,7 +203,13 @@ ROUTING_FIELDS: dict[str, Parser] = {
     "cooldown_seconds": _number,
 }
 
-PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok")
+PRICE_FIELDS = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cached_input_per_mtok",
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+)
 
 REQUIRED = {
     "providers": ("name", "kind"),
@@ -472,20 +481,28 @@ class _Importer:
             "vendor, model and effective_from",
         )
         fields = [n for n in PRICING_FIELDS if n not in ("vendor", "model", "effective_from")]
+        # Prices take effect with notice and never retroactively (providers/pricing/services.py).
+        pricing_write_lock()
         moment = now()
+        earliest = earliest_effective_from(moment)
         for label, values in parsed:
             lookup = {k: values.pop(k) for k in ("vendor", "model", "effective_from")}
             data = {**_defaults(PricingRow, fields), **values}
             what = f"price {lookup['vendor']}/{lookup['model']} from {_moment_text(lookup['effective_from'])}"
             current = PricingRow.objects.filter(**lookup).first()
-            if current is not None and current.effective_from <= moment:
-                # Price history is append-only once in effect: past requests were priced with it.
+            if current is not None and current.effective_from < earliest:
+                # Price history is append-only once in effect (or about to be): requests are priced with it.
                 rewritten = [n for n in PRICE_FIELDS if getattr(current, n) != data[n]]
                 if rewritten:
                     raise ConfigImportError(
                         f"{label}: {', '.join(rewritten)} differ from the price in effect since "
                         f"{_moment_text(current.effective_from)}; add an entry with a later effective_from instead"
                     )
+            if current is None and lookup["effective_from"] < earliest and not nothing_billed():
+                raise ConfigImportError(
+                    f"{label}: "
+                    + too_early_message(f"{lookup['vendor']}/{lookup['model']}", lookup["effective_from"], moment)
+                )
             self.upsert(model=PricingRow, lookup=lookup, values=data, label=label, what=what)
 
     def rules(self, items: list[Any]) -> None:

@@ -36,6 +36,9 @@ def _price_dict(price: Price | None) -> dict[str, Any] | None:
         "output_per_mtok": format_usd(price.output_per_mtok),
         "cached_input_per_mtok": format_usd(price.cached_input_per_mtok),
         "cache_write_per_mtok": format_usd(price.cache_write_per_mtok),
+        "cache_write_1h_per_mtok": format_usd(
+            price.cache_write_1h_per_mtok if price.cache_write_1h_per_mtok is not None else price.cache_write_per_mtok
+        ),
         "effective_from": price.effective_from.isoformat(),
     }
 

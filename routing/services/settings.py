@@ -14,7 +14,7 @@ def routing_settings_get() -> RoutingSettings:
 
 @transaction.atomic
 def routing_strategy_set(*, strategy: str) -> RoutingSettings:
-    """Switch the active strategy; every process follows within a poll interval."""
+    """Switch the active strategy (the caller waits for every process: ``wait_for_propagation``)."""
     settings, _ = RoutingSettings.objects.select_for_update().get_or_create(pk=1)
     settings.strategy = strategy
     settings.full_clean()

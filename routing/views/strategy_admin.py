@@ -1,7 +1,10 @@
 """``GET/POST /admin/routing/strategy``: read or switch the active strategy.
 
 A staff JWT with the routing settings' view permission reads, with the change
-permission switches (both in the ``operators`` group).
+permission switches (both in the ``operators`` group). A switch answers once every live
+gateway process routes with the new strategy (bounded by
+``GATEWAY_CONFIG_PROPAGATION_SECONDS``); ``propagation`` in the answer says whether they
+all did (``routing/config/propagation.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from rest_framework.views import APIView
 
 from gatewaysite.api.errors import InvalidRequest
 from gatewaysite.api.permissions import StaffPermission
+from routing.config.middleware import HEADER
+from routing.config.propagation import wait_for_propagation
 from routing.services.settings import routing_settings_get, routing_strategy_set
 from routing.strategies.registry import strategy_names
 
@@ -42,4 +47,10 @@ class StrategyAdminView(APIView):
                 param="strategy",
             )
         updated = routing_strategy_set(strategy=name)
-        return Response({"strategy": updated.strategy, "strategies": strategy_names()})
+        propagation = wait_for_propagation()
+        body = {"strategy": updated.strategy, "strategies": strategy_names()}
+        if propagation is None:  # unchanged: nothing was written
+            return Response({**body, "propagation": {"complete": True, "changed": False}})
+        response = Response({**body, "propagation": propagation.as_dict()})
+        response[HEADER] = "complete" if propagation.complete else "incomplete"
+        return response

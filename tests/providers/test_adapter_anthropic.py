@@ -447,3 +447,45 @@ def test_stalled_stream_times_out_and_may_fall_back(fake: FakeAnthropic) -> None
     with pytest.raises(UpstreamError) as info:
         next(adapter.stream(stalled, {"model": "m", "messages": [user("a")]}))
     assert (info.value.status, info.value.code, info.value.retryable) == (504, "upstream_timeout", True)
+
+
+def _with_cache_split(data: dict[str, Any], five_minutes: int, one_hour: int) -> dict[str, Any]:
+    data["usage"]["cache_creation"] = {"ephemeral_5m_input_tokens": five_minutes, "ephemeral_1h_input_tokens": one_hour}
+    return data
+
+
+def test_one_hour_cache_writes_are_told_apart(fake: FakeAnthropic) -> None:
+    # Anthropic bills a 1-hour cache write at 2x input and a 5-minute one at 1.25x: keep the split
+    data = _with_cache_split(message_json(input_tokens=100, output_tokens=20, cache_read=1000, cache_write=70), 50, 20)
+    fake.queue(Reply(json=data))
+    completion = adapter.complete(target(fake), {"model": "m", "messages": [user("a")]})
+    assert completion.usage is not None
+    assert (completion.usage.cache_creation_tokens, completion.usage.cache_creation_1h_tokens) == (70, 20)
+    assert completion.body["usage"]["prompt_tokens"] == 1170
+    assert completion.body["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 1000,
+        "cache_creation_tokens": 70,
+        "cache_creation_1h_tokens": 20,
+    }
+    # only the split, no total: the total is the sum of the parts
+    data = _with_cache_split(message_json(input_tokens=10, output_tokens=1), 3, 4)
+    del data["usage"]["cache_creation_input_tokens"]
+    fake.queue(Reply(json=data))
+    usage = adapter.complete(target(fake), {"model": "m", "messages": [user("a")]}).usage
+    assert usage is not None and (usage.prompt_tokens, usage.cache_creation_tokens, usage.cache_creation_1h_tokens) == (
+        17,
+        7,
+        4,
+    )
+
+
+def test_stream_keeps_the_one_hour_cache_writes(fake: FakeAnthropic) -> None:
+    frames = stream_events(["Hi"], input_tokens=30, output_tokens=4, cache_write=40)
+    event, _, data = frames[0].decode().partition("\ndata: ")
+    start = json.loads(data)
+    start["message"]["usage"]["cache_creation"] = {"ephemeral_5m_input_tokens": 15, "ephemeral_1h_input_tokens": 25}
+    frames[0] = f"{event}\ndata: {json.dumps(start)}\n\n".encode()
+    fake.queue(Reply(events=frames))
+    chunks = list(adapter.stream(target(fake), {"model": "m", "messages": [user("a")], "stream": True}))
+    details = chunks[-1]["usage"]["prompt_tokens_details"]
+    assert details == {"cached_tokens": 0, "cache_creation_tokens": 40, "cache_creation_1h_tokens": 25}

@@ -23,6 +23,7 @@ LITELLM = b"""{
              "cache_read_input_token_cost": 1.25e-06, "litellm_provider": "openai", "mode": "chat"},
   "claude-3-5-haiku-20241022": {"input_cost_per_token": 8e-07, "output_cost_per_token": 4e-06,
              "cache_creation_input_token_cost": 1e-06, "cache_read_input_token_cost": 8e-08,
+             "cache_creation_input_token_cost_above_1hr": 1.6e-06,
              "litellm_provider": "anthropic", "mode": "chat"},
   "groq/llama-3.1-8b-instant": {"input_cost_per_token": 5e-08, "output_cost_per_token": 8e-08,
              "litellm_provider": "groq", "mode": "chat"},
@@ -47,12 +48,16 @@ def test_litellm_prices_per_token_become_exact_prices_per_million() -> None:
     assert gpt.cache_write_per_mtok is None
     haiku = by_key[("anthropic", "claude-3-5-haiku-20241022")]
     assert haiku.cache_write_per_mtok == Decimal("1") and haiku.cached_input_per_mtok == Decimal("0.08")
+    assert haiku.cache_write_1h_per_mtok == Decimal("1.6") and gpt.cache_write_1h_per_mtok is None
     assert by_key[("groq", "llama-3.1-8b-instant")].output_per_mtok == Decimal("0.08")
     assert ("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo") in by_key
     # embeddings are not chat models; a price that does not fit 6 decimals is skipped, never rounded
     assert ("openai", "text-embedding-3-small") not in by_key
     assert ("openai", "odd-model") not in by_key
-    assert any(s.startswith("odd-model") for s in parsed.skipped)
+    # the model is named once in its skip message
+    assert [s for s in parsed.skipped if s.startswith("odd-model")] == [
+        "odd-model: input has more than 6 decimals: 0.000123456789000000"
+    ]
     assert all(isinstance(e.input_per_mtok, Decimal) for e in parsed.entries)
 
 
@@ -97,7 +102,8 @@ def test_a_changed_price_adds_a_row_and_keeps_history() -> None:
     assert result.created == 1 and result.unchanged == 3
     rows = list(PricingRow.objects.filter(vendor="openai", model="gpt-4o").order_by("effective_from"))
     assert [r.input_per_mtok for r in rows] == [Decimal("2.5"), Decimal("2")]
-    assert rows[1].effective_from == t0 + timedelta(days=30)
+    # "now" is the write time plus the notice every process needs to see a new price
+    assert rows[1].effective_from == t0 + timedelta(days=30, seconds=2)
 
 
 @pytest.mark.django_db
@@ -294,7 +300,42 @@ def test_admin_csv_import_export_and_unpriced_warning(
     assert b"no price in effect" not in page.content
     export = staff_client.get("/admin/providers/pricingrow/export/")
     assert export["content-type"].startswith("text/csv")
-    assert b"openai,gpt-4o,2.5,10,1.25,,2025-01-01T00:00:00Z" in export.content
+    assert b"openai,gpt-4o,2.5,10,1.25,,,2025-01-01T00:00:00Z" in export.content
     bad = staff_client.post("/admin/providers/pricingrow/import/", {"file": SimpleUploadedFile("x.txt", b"zzz")})
     assert bad.status_code == 200 and b".json or .csv" in bad.content
     assert staff_client.get("/admin/providers/pricingrow/unpriced/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_migration_gives_shipped_rows_their_one_hour_price_and_leaves_others_alone() -> None:
+    from importlib import import_module
+
+    from django.apps import apps as django_apps
+
+    migration = import_module("providers.migrations.0005_money_cache_write_1h")
+    shipped = next(e for e in seed_entries() if (e.vendor, e.model) == ("anthropic", "claude-sonnet-4"))
+    assert shipped.cache_write_1h_per_mtok == Decimal("6.00") == 2 * shipped.input_per_mtok
+    fields = {
+        "cached_input_per_mtok": shipped.cached_input_per_mtok,
+        "cache_write_per_mtok": shipped.cache_write_per_mtok,
+    }
+    as_shipped = PricingRow.objects.create(
+        vendor="anthropic",
+        model="claude-sonnet-4",
+        input_per_mtok=shipped.input_per_mtok,
+        output_per_mtok=shipped.output_per_mtok,
+        effective_from=shipped.effective_from,
+        **fields,
+    )
+    own = PricingRow.objects.create(  # the operator's own price for the same model: not the shipped row
+        vendor="anthropic",
+        model="claude-sonnet-4",
+        input_per_mtok=Decimal("2.5"),
+        output_per_mtok=shipped.output_per_mtok,
+        effective_from=shipped.effective_from + timedelta(days=1),
+        **fields,
+    )
+    migration.fill_one_hour_prices(django_apps, None)
+    as_shipped.refresh_from_db()
+    own.refresh_from_db()
+    assert as_shipped.cache_write_1h_per_mtok == Decimal("6") and own.cache_write_1h_per_mtok is None

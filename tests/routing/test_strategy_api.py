@@ -62,7 +62,9 @@ def test_seed_curl_examples_as_written(live_server: Any, users: dict[str, Any], 
     result = subprocess.run([*argv, "-s", "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=30)
     body, _, status = result.stdout.rpartition("\n")
     assert status == "200", result.stdout + result.stderr
-    assert json.loads(body) == {"strategy": strategy, "strategies": strategy_names()}
+    answer = json.loads(body)
+    assert answer["strategy"] == strategy and answer["strategies"] == strategy_names()
+    assert answer["propagation"]["complete"] is True  # every live process serves it (here: none but this one)
     assert strategy_in_db() == strategy
 
 

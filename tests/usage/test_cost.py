@@ -17,13 +17,15 @@ from usage.cost import cost_of, estimate_cost, format_usd, from_picodollars, to_
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def _price(i: str, o: str, cached: str | None = None, write: str | None = None) -> Price:
+def _price(i: str, o: str, cached: str | None = None, write: str | None = None, write_1h: str | None = None) -> Price:
+    write = write if write is not None else i
     return Price(
         id=1,
         input_per_mtok=Decimal(i),
         output_per_mtok=Decimal(o),
         cached_input_per_mtok=Decimal(cached if cached is not None else i),
-        cache_write_per_mtok=Decimal(write if write is not None else i),
+        cache_write_per_mtok=Decimal(write),
+        cache_write_1h_per_mtok=Decimal(write_1h if write_1h is not None else write),
         effective_from=T0,
     )
 
@@ -42,6 +44,34 @@ def test_cached_and_cache_write_tokens_are_billed_once_at_their_own_price() -> N
     assert cost_of(usage, price) == expected == Decimal("0.004605")
     # never billed as plain input too: cheaper than the same tokens without cache
     assert cost_of(usage, price) < cost_of(Usage(prompt_tokens=1000, completion_tokens=200), price)
+
+
+def test_one_hour_cache_writes_are_billed_at_their_own_price() -> None:
+    # Anthropic: 5-minute writes 1.25x input, 1-hour writes 2x; 300 written, 100 of them for an hour
+    price = _price("3", "15", cached="0.30", write="3.75", write_1h="6")
+    usage = Usage(
+        prompt_tokens=1000,
+        completion_tokens=200,
+        cached_tokens=600,
+        cache_creation_tokens=300,
+        cache_creation_1h_tokens=100,
+    )
+    expected = (
+        Decimal(100) * 3 + Decimal(600) * Decimal("0.30") + Decimal(200) * Decimal("3.75") + Decimal(100) * 6 + 200 * 15
+    ) / 10**6
+    assert cost_of(usage, price) == expected == Decimal("0.004830")
+    # more one-hour tokens than writes (inconsistent usage) never bills more than the writes
+    usage.cache_creation_1h_tokens = 10_000
+    assert cost_of(usage, price) == (Decimal(100) * 3 + Decimal(600) * Decimal("0.30") + 300 * 6 + 200 * 15) / 10**6
+
+
+def test_one_hour_writes_survive_the_openai_shape() -> None:
+    # streams hand usage on in OpenAI's shape: the split must come through
+    usage = Usage(
+        prompt_tokens=50, completion_tokens=5, cached_tokens=10, cache_creation_tokens=30, cache_creation_1h_tokens=12
+    )
+    assert Usage.from_openai(usage.to_openai()) == usage
+    assert "cache_creation_1h_tokens" not in str(Usage(prompt_tokens=5, cached_tokens=1).to_openai())
 
 
 def test_inconsistent_usage_never_bills_more_tokens_than_the_prompt() -> None:

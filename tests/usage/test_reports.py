@@ -74,8 +74,11 @@ def test_grouped_totals_reconcile_to_the_last_picodollar(staff: Any, records: li
     expected = sum((r.cost_usd for r in included if r.cost_usd is not None), Decimal(0))
     assert expected == Decimal("1.433333333341")
     assert Decimal(data["total"]["cost_usd"]) == expected
-    assert sum(Decimal(r["cost_usd"]) for r in data["rows"]) == expected
+    assert sum(Decimal(r["cost_usd"]) for r in data["rows"] if r["cost_usd"] is not None) == expected
     assert data["total"]["requests"] == 5 and data["total"]["unpriced_requests"] == 1
+    # key 3's only request has no price: its cost is unknown (null), not zero, and counted as unpriced
+    unknown = data["rows"][-1]
+    assert (unknown["client_key_id"], unknown["cost_usd"], unknown["unpriced_requests"]) == (3, None, 1)
     assert [(r["day"], r["client_key_id"]) for r in data["rows"]] == [
         ("2026-11-01", 1),
         ("2026-11-01", 2),
@@ -90,14 +93,14 @@ def test_grouped_totals_reconcile_to_the_last_picodollar(staff: Any, records: li
 def test_every_grouping_sums_to_the_total(staff: Any, records: list[UsageRecord], group_by: str) -> None:
     data = _get(staff, start="2026-11-01T00:00:00Z", end="2026-11-03T00:00:00Z", group_by=group_by).json()
     assert (
-        sum(Decimal(r["cost_usd"]) for r in data["rows"])
+        sum(Decimal(r["cost_usd"]) for r in data["rows"] if r["cost_usd"] is not None)
         == Decimal(data["total"]["cost_usd"])
         == Decimal("1.433333333341")
     )
     assert sum(r["requests"] for r in data["rows"]) == 5
 
 
-def test_csv_report_has_a_total_line(staff: Any, records: list[UsageRecord]) -> None:
+def test_csv_report_is_pure_data_with_a_total_line_on_request(staff: Any, records: list[UsageRecord]) -> None:
     response = _get(staff, start="2026-11-01", end="2026-11-03", group_by="provider", format="csv")
     assert response["content-type"].startswith("text/csv")
     lines = list(csv.reader(io.StringIO(response.content.decode())))
@@ -108,25 +111,39 @@ def test_csv_report_has_a_total_line(staff: Any, records: list[UsageRecord]) -> 
         "prompt_tokens",
         "completion_tokens",
         "cached_tokens",
+        "cache_creation_tokens",
+        "cache_creation_1h_tokens",
         "cost_usd",
     ]
+    # Summing the whole cost column (what a spreadsheet or pandas does) gives the total once.
+    assert [line[0] for line in lines[1:]] == ["other", "up"]
+    assert sum(Decimal(line[-1]) for line in lines[1:] if line[-1]) == Decimal("1.433333333341")
+    with_total = _get(staff, start="2026-11-01", end="2026-11-03", group_by="provider", format="csv", totals="1")
+    lines = list(csv.reader(io.StringIO(with_total.content.decode())))
     body, total = lines[1:-1], lines[-1]
     assert total[0] == "TOTAL" and Decimal(total[-1]) == Decimal("1.433333333341")
     assert sum(Decimal(line[-1]) for line in body) == Decimal(total[-1])
+    assert _get(staff, start="2026-11-01", end="2026-11-03", totals="maybe").json()["error"]["param"] == "totals"
 
 
 def test_row_level_export_streams_every_record_and_the_total(staff: Any, records: list[UsageRecord]) -> None:
     response = _get(staff, start="2026-11-01", end="2026-11-03", format="csv", detail="1")
     assert isinstance(response, StreamingHttpResponse)
     lines = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert lines[0][0] == "request_id" and lines[-1][0] == "TOTAL"
-    assert len(lines) == 1 + 5 + 1
+    assert lines[0][0] == "request_id" and len(lines) == 1 + 5  # pure data by default
     cost = lines[0].index("cost_usd")
+    assert sum(Decimal(line[cost]) for line in lines[1:] if line[cost]) == Decimal("1.433333333341")
+    key_id = lines[0].index("client_key_id")
+    assert all(str(int(line[key_id])) == line[key_id] for line in lines[1:])  # ids stay integers
+    response = _get(staff, start="2026-11-01", end="2026-11-03", format="csv", detail="1", totals="1")
+    lines = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert lines[-1][0] == "TOTAL" and len(lines) == 1 + 5 + 1
     assert (
         sum(Decimal(line[cost]) for line in lines[1:-1] if line[cost])
         == Decimal(lines[-1][cost])
         == Decimal("1.433333333341")
     )
+    assert lines[-1][lines[0].index("cache_creation_tokens")] == "0"  # totalled, not left empty
     json_response = _get(staff, start="2026-11-01", end="2026-11-03")  # no group_by: the records themselves
     assert isinstance(json_response, StreamingHttpResponse)
     import json
@@ -159,7 +176,7 @@ def test_row_level_export_runs_in_bounded_memory(staff: Any) -> None:
     small_lines, small_peak = _peak_while_streaming(staff)
     _bulk(18_000)
     big_lines, big_peak = _peak_while_streaming(staff)
-    assert (small_lines, big_lines) == (2_002, 20_002)
+    assert (small_lines, big_lines) == (2_001, 20_001)  # header + records (no TOTAL line by default)
     assert big_peak < 3 * small_peak, (small_peak, big_peak)
 
 
@@ -230,7 +247,7 @@ def test_usage_admin_is_read_only_and_cheap(
     )
 
 
-def test_admin_export_action_streams_csv_with_total(admin_client_logged: Any, records: list[UsageRecord]) -> None:
+def test_admin_export_action_streams_pure_csv(admin_client_logged: Any, records: list[UsageRecord]) -> None:
     chosen = records[:3]
     response = admin_client_logged.post(
         "/admin/usage/usagerecord/",
@@ -238,19 +255,26 @@ def test_admin_export_action_streams_csv_with_total(admin_client_logged: Any, re
     )
     assert isinstance(response, StreamingHttpResponse)
     lines = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert len(lines) == 1 + 3 + 1
+    assert len(lines) == 1 + 3
     cost = lines[0].index("cost_usd")
-    assert Decimal(lines[-1][cost]) == sum((r.cost_usd for r in chosen), Decimal(0)) == Decimal("1.333333333341")
+    assert sum(Decimal(line[cost]) for line in lines[1:]) == sum((r.cost_usd for r in chosen), Decimal(0))
 
 
 def test_admin_cost_report_form_gives_the_api_report(admin_client_logged: Any, records: list[UsageRecord]) -> None:
     assert admin_client_logged.get("/admin/usage/usagerecord/report/").status_code == 200
     response = admin_client_logged.get(
         "/admin/usage/usagerecord/report/",
-        {"start": "2026-11-01", "end": "2026-11-03", "group_by": ["team"], "format": "csv"},
+        {"start": "2026-11-01", "end": "2026-11-03", "group_by": ["team"], "format": "csv", "totals": "on"},
     )
     lines = list(csv.reader(io.StringIO(response.content.decode())))
     assert lines[0][0] == "team" and lines[-1][0] == "TOTAL" and Decimal(lines[-1][-1]) == Decimal("1.433333333341")
+    # the unpriced-only group (team "") shows an empty cost with its unpriced count, in the admin export too
+    plain = admin_client_logged.get(
+        "/admin/usage/usagerecord/report/",
+        {"start": "2026-11-01", "end": "2026-11-03", "group_by": ["key"], "format": "csv"},
+    )
+    rows = list(csv.DictReader(io.StringIO(plain.content.decode())))
+    assert [(r["client_key_id"], r["cost_usd"], r["unpriced_requests"]) for r in rows][-1] == ("3", "", "1")
     bad = admin_client_logged.get(
         "/admin/usage/usagerecord/report/", {"start": "2026-11-03", "end": "2026-11-01", "format": "csv"}
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from routing.config.propagation import wait_for_propagation
 from routing.services.config_io import (
     ConfigImportError,
     config_document_dump,
@@ -86,3 +87,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Dry run: {len(report.changes)} change(s) not applied.")
         else:
             self.stdout.write(self.style.SUCCESS(f"Applied {len(report.changes)} change(s)."))
+            propagation = wait_for_propagation()
+            if propagation is not None:
+                if propagation.complete:
+                    self.stdout.write(propagation.message())
+                else:
+                    self.stderr.write(self.style.WARNING(propagation.message()))
