@@ -94,7 +94,9 @@ def test_budget_refusals_and_utilization(openai_route: dict[str, Any], openai_fo
     with pytest.raises(openai.RateLimitError):  # up to 100,000 output tokens at $0.60/M: $0.06 > $0.01
         openai_for(tight).chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=100_000)
     _, roomy = key_issue(name="roomy", budget_usd=Decimal("1.00"), budget_period="month")
-    raw = openai_for(roomy).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
+    raw = openai_for(roomy).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=HELLO, max_tokens=50
+    )
     spent = Decimal(raw.headers["x-gateway-cost-usd"])
 
     metrics = scrape(gateway_url)
