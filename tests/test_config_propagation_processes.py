@@ -175,6 +175,7 @@ def mock_gateway(
     User.objects.create(  # the server verifies with the production hashers
         username="ops",
         is_staff=True,
+        is_superuser=True,  # the strategy switch needs routing.change_routingsettings
         password=PBKDF2PasswordHasher().encode("ops-password-1", "fixedsalt1234", iterations=1000),
     )
     # Polling every 2 s: only the announcement and the acknowledged wait make the switch immediate.

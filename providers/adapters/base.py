@@ -83,7 +83,10 @@ class UsageReader:
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # JSON has one number type; 12.0 is 12
         if isinstance(value, bool) or not isinstance(value, int):
-            self.problems.append(f"{name}={value!r} (not an integer)"[:120])
+            # Numbers are quoted; anything else only by type and size: an upstream that echoes
+            # the request may put a credential here, and the anomaly is logged and stored.
+            shown = repr(value) if isinstance(value, (bool, float)) else f"<{type(value).__name__} of {len(str(value))} chars>"
+            self.problems.append(f"{name}={shown} (not an integer)"[:120])
             return 0
         if value < 0 or value > MAX_PLAUSIBLE_TOKENS:
             self.problems.append(f"{name}={value} (outside 0..{MAX_PLAUSIBLE_TOKENS})")

@@ -39,7 +39,7 @@ def load_schema(url: str) -> dict[str, Any]:
 def staff_tokens(url: str) -> dict[str, str]:
     from django.contrib.auth.models import User
 
-    User.objects.create_user("ops", password="ops-password-1", is_staff=True)
+    User.objects.create_user("ops", password="ops-password-1", is_staff=True, is_superuser=True)
     response = requests.post(url + "/api/token/", json={"username": "ops", "password": "ops-password-1"}, timeout=10)
     assert response.status_code == 200
     return response.json()
