@@ -222,19 +222,21 @@ class RequestBodyMiddleware:
         except BodyTooLarge:
             return self._too_large(request, api, limit)
         except BodyTimeout:
+            return self._timed_out(request, api, gateway["BODY_READ_SECONDS"])
+        except Exception as exc:  # noqa: BLE001 - the server's reader raises its own errors (a malformed chunk, a client gone mid-body)
             _stop_reading(request)
-            logger.info("request body not received within %s s: %s", gateway["BODY_READ_SECONDS"], request.path)
-            return self._error(
-                request,
-                api,
-                408,
-                f"The request body was not received within {gateway['BODY_READ_SECONDS']:g} s.",
-                "request_timeout",
-            )
+            logger.info("request body unreadable (%s): %s", type(exc).__name__, request.path)
+            return self._error(request, api, 400, "The request body could not be read.", "invalid_body")
         request._body = body  # type: ignore[attr-defined]
         request._stream = io.BytesIO(body)  # type: ignore[attr-defined]
         meta["CONTENT_LENGTH"] = str(len(body))
         return self.get_response(request)
+
+    def _timed_out(self, request: HttpRequest, api: bool, seconds: float) -> HttpResponse:
+        _stop_reading(request)
+        logger.info("request body not received within %s s: %s", seconds, request.path)
+        message = f"The request body was not received within {seconds:g} s."
+        return self._error(request, api, 408, message, "request_timeout")
 
     def _too_large(self, request: HttpRequest, api: bool, limit: int) -> HttpResponse:
         return self._error(request, api, 413, f"The request body is larger than {limit} bytes.", "request_too_large")
@@ -242,5 +244,8 @@ class RequestBodyMiddleware:
     @staticmethod
     def _error(request: HttpRequest, api: bool, status: int, message: str, code: str) -> HttpResponse:
         if api:
-            return error_response(message, status_code=status, error_type="invalid_request_error", code=code)
-        return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+            response = error_response(message, status_code=status, error_type="invalid_request_error", code=code)
+        else:
+            response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+        response["Content-Length"] = str(len(response.content))  # answered before CommonMiddleware sets it
+        return response
