@@ -107,7 +107,7 @@ def _messages(messages: Any) -> None:
         if not isinstance(message, dict):
             raise _fail(f"'{where}' must be an object.", where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise _fail(f"'{where}.role' must be one of {', '.join(sorted(ROLES))}.", f"{where}.role")
         _content(message.get("content"), f"{where}.content")
         _string(message.get("name"), f"{where}.name")
