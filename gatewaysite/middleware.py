@@ -146,11 +146,17 @@ def _read_body(stream: Any, limit: int, seconds: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     timeout = None
-    if seconds > 0 and gevent_patched():
+    pause: Callable[[], Any] = lambda: None  # noqa: E731
+    if gevent_patched():
         import gevent
 
-        timeout = gevent.Timeout(seconds, BodyTimeout)
-        timeout.start()
+        # A body already in the socket's buffer never makes a read wait, so the loop would
+        # not yield to the process's other requests until the whole body is in: it yields
+        # after every chunk instead (a 4 MB body took ~100 ms of the hub in one go).
+        pause = gevent.sleep
+        if seconds > 0:
+            timeout = gevent.Timeout(seconds, BodyTimeout)
+            timeout.start()
     try:
         while True:
             chunk = stream.read(min(64 * 1024, limit + 1 - size))
@@ -160,6 +166,7 @@ def _read_body(stream: Any, limit: int, seconds: float) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge
+            pause()
     finally:
         if timeout is not None:
             timeout.close()

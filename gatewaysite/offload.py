@@ -2,8 +2,8 @@
 
 Under gunicorn's gevent worker every request of a process shares one OS thread: a
 greenlet that computes for a second (tokenizing a 4 MB prompt) holds every other request
-of the process for that second. ``offload_cpu`` runs such work on gevent's pool of native
-threads (``gevent.get_hub().threadpool``) and parks the calling greenlet until it is done;
+of the process for that second. ``offload_cpu`` runs such work on a gevent pool of native
+threads (``gevent.threadpool.ThreadPool``) and parks the calling greenlet until it is done;
 meanwhile the hub keeps serving. It helps when the work releases the interpreter lock
 (tiktoken encodes in Rust without it) or is pure Python (the interpreter hands the lock
 back to the hub every ``sys.getswitchinterval()``, 5 ms); one C call that holds the lock
@@ -15,6 +15,7 @@ simply runs in the calling thread.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,6 +31,30 @@ def gevent_patched() -> bool:
     return bool(monkey.is_module_patched("threading"))
 
 
+_pool: Any = None
+_pool_lock = threading.Lock()
+
+
+def _cpu_pool() -> Any:
+    """The process's pool of native threads for CPU work (``GATEWAY_CPU_THREADS``, 1).
+
+    Its own pool, not the hub's (which also resolves host names). One thread by default:
+    CPU work gains nothing from more threads than cores, and every extra thread is one
+    more contender for the interpreter lock the hub needs to serve the other requests
+    (with four, the hub waited up to hundreds of milliseconds for it on a loaded machine).
+    Parallelism across cores comes from the worker processes (``WEB_CONCURRENCY``).
+    """
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                from django.conf import settings
+                from gevent.threadpool import ThreadPool
+
+                _pool = ThreadPool(settings.GATEWAY["CPU_THREADS"])
+    return _pool
+
+
 def offload_cpu(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` on a native thread when serving under gevent, else in this thread.
 
@@ -38,6 +63,4 @@ def offload_cpu(fn: Callable[..., T], *args: Any) -> T:
     """
     if not gevent_patched():
         return fn(*args)
-    import gevent
-
-    return gevent.get_hub().threadpool.apply(fn, args)
+    return _cpu_pool().apply(fn, args)

@@ -142,6 +142,8 @@ GATEWAY = {
     "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024),
     # Largest body elsewhere (admin forms, price-list uploads), in bytes (413 above it).
     "MAX_ADMIN_BODY_BYTES": env_int("GATEWAY_MAX_ADMIN_BODY_BYTES", 32 * 1024 * 1024, minimum=1024),
+    # Native threads per process for CPU work on large bodies (tokenizing; gatewaysite/offload.py).
+    "CPU_THREADS": env_int("GATEWAY_CPU_THREADS", 1, minimum=1),
     # Seconds a client has to send its whole request body (408 after it; 0: no limit).
     "BODY_READ_SECONDS": env_float("GATEWAY_BODY_READ_SECONDS", 30.0, minimum=0),
     # How often each process checks whether operators changed the configuration.

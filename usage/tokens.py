@@ -121,8 +121,19 @@ def _pieces(text: str) -> list[str]:
     return pieces
 
 
+def _count_piece(encoding: Any, piece: str) -> int:
+    """Tokens of one piece. tiktoken's own ``encode_to_numpy`` path returns the tokens as one
+    buffer instead of a list of Python ints: nothing is built while holding the interpreter
+    lock (a 4 MB text is about 1.8 million tokens, whose list took ~90 ms under the lock)."""
+    core = getattr(encoding, "_core_bpe", None)
+    to_buffer = getattr(core, "encode_to_tiktoken_buffer", None)
+    if to_buffer is not None:
+        return memoryview(to_buffer(piece, set())).nbytes // 4  # 32-bit token ids
+    return len(encoding.encode(piece, disallowed_special=()))
+
+
 def _encode_count(encoding: Any, texts: list[str]) -> int:
-    return sum(len(encoding.encode(piece, disallowed_special=())) for text in texts for piece in _pieces(text))
+    return sum(_count_piece(encoding, piece) for text in texts for piece in _pieces(text))
 
 
 def _tiktoken_count(encoding_name: str, texts: list[str]) -> int | None:
