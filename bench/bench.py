@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench import procs
+from bench import large_bodies, procs
 from bench.report import (
     STREAM_MARKER,
     check_targets,
@@ -40,6 +40,7 @@ DOC_START = "<!-- bench:latest:start -->"
 DOC_END = "<!-- bench:latest:end -->"
 MODEL = "bench-model"
 STREAM_MODEL = "bench-stream"
+LARGE_MODEL = "large-gpt-4o"  # not matched by the bench rule (bench-*)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -70,6 +71,8 @@ def configure_gateway(upstream_port: int, stream_port: int) -> str:
         ("bench-a", upstream_port, MODEL, "bench-upstream", ("0.15", "0.60")),
         ("bench-b", upstream_port, MODEL, "bench-upstream", ("0.30", "1.20")),
         ("bench-stream", stream_port, STREAM_MODEL, "bench-stream", ("0.15", "0.60")),
+        # large bodies phase: estimate-cost only (no call), tokenized with tiktoken's o200k_base
+        ("bench-large", upstream_port, LARGE_MODEL, "gpt-4o", ("2.50", "10.00")),
     ):
         provider = Provider.objects.create(
             name=name, kind="openai", vendor=name, base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-upstream"
@@ -233,7 +236,7 @@ class Bench:
             self.services.remove(service)
 
     def gateway(
-        self, *, workers: int = 1, recording: bool = True, root: Path | None = None
+        self, *, workers: int = 1, recording: bool = True, root: Path | None = None, upstream: bool = True
     ) -> tuple[procs.Service, list[int]]:
         root = root or (Path(self.args.gateway_root).resolve() if self.args.gateway_root else ROOT)
         service = self.start(
@@ -248,6 +251,15 @@ class Bench:
         )
         pids = procs.children(service.pid)
         self.recording = recording
+        if not upstream:  # no upstream running: load the snapshot and key cache without a completion
+            models = urllib.request.Request(
+                self.gateway_url.replace("/chat/completions", "/models"),
+                headers={"Authorization": f"Bearer {self.key}"},
+            )
+            with urllib.request.urlopen(models, timeout=30) as response:
+                response.read()
+            log(f"gateway up: {workers} worker(s) {pids}")
+            return service, pids
         headers = probe(self.gateway_url, self.key, MODEL)  # loads the snapshot and key cache
         self.count(1)
         log(
@@ -384,6 +396,19 @@ class Bench:
         self.results["streams"] = streams
         drain_usage()
 
+    def run_large(self) -> None:
+        """Four 4 MB estimate-cost bodies at once against one process, GET /v1/models timed meanwhile."""
+        gateway, _pids = self.gateway(upstream=False)
+        base = self.gateway_url.rsplit("/v1/", 1)[0]
+        seconds = 5.0 if self.args.quick else 10.0
+        log(f"large bodies: {large_bodies.SENDERS} x {large_bodies.BODY_BYTES} bytes for {seconds} s")
+        result = large_bodies.measure(base, self.key, LARGE_MODEL, seconds=seconds)
+        log(f"  probe idle {result['probe_idle']}")
+        log(f"  probe loaded {result['probe_loaded']}")
+        log(f"  estimates {result['estimates']}")
+        self.results["large_bodies"] = result
+        self.stop(gateway)
+
     def run_compare(self) -> None:
         """The same load on other code trees and this one, alternated round by round.
 
@@ -476,12 +501,15 @@ class Bench:
         django_setup()
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
-            self.start(procs.start_nginx(self.args.upstream_port, self.tmp / "nginx"))
+            if {"http", "streams"} & self.args.phases or self.args.compare_root or self.args.profile:
+                self.start(procs.start_nginx(self.args.upstream_port, self.tmp / "nginx"))
             self.key = configure_gateway(self.args.upstream_port, self.args.stream_port)
             if "http" in self.args.phases:
                 self.run_http()
             if "streams" in self.args.phases:
                 self.run_streams()
+            if "large" in self.args.phases:
+                self.run_large()
             if self.args.compare_root:
                 self.run_compare()
             if self.args.profile:
@@ -504,7 +532,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between chunks")
     parser.add_argument("--ramp", type=float, help="seconds over which the streams start (10; quick 8)")
     parser.add_argument("--strategies", default="", help="comma-separated; default: every registered strategy")
-    parser.add_argument("--phases", default="http,streams", help="http, streams (comma-separated)")
+    parser.add_argument(
+        "--phases", default="http,streams,large", help="http, streams, large (comma-separated; see docs/benchmark.md)"
+    )
     parser.add_argument("--no-workers2", dest="workers2", action="store_false")
     parser.add_argument("--profile", action="store_true", help="also profile the worker with py-spy")
     parser.add_argument("--profile-seconds", type=float, default=15.0)

@@ -189,6 +189,7 @@ TARGETS = [
     ("stream_added_ttft_p99_ms", "2,000 concurrent streams: added TTFT p99 (ms)", "<", 50.0),
     ("stream_peak_rss_mb", "2,000 concurrent streams: peak worker RSS (MB)", "<", 1024.0),
     ("two_process_ratio", "two processes vs one (throughput ratio)", ">=", 1.7),
+    ("large_bodies_probe_p99_ms", "other requests during four 4 MB estimate-cost bodies: p99 (ms)", "<", 50.0),
 ]
 
 
@@ -224,6 +225,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             gw_streams.get("ttft_p99_ms"), (direct_streams or {}).get("ttft_p99_ms")
         )
         out["stream_peak_rss_mb"] = gw_streams.get("peak_rss_mb")
+    large = results.get("large_bodies")
+    if large:
+        out["large_bodies_probe_p99_ms"] = large.get("probe_loaded", {}).get("p99_ms")
     return out
 
 
@@ -388,6 +392,35 @@ def render_markdown(results: dict[str, Any]) -> str:
             ],
             srows,
         )
+    large = results.get("large_bodies")
+    if large:
+        lc = large.get("config", {})
+        lines += ["", "## Large bodies", ""]
+        lines.append(
+            f"{_fmt(lc.get('senders'))} clients send `POST /v1/routing/estimate-cost` bodies of "
+            f"{_fmt(lc.get('body_bytes'))} bytes back to back to one gateway process for {_fmt(lc.get('seconds'))} s "
+            f"while another times `GET /v1/models` every {_fmt(lc.get('probe_interval_s'))} s (target: p99 under 50 ms)."
+        )
+        lines.append("")
+        lrows = [
+            [label, r.get("count"), r.get("p50_ms"), r.get("p99_ms"), r.get("max_ms"), r.get("errors")]
+            for label, r in (
+                ("GET /v1/models, idle process", large.get("probe_idle", {})),
+                ("GET /v1/models, during the large bodies", large.get("probe_loaded", {})),
+            )
+        ]
+        estimates = large.get("estimates", {})
+        lrows.append(
+            [
+                "estimate-cost, 4 MB body",
+                estimates.get("count"),
+                estimates.get("p50_ms"),
+                estimates.get("p99_ms"),
+                estimates.get("max_ms"),
+                sum(v for k, v in (estimates.get("statuses") or {}).items() if k != "200"),
+            ]
+        )
+        lines += _table(["requests", "count", "p50 ms", "p99 ms", "max ms", "errors"], lrows)
     compare = results.get("compare")
     if compare:
         labels = compare.get("labels", [])

@@ -13,6 +13,10 @@ serves. Environment:
   garbage collection (see ``post_worker_init``).
 - ``GUNICORN_ACCESS_LOG``: 1 writes the access log to stdout (off by default: it costs
   throughput); ``GUNICORN_LOG_LEVEL`` (info).
+- ``GUNICORN_LIMIT_REQUEST_LINE`` (8190 bytes), ``GUNICORN_LIMIT_REQUEST_FIELDS`` (100
+  headers), ``GUNICORN_LIMIT_REQUEST_FIELD_SIZE`` (8190 bytes): malformed or oversized
+  HTTP is refused by gunicorn itself, before the application, with a short HTML page
+  (414, 431 or 400; see docs/configuration.md, "Bad input").
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # No preload: each worker imports Django after gevent has patched the standard library.
 preload_app = False
+
+# Malformed HTTP never reaches Django: gunicorn answers it (docs/configuration.md). Set
+# explicitly, to gunicorn's defaults, so the limits are visible and cannot drift.
+limit_request_line = _int("GUNICORN_LIMIT_REQUEST_LINE", 8190)  # 414 above it
+limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)  # 431 above it
+limit_request_field_size = _int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190)  # 431 above it
 
 accesslog = "-" if _flag("GUNICORN_ACCESS_LOG") else None
 errorlog = "-"

@@ -69,6 +69,8 @@ MIDDLEWARE = [
     "gatewaysite.middleware.RequestIdMiddleware",
     # request id in every log line, one log line per request, HTTP metrics (docs/observability.md)
     "monitoring.middleware.ObservabilityMiddleware",
+    # reads the body bounded in size and time (413, 408), chunked bodies included
+    "gatewaysite.middleware.RequestBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # sessions, CSRF, auth and messages: Django's, skipped on the key-authenticated /v1/ API
@@ -143,7 +145,7 @@ if env_bool("GATEWAY_PLAIN_STATIC", False):  # tests: no collectstatic manifest 
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "accounts.jwt.StaffJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_PARSER_CLASSES": ["gatewaysite.api.parsers.LenientJSONParser"],
@@ -162,6 +164,8 @@ SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 30, minimum=1)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 1, minimum=1)),
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # A refresh token must name an existing, active user (accounts/jwt.py).
+    "TOKEN_REFRESH_SERIALIZER": "accounts.jwt.CheckedTokenRefreshSerializer",
 }
 
 # Celery: broker is Redis when configured; in the embedded default there is no worker
@@ -177,6 +181,12 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 GATEWAY = {
     # Largest accepted request body, in bytes (413 above it).
     "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024),
+    # Largest body elsewhere (admin forms, price-list uploads), in bytes (413 above it).
+    "MAX_ADMIN_BODY_BYTES": env_int("GATEWAY_MAX_ADMIN_BODY_BYTES", 32 * 1024 * 1024, minimum=1024),
+    # Native threads per process for CPU work on large bodies (tokenizing; gatewaysite/offload.py).
+    "CPU_THREADS": env_int("GATEWAY_CPU_THREADS", 1, minimum=1),
+    # Seconds a client has to send its whole request body (408 after it; 0: no limit).
+    "BODY_READ_SECONDS": env_float("GATEWAY_BODY_READ_SECONDS", 30.0, minimum=0),
     # How often each process checks whether operators changed the configuration.
     # 0 turns the background poll off (tests rely on in-process invalidation instead).
     "CONFIG_POLL_SECONDS": env_float("GATEWAY_CONFIG_POLL_SECONDS", 0.5, minimum=0),

@@ -1,12 +1,12 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
-from django.views.defaults import page_not_found
+from django.views.defaults import bad_request, page_not_found, permission_denied
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenRefreshView
 
 from accounts.views import ThrottledTokenObtainPairView, admin_login
-from gatewaysite.middleware import api_not_found, api_server_error
+from gatewaysite.middleware import api_bad_request, api_forbidden, api_not_found, api_server_error, is_api_path
 from monitoring.admin_views import overview_view
 from monitoring.views import healthz, metrics, readyz
 from routing.views.completions import ChatCompletionsView, ModelDetailView, ModelsView
@@ -40,8 +40,22 @@ urlpatterns = [
 ]
 
 
+# Errors that never reach a view: OpenAI-shaped JSON on the API's paths (``/V1/...`` too),
+# Django's pages elsewhere (the admin).
+def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request.path):
+        return api_bad_request(request, exception)
+    return bad_request(request, exception)
+
+
+def handler403(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request.path):
+        return api_forbidden(request, exception)
+    return permission_denied(request, exception)
+
+
 def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith(("/v1/", "/api/")):
+    if is_api_path(request.path):
         return api_not_found(request, exception)
     return page_not_found(request, exception)
 

@@ -85,7 +85,11 @@ class UsageReader:
         if isinstance(value, bool) or not isinstance(value, int):
             # Numbers are quoted; anything else only by type and size: an upstream that echoes
             # the request may put a credential here, and the anomaly is logged and stored.
-            shown = repr(value) if isinstance(value, (bool, float)) else f"<{type(value).__name__} of {len(str(value))} chars>"
+            shown = (
+                repr(value)
+                if isinstance(value, (bool, float))
+                else f"<{type(value).__name__} of {len(str(value))} chars>"
+            )
             self.problems.append(f"{name}={shown} (not an integer)"[:120])
             return 0
         if value < 0 or value > MAX_PLAUSIBLE_TOKENS:

@@ -21,6 +21,7 @@ from accounts.authentication import ClientKeyAuthentication, HasClientKey
 from gatewaysite.api.errors import ModelNotFound, PayloadTooLarge
 from gatewaysite.api.parsers import parse_json_body
 from gatewaysite.clock import monotonic
+from gatewaysite.offload import offload_cpu
 from routing.config.cache import config_cache
 from routing.services.completion import run_completion
 from routing.services.validation import validate_chat_body
@@ -41,9 +42,19 @@ def read_body(request: Request) -> bytes:
     return raw
 
 
+# Bodies at least this large are parsed and validated on a native thread (``offload_cpu``):
+# walking a 4 MB body of small messages takes long enough to stall the process's other requests.
+OFFLOAD_BYTES = 256 * 1024
+
+
+def _parsed_body(raw: bytes) -> dict[str, Any]:
+    return validate_chat_body(parse_json_body(raw))
+
+
 def route_request(request: Request) -> RouteRequest:
     """Parse and validate a chat completion body into what routing works with."""
-    body = validate_chat_body(parse_json_body(read_body(request)))
+    raw = read_body(request)
+    body = offload_cpu(_parsed_body, raw) if len(raw) >= OFFLOAD_BYTES else _parsed_body(raw)
     headers = {k.lower(): v for k, v in request.headers.items()}
     return RouteRequest(
         model=body["model"],
