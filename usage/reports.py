@@ -31,6 +31,7 @@ GROUPS: dict[str, list[str]] = {
     "team": ["team"],
     "provider": ["provider"],
     "model": ["model"],
+    "endpoint": ["endpoint"],
 }
 FORMATS = ("json", "csv")
 METRICS = ["requests", "unpriced_requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd"]
@@ -46,6 +47,7 @@ DETAIL_FIELDS = [
     "model",
     "provider_model",
     "status",
+    "endpoint",
     "stream",
     "prompt_tokens",
     "completion_tokens",

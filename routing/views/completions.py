@@ -43,7 +43,11 @@ def read_body(request: Request) -> bytes:
 
 def route_request(request: Request) -> RouteRequest:
     """Parse and validate a chat completion body into what routing works with."""
-    body = validate_chat_body(parse_json_body(read_body(request)))
+    return chat_route(request, parse_json_body(read_body(request)))
+
+
+def chat_route(request: Request, parsed: Any) -> RouteRequest:
+    body = validate_chat_body(parsed)
     headers = {k.lower(): v for k, v in request.headers.items()}
     return RouteRequest(
         model=body["model"],
