@@ -10,8 +10,9 @@ What cannot be translated is refused with a 400 naming the parameter (``strict``
 when only counting tokens or choosing a route, left out (``strict=False``). Dropped
 silently: ``thinking`` (the request option, and thinking blocks in earlier turns: other
 providers neither take nor return them), ``top_k``, ``cache_control`` (other providers
-cache on their own), ``service_tier``, a tool result's ``is_error``. The table is in
-docs/providers.md.
+cache on their own), ``output_config.effort``, ``service_tier`` and the other ``DROPPED``
+fields, a tool result's ``is_error``. ``output_config.format`` (a JSON schema) becomes
+``response_format``. The table is in docs/providers.md.
 """
 
 from __future__ import annotations
@@ -53,7 +54,18 @@ REFUSED = {
 }
 
 # Request fields with no equivalent elsewhere that change nothing a client relies on.
-DROPPED = ("thinking", "top_k", "service_tier", "context_management")
+DROPPED = (
+    "thinking",
+    "top_k",
+    "service_tier",
+    "context_management",
+    "cache_control",
+    "inference_geo",
+    "speed",
+    "diagnostics",
+    "user_profile_id",
+    "workspace_id",
+)
 
 
 def error_type_for(status: int) -> str:
@@ -231,6 +243,19 @@ def to_openai(body: Mapping[str, Any], *, strict: bool) -> dict[str, Any]:
                 result["tool_choice"] = choice
                 if parallel is not None:
                     result["parallel_tool_calls"] = parallel
+    output = body.get("output_config")
+    output_format = output.get("format") if isinstance(output, Mapping) else None
+    if isinstance(output_format, Mapping):
+        if output_format.get("type") == "json_schema" and isinstance(output_format.get("schema"), Mapping):
+            result["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": output_format["schema"], "strict": True},
+            }
+        else:
+            t.refuse(
+                f"output_config.format of type {output_format.get('type')!r} is only for Anthropic models",
+                "output_config",
+            )
     metadata = body.get("metadata")
     if isinstance(metadata, Mapping) and isinstance(metadata.get("user_id"), str):
         result["user"] = metadata["user_id"]
