@@ -10,14 +10,19 @@ from gatewaysite.middleware import api_bad_request, api_forbidden, api_not_found
 from monitoring.admin_views import overview_view
 from monitoring.views import healthz, metrics, readyz
 from routing.views.completions import ChatCompletionsView, ModelDetailView, ModelsView
+from routing.views.embeddings import EmbeddingsView
 from routing.views.estimate import EstimateCostView
 from routing.views.explain import ExplainView
 from routing.views.latency import LatencyView
+from routing.views.messages import CountTokensView, MessagesView
 from routing.views.strategy_admin import StrategyAdminView
 from usage.views import CostReportView
 
 urlpatterns = [
     path("v1/chat/completions", ChatCompletionsView.as_view()),
+    path("v1/embeddings", EmbeddingsView.as_view()),
+    path("v1/messages", MessagesView.as_view()),
+    path("v1/messages/count_tokens", CountTokensView.as_view()),
     path("v1/models", ModelsView.as_view()),
     path("v1/models/<path:model>", ModelDetailView.as_view()),
     path("v1/routing/estimate-cost", EstimateCostView.as_view()),

@@ -339,6 +339,7 @@ def _replace(target: str, **methods: Any) -> type[OpenApiViewExtension]:
 
 
 CHAT_BODY = {"application/json": _ref("ChatCompletionRequest")}
+ROUTABLE_BODY = {"application/json": {"oneOf": [_ref("ChatCompletionRequest"), _ref("EmbeddingsRequest")]}}
 
 _replace(
     "routing.views.completions.ChatCompletionsView",
@@ -374,8 +375,8 @@ _replace(
     "routing.views.estimate.EstimateCostView",
     post=extend_schema(
         operation_id="routing_estimate_cost",
-        summary="What a chat completion would cost on each candidate deployment (no provider is called)",
-        request=CHAT_BODY,
+        summary="What a chat completion or embeddings request would cost on each candidate (no provider is called)",
+        request=ROUTABLE_BODY,
         responses={200: _json("CostEstimate"), **ROUTED_ERRORS},
         tags=["routing"],
     ),
@@ -384,8 +385,8 @@ _replace(
     "routing.views.explain.ExplainView",
     post=extend_schema(
         operation_id="routing_explain",
-        summary="Where a chat completion would be routed, and why (no provider is called)",
-        request=CHAT_BODY,
+        summary="Where a chat completion or embeddings request would be routed, and why (no provider is called)",
+        request=ROUTABLE_BODY,
         responses={200: _json("RouteExplanation"), **ROUTED_ERRORS},
         tags=["routing"],
     ),
@@ -454,3 +455,203 @@ def openai_errors(result: dict[str, Any], generator: Any, request: Any, public: 
                     code, {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
                 )
     return result
+
+
+# --- embeddings and Anthropic's Messages API ---------------------------------------------------
+
+_TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+_CONTENT = {
+    "type": ["string", "array"],
+    "items": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}},
+}
+_MESSAGES_FIELDS: dict[str, Any] = {
+    "model": {"type": "string", "minLength": 1},
+    "messages": {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {"role": {"type": "string", "enum": ["user", "assistant"]}, "content": _CONTENT},
+        },
+    },
+    "system": _CONTENT,
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "stream": {"type": "boolean"},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "stop_sequences": {"type": "array", "items": {"type": "string"}},
+    "tools": {
+        "type": "array",
+        "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+    },
+    "tool_choice": {"type": "object"},
+    "metadata": {"type": "object"},
+    "thinking": {"type": "object"},
+}
+SCHEMAS.update(
+    {
+        "EmbeddingsRequest": {
+            "type": "object",
+            "required": ["model", "input"],
+            "properties": {
+                "model": {"type": "string", "minLength": 1},
+                "input": {
+                    "oneOf": [
+                        {"type": "string", "minLength": 1},
+                        {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string", "minLength": 1}},
+                        _TOKENS,
+                        {"type": "array", "minItems": 1, "maxItems": 2048, "items": _TOKENS},
+                    ]
+                },
+                "dimensions": {"type": "integer", "minimum": 1},
+                "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+                "user": {"type": "string"},
+            },
+            "description": "OpenAI's embeddings body; other OpenAI fields are passed to OpenAI-compatible providers.",
+        },
+        "EmbeddingList": {
+            "type": "object",
+            "required": ["object", "data", "model", "usage"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["object", "index", "embedding"],
+                        "properties": {
+                            "object": {"const": "embedding"},
+                            "index": {"type": "integer"},
+                            "embedding": {"type": ["array", "string"], "items": {"type": "number"}},
+                        },
+                    },
+                },
+                "model": {"type": "string"},
+                "usage": {
+                    "type": "object",
+                    "required": ["prompt_tokens", "total_tokens"],
+                    "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
+                },
+            },
+        },
+        "MessagesRequest": {
+            "type": "object",
+            "required": ["model", "max_tokens", "messages"],
+            "properties": _MESSAGES_FIELDS,
+            "description": "Anthropic's Messages body.",
+        },
+        "CountTokensRequest": {
+            "type": "object",
+            "required": ["model", "messages"],
+            "properties": _MESSAGES_FIELDS,
+        },
+        "Message": {
+            "type": "object",
+            "required": ["id", "type", "role", "model", "content", "usage"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "model": {"type": "string"},
+                "content": {"type": "array", "items": {"type": "object", "required": ["type"]}},
+                "stop_reason": _nullable("string"),
+                "stop_sequence": _nullable("string"),
+                "usage": {
+                    "type": "object",
+                    "required": ["input_tokens", "output_tokens"],
+                    "properties": {"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}},
+                },
+            },
+        },
+        "TokenCount": {
+            "type": "object",
+            "required": ["input_tokens"],
+            "properties": {"input_tokens": {"type": "integer"}},
+        },
+        "AnthropicError": {
+            "type": "object",
+            "required": ["type", "error"],
+            "properties": {
+                "type": {"const": "error"},
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message"],
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+        },
+    }
+)
+
+
+class AnthropicKeyScheme(OpenApiAuthenticationExtension):
+    """The same client key; ``/v1/messages`` takes it as ``x-api-key`` (the anthropic SDK's way) or a bearer token."""
+
+    target_class = "routing.views.messages.AnthropicKeyAuthentication"
+    name = "XApiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-api-key",
+            "description": "A client API key issued by an operator (or as 'Authorization: Bearer <key>').",
+        }
+
+
+def _anthropic_error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=_ref("AnthropicError"), description=description)
+
+
+ANTHROPIC_ERRORS = {
+    400: _anthropic_error("Invalid request (Anthropic error shape)."),
+    401: _anthropic_error("Missing or invalid API key."),
+    403: _anthropic_error("The key may not use this model."),
+    404: _anthropic_error("Unknown model."),
+    413: _anthropic_error("Request body too large."),
+}
+_replace(
+    "routing.views.embeddings.EmbeddingsView",
+    post=extend_schema(
+        operation_id="embeddings_create",
+        summary="Create embeddings (OpenAI wire format)",
+        request={"application/json": _ref("EmbeddingsRequest")},
+        responses={
+            200: _json("EmbeddingList", "The embeddings; cost in x-gateway-cost-usd."),
+            **ROUTED_ERRORS,
+            502: _error("Every upstream attempt failed."),
+            504: _error("The upstream timed out."),
+        },
+        tags=["embeddings"],
+    ),
+)
+_replace(
+    "routing.views.messages.MessagesView",
+    post=extend_schema(
+        operation_id="messages_create",
+        summary="Create a message (Anthropic's Messages API; streams with stream=true)",
+        request={"application/json": _ref("MessagesRequest")},
+        responses={
+            (200, "application/json"): _json("Message", "The message; cost in x-gateway-cost-usd."),
+            (200, "text/event-stream"): OpenApiResponse(
+                response={"type": "string"}, description="Anthropic's server-sent events, ending with message_stop."
+            ),
+            **ANTHROPIC_ERRORS,
+            429: _anthropic_error("Rate limited or budget exceeded."),
+            502: _anthropic_error("Every upstream attempt failed."),
+            504: _anthropic_error("The upstream timed out."),
+        },
+        tags=["messages"],
+    ),
+)
+_replace(
+    "routing.views.messages.CountTokensView",
+    post=extend_schema(
+        operation_id="messages_count_tokens",
+        summary="Count a Messages request's input tokens (the gateway's own count)",
+        request={"application/json": _ref("CountTokensRequest")},
+        responses={200: _json("TokenCount"), **ANTHROPIC_ERRORS},
+        tags=["messages"],
+    ),
+)

@@ -80,6 +80,17 @@ class Provider(models.Model):
             raise ValidationError(wrong)
 
 
+class DeploymentEndpoint(models.TextChoices):
+    """What a deployment serves. A public model name serves one of them: all its deployments agree."""
+
+    CHAT = "chat", "Chat (/v1/chat/completions, /v1/messages)"
+    EMBEDDINGS = "embeddings", "Embeddings (/v1/embeddings)"
+
+
+# Provider kinds whose adapter can call an embeddings endpoint (providers/adapters/*.embed).
+EMBEDDING_KINDS = ("openai", "azure", "gemini", "mock")
+
+
 class Deployment(models.Model):
     """A public model name served by one provider's model."""
 
@@ -89,6 +100,12 @@ class Deployment(models.Model):
     provider_model = models.CharField(max_length=200, help_text="The provider's model id (Azure: deployment name).")
     weight = models.PositiveIntegerField(default=1, help_text="Share of traffic under the balanced strategy.")
     priority = models.IntegerField(default=100, help_text="Lower is tried first under the model strategy.")
+    endpoint = models.CharField(
+        max_length=16,
+        choices=DeploymentEndpoint.choices,
+        default=DeploymentEndpoint.CHAT,
+        help_text="What this deployment serves: chat (chat completions and messages) or embeddings.",
+    )
     enabled = models.BooleanField(default=True)
     context_window = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens, input plus output.")
     max_output_tokens = models.PositiveIntegerField(
@@ -105,6 +122,28 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        kind = self.provider.kind if self.provider_id is not None else None
+        if self.endpoint == DeploymentEndpoint.EMBEDDINGS and kind is not None and kind not in EMBEDDING_KINDS:
+            raise ValidationError(
+                {"endpoint": f"Providers of kind {kind!r} do not serve embeddings through the gateway."}
+            )
+        if self.model_name:
+            other = (
+                Deployment.objects.filter(model_name=self.model_name)
+                .exclude(pk=self.pk)
+                .exclude(endpoint=self.endpoint)
+                .values_list("name", flat=True)
+                .first()
+            )
+            if other is not None:
+                raise ValidationError(
+                    {
+                        "endpoint": f"The model {self.model_name!r} is already served as another endpoint by "
+                        f"deployment {other!r}; a public model name serves chat or embeddings, not both."
+                    }
+                )
 
 
 class PricingRow(models.Model):

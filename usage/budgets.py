@@ -230,7 +230,8 @@ def max_request_cost(route: RouteRequest, at: datetime) -> Decimal | None:
         price = route.snapshot.price_for(deployment, at)
         if price is None:
             continue
-        output_tokens = max_output_tokens(deployment, input_tokens, requested)
+        # Embeddings produce no output tokens.
+        output_tokens = 0 if route.endpoint == "embeddings" else max_output_tokens(deployment, input_tokens, requested)
         if output_tokens is None:
             raise InvalidRequest(
                 f"This key has a budget, and the output of model '{route.model}' on deployment "

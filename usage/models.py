@@ -29,6 +29,9 @@ class UsageRecord(models.Model):
     http_status = models.PositiveSmallIntegerField(default=200)
     error_code = models.CharField(max_length=64, blank=True)
     stream = models.BooleanField(default=False)
+    endpoint = models.CharField(
+        max_length=16, default="chat", help_text="The API called: chat (completions), messages or embeddings."
+    )
     attempts = models.PositiveSmallIntegerField(default=1)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)

@@ -37,6 +37,7 @@ GROUPS: dict[str, list[str]] = {
     "team": ["team"],
     "provider": ["provider"],
     "model": ["model"],
+    "endpoint": ["endpoint"],
 }
 FORMATS = ("json", "csv")
 TOKEN_METRICS = [
@@ -59,6 +60,7 @@ DETAIL_FIELDS = [
     "model",
     "provider_model",
     "status",
+    "endpoint",
     "stream",
     "prompt_tokens",
     "completion_tokens",

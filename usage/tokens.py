@@ -184,3 +184,23 @@ def expected_output_tokens(body: dict[str, Any]) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return int(settings.GATEWAY["DEFAULT_EXPECTED_OUTPUT_TOKENS"])
+
+
+def count_embedding_tokens(model: str, value: Any) -> tuple[int, str]:
+    """Input tokens of an embeddings request's ``input`` (a string, strings, or token arrays).
+
+    Token arrays count their length exactly; strings are counted as ``count_input_tokens``
+    counts text (tiktoken for OpenAI-family models, else ``approx-chars/4``). No framing.
+    """
+    items = value if isinstance(value, list) else [value]
+    if items and all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        return len(items), "token-array"
+    encoding_name = _encoding_name(model)
+    encoding = _encoding(encoding_name) if encoding_name else None
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += len(encoding.encode(item, disallowed_special=())) if encoding is not None else (len(item) + 3) // 4
+        elif isinstance(item, list):
+            total += len(item)
+    return total, f"tiktoken/{encoding_name}" if encoding is not None else APPROXIMATION

@@ -8,6 +8,10 @@ role are merged (Anthropic requires alternating turns); assistant ``tool_calls``
 Parameters Anthropic cannot honour are rejected (``REJECTED``) or dropped (``DROPPED``);
 see docs/providers.md.
 
+``messages`` / ``messages_stream`` serve the gateway's own ``POST /v1/messages``: the
+client's Anthropic request goes through untouched but for ``model`` (prompt caching,
+thinking blocks and betas intact), and Anthropic's answer or events come back as they are.
+
 Options (``Provider.options``): ``anthropic_version`` (header, default 2023-06-01),
 ``anthropic_beta`` (header, optional), ``headers`` (extra headers).
 """
@@ -18,6 +22,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from providers.adapters import translation
@@ -313,9 +318,12 @@ class AnthropicAdapter(ProviderAdapter):
         headers.update(target.extra_headers())
         return headers
 
-    def _post(self, target: Target, payload: dict[str, Any], *, stream: bool) -> Any:
+    def _post(self, target: Target, payload: dict[str, Any], *, stream: bool, beta: str | None = None) -> Any:
+        headers = self.headers(target)
+        if beta:  # the client's betas (native /v1/messages), with the provider's own
+            headers["anthropic-beta"] = ",".join(b for b in (headers.get("anthropic-beta"), beta) if b)
         try:
-            return post_json(target, self.url(target), payload, self.headers(target), stream=stream)
+            return post_json(target, self.url(target), payload, headers, stream=stream)
         except UpstreamError as error:
             if error.upstream_status == 529:
                 overloaded = upstream_error(target, 529, error.message.removeprefix(f"{target.provider}: "))
@@ -335,6 +343,48 @@ class AnthropicAdapter(ProviderAdapter):
             if isinstance(event, dict):
                 yield from translator.feed(event)
         if not translator.stopped:
+            raise UpstreamError(
+                f"{target.provider}: the stream ended before message_stop", status=502, code="upstream_truncated"
+            )
+
+    # --- native Messages API (``POST /v1/messages`` on the gateway) --------------------------
+
+    def messages(self, target: Target, body: dict[str, Any], *, beta: str | None = None) -> Completion:
+        """The client's Messages request passed through (only ``model`` replaced); Anthropic's answer as is."""
+        payload = {**body, "model": target.model}
+        payload.pop("stream", None)
+        data = read_json(target, self._post(target, payload, stream=False, beta=beta))
+        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+            raise UpstreamError(f"{target.provider}: answered without content", status=502)
+        return Completion(body=data, usage=usage_of(data.get("usage")))
+
+    def messages_stream(
+        self, target: Target, body: dict[str, Any], *, beta: str | None = None
+    ) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
+        """The client's streaming Messages request passed through: (event name, raw data, parsed data).
+
+        An ``error`` event raises ``UpstreamError`` (before the first event, the router can
+        still fall back); a stream that ends before ``message_stop`` is ``upstream_truncated``.
+        """
+        payload = {**body, "model": target.model, "stream": True}
+        response = self._post(target, payload, stream=True, beta=beta)
+        stopped = False
+        for event, data in iter_sse(target, response):
+            try:
+                parsed = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{target.provider}: sent an invalid stream event", status=502) from None
+            if not isinstance(parsed, dict):
+                continue
+            kind = str(parsed.get("type") or event or "")
+            if kind == "error":
+                error = parsed.get("error") or {}
+                status = ERROR_STATUSES.get(error.get("type"), 500)
+                raise upstream_error(target, status, str(error.get("message") or ""))
+            if kind == "message_stop":
+                stopped = True
+            yield event or kind, data, parsed
+        if not stopped:
             raise UpstreamError(
                 f"{target.provider}: the stream ended before message_stop", status=502, code="upstream_truncated"
             )

@@ -2,7 +2,8 @@
 
 ``POST {base_url}/openai/deployments/{deployment}/chat/completions?api-version=...``,
 where the deployment is the ``Deployment.provider_model`` and the version comes from
-``Provider.options["api_version"]`` (default ``DEFAULT_API_VERSION``). Bodies and
+``Provider.options["api_version"]`` (default ``DEFAULT_API_VERSION``); embeddings go to
+``.../{deployment}/embeddings`` the same way. Bodies and
 streams are OpenAI's, so everything else is the OpenAI adapter's.
 
 Azure opens streams with chunks that carry only content-filter annotations
@@ -25,10 +26,13 @@ DEFAULT_API_VERSION = "2024-10-21"
 class AzureOpenAIAdapter(OpenAIAdapter):
     kind = "azure"
 
-    def url(self, target: Target) -> str:
+    def url(self, target: Target, operation: str = "chat/completions") -> str:
         version = quote(str(target.options.get("api_version") or DEFAULT_API_VERSION), safe="")
         deployment = quote(target.model, safe="")
-        return f"{target.base_url.rstrip('/')}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+        return f"{target.base_url.rstrip('/')}/openai/deployments/{deployment}/{operation}?api-version={version}"
+
+    def embeddings_url(self, target: Target) -> str:
+        return self.url(target, "embeddings")
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {"api-key": target.api_key} if target.api_key else {}

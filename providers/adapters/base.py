@@ -180,6 +180,18 @@ class Completion:
     usage: Usage | None
 
 
+@dataclass(slots=True)
+class Embeddings:
+    """An OpenAI ``list`` of embeddings (``data[i].embedding`` floats or base64, as asked).
+
+    ``usage`` is None when the provider reports no token count (Gemini): the request path
+    then bills the gateway's own count of the input.
+    """
+
+    body: dict[str, Any]
+    usage: Usage | None
+
+
 class UpstreamError(Exception):
     """A provider call failed.
 
@@ -313,15 +325,15 @@ def adapter_failure(target: Target, exc: Exception) -> UpstreamError:
     return UpstreamError(f"{target.provider}: the gateway could not translate the answer", status=502)
 
 
-_Complete = Callable[[Any, Target, dict[str, Any]], "Completion"]
-_Stream = Callable[[Any, Target, dict[str, Any]], Iterator[dict[str, Any]]]
+_Complete = Callable[..., Any]
+_Stream = Callable[..., Iterator[Any]]
 
 
 def _guard_complete(method: _Complete) -> _Complete:
     @functools.wraps(method)
-    def complete(self: Any, target: Target, body: dict[str, Any]) -> Completion:
+    def complete(self: Any, target: Target, body: dict[str, Any], **kwargs: Any) -> Any:
         try:
-            return method(self, target, body)
+            return method(self, target, body, **kwargs)
         except UpstreamError as error:
             raise redacted(target, error) from None
         except Exception as exc:  # noqa: BLE001 - logged (redacted) by adapter_failure
@@ -332,15 +344,36 @@ def _guard_complete(method: _Complete) -> _Complete:
 
 def _guard_stream(method: _Stream) -> _Stream:
     @functools.wraps(method)
-    def stream(self: Any, target: Target, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def stream(self: Any, target: Target, body: dict[str, Any], **kwargs: Any) -> Iterator[Any]:
         try:
-            yield from method(self, target, body)
+            yield from method(self, target, body, **kwargs)
         except UpstreamError as error:
             raise redacted(target, error) from None
         except Exception as exc:  # noqa: BLE001 - logged (redacted) by adapter_failure
             raise adapter_failure(target, exc) from None
 
     return stream
+
+
+# Methods whose errors go through the one redaction path: the OpenAI-format calls, the
+# embeddings call, and the Anthropic adapter's native Messages calls (``/v1/messages``).
+_GUARDED = (
+    ("complete", _guard_complete),
+    ("stream", _guard_stream),
+    ("embed", _guard_complete),
+    ("messages", _guard_complete),
+    ("messages_stream", _guard_stream),
+)
+
+
+def embeddings_unsupported(kind: str) -> UpstreamError:
+    return UpstreamError(
+        f"Providers of kind {kind!r} do not serve embeddings through the gateway.",
+        status=400,
+        code="unsupported_endpoint",
+        error_type="invalid_request_error",
+        client_error=True,
+    )
 
 
 class ProviderAdapter(ABC):
@@ -354,10 +387,9 @@ class ProviderAdapter(ABC):
         redacted twice, which changes nothing.
         """
         super().__init_subclass__(**kwargs)
-        if "complete" in cls.__dict__:
-            cls.complete = _guard_complete(cls.__dict__["complete"])  # type: ignore[method-assign]
-        if "stream" in cls.__dict__:
-            cls.stream = _guard_stream(cls.__dict__["stream"])  # type: ignore[method-assign]
+        for name, guard in _GUARDED:
+            if name in cls.__dict__:
+                setattr(cls, name, guard(cls.__dict__[name]))
 
     @abstractmethod
     def complete(self, target: Target, body: dict[str, Any]) -> Completion:
@@ -372,3 +404,11 @@ class ProviderAdapter(ABC):
         shape) whenever the provider reports it, whatever the client asked for; the
         router strips it when the client did not ask for usage.
         """
+
+    def embed(self, target: Target, body: dict[str, Any]) -> Embeddings:
+        """An OpenAI embeddings request (validated; do not mutate it) -> OpenAI's answer.
+
+        ``body["encoding_format"]`` is ``float`` or ``base64`` (the gateway sets it); adapters
+        whose provider answers in floats encode base64 themselves (``embeddings.encode``).
+        """
+        raise embeddings_unsupported(self.kind)

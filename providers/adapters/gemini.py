@@ -13,8 +13,11 @@ the call on the next turn. OpenAI's format has no field for it, so it rides insi
 tool call id (``<id>__thought__<signature>``) and is unpacked when the client echoes the
 assistant message back.
 
+Embeddings: ``embedContent`` (one input) and ``batchEmbedContents`` (several), text only.
+
 Options (``Provider.options``): ``api_version`` (path segment, default ``v1beta``),
-``headers`` (extra headers).
+``headers`` (extra headers), ``embedding_task_type`` (Gemini's ``taskType`` for embeddings,
+e.g. ``RETRIEVAL_DOCUMENT``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from urllib.parse import quote
 
 import orjson
 
-from providers.adapters import translation
+from providers.adapters import embeddings, translation
 from providers.adapters.base import (
     Completion,
+    Embeddings,
     ProviderAdapter,
     Target,
     UpstreamError,
@@ -350,10 +354,10 @@ def completion_of(target: Target, data: Any) -> Completion:
 class GeminiAdapter(ProviderAdapter):
     kind = "gemini"
 
-    def url(self, target: Target, *, stream: bool) -> str:
+    def url(self, target: Target, *, stream: bool, method: str | None = None) -> str:
         version = str(target.options.get("api_version") or "v1beta")
         model = quote(target.model.removeprefix("models/"), safe="")
-        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        method = method or ("streamGenerateContent?alt=sse" if stream else "generateContent")
         return f"{target.base_url.rstrip('/')}/{version}/models/{model}:{method}"
 
     def headers(self, target: Target) -> dict[str, str]:
@@ -361,9 +365,10 @@ class GeminiAdapter(ProviderAdapter):
         headers.update(target.extra_headers())
         return headers
 
-    def _post(self, target: Target, payload: dict[str, Any], *, stream: bool) -> Any:
+    def _post(self, target: Target, payload: dict[str, Any], *, stream: bool, method: str | None = None) -> Any:
         try:
-            return post_json(target, self.url(target, stream=stream), payload, self.headers(target), stream=stream)
+            url = self.url(target, stream=stream, method=method)
+            return post_json(target, url, payload, self.headers(target), stream=stream)
         except UpstreamError as error:
             if error.upstream_status == 400 and "api key" in error.message.lower():
                 raise upstream_error(target, 400, error.message.removeprefix(f"{target.provider}: ")) from None
@@ -383,6 +388,46 @@ class GeminiAdapter(ProviderAdapter):
             if isinstance(event, dict):
                 yield from translator.feed(event)
         yield from translator.close()
+
+    def embed(self, target: Target, body: dict[str, Any]) -> Embeddings:
+        """``embedContent`` for one input, ``batchEmbedContents`` for several (text only).
+
+        Gemini reports no token count for embeddings: ``usage`` is None and the gateway
+        bills its own count of the input. ``dimensions`` is ``outputDimensionality``.
+        """
+        items = embeddings.inputs(body)
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                raise translation.unsupported(f"input[{index}]: Gemini embeds text only, not token arrays", "input")
+        model = "models/" + target.model.removeprefix("models/")
+        requests = []
+        for item in items:
+            request: dict[str, Any] = {"model": model, "content": {"parts": [{"text": item}]}}
+            if body.get("dimensions") is not None:
+                request["outputDimensionality"] = body["dimensions"]
+            if target.options.get("embedding_task_type"):
+                request["taskType"] = str(target.options["embedding_task_type"])
+            requests.append(request)
+        if len(requests) == 1:
+            data = read_json(target, self._post(target, requests[0], stream=False, method="embedContent"))
+            found = [data.get("embedding")] if isinstance(data, dict) else []
+        else:
+            data = read_json(
+                target, self._post(target, {"requests": requests}, stream=False, method="batchEmbedContents")
+            )
+            found = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(found, list) or len(found) != len(items):
+            raise UpstreamError(f"{target.provider}: answered without one embedding per input", status=502)
+        vectors = []
+        for entry in found:
+            values = entry.get("values") if isinstance(entry, dict) else None
+            if not isinstance(values, list):
+                raise UpstreamError(f"{target.provider}: answered an embedding without values", status=502)
+            vectors.append(values)
+        result = embeddings.embeddings_list(
+            vectors, model=target.model, usage=None, encoding_format=body.get("encoding_format") or "float"
+        )
+        return Embeddings(body=result, usage=None)
 
 
 class StreamTranslator:

@@ -2,18 +2,27 @@
 
 Options (``Provider.options``): ``latency_ms`` (time before the reply, default 0),
 ``chunk_delay_ms`` (between stream chunks, default 0), ``failure_rate`` (0..1, share of
-calls failing with a retryable 503), ``reply`` (fixed text instead of the echo).
+calls failing with a retryable 503), ``reply`` (fixed text instead of the echo),
+``embedding_dimensions`` (default 1536; a request's ``dimensions`` wins).
+
+Embeddings are deterministic unit vectors seeded by the input's text, so equal inputs
+get equal vectors; usage counts one token per four characters (token arrays: their length).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage
+from providers.adapters import embeddings
+from providers.adapters.base import Completion, Embeddings, ProviderAdapter, Target, UpstreamError, Usage
+
+DEFAULT_EMBEDDING_DIMENSIONS = 1536
 
 
 def _text_of(content: Any) -> str:
@@ -88,3 +97,22 @@ class MockAdapter(ProviderAdapter):
             yield {**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
         yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         yield {**base, "choices": [], "usage": usage.to_openai()}
+
+    def embed(self, target: Target, body: dict[str, Any]) -> Embeddings:
+        self._maybe_fail(target)
+        dimensions = int(body.get("dimensions") or target.options.get("embedding_dimensions") or 0)
+        dimensions = dimensions or DEFAULT_EMBEDDING_DIMENSIONS
+        vectors = []
+        tokens = 0
+        for item in embeddings.inputs(body):
+            text = item if isinstance(item, str) else " ".join(str(i) for i in item)
+            tokens += _approx_tokens(item) if isinstance(item, str) else len(item)
+            rng = random.Random(hashlib.sha256(text.encode()).digest())
+            vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+            vectors.append([v / norm for v in vector])
+        usage = Usage(prompt_tokens=tokens)
+        result = embeddings.embeddings_list(
+            vectors, model=target.model, usage=usage, encoding_format=body.get("encoding_format") or "float"
+        )
+        return Embeddings(body=result, usage=usage)

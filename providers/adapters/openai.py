@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from providers.adapters.base import Completion, ProviderAdapter, Target, UpstreamError, Usage
+from providers.adapters.base import Completion, Embeddings, ProviderAdapter, Target, UpstreamError, Usage
 from providers.http import iter_sse, post_json, read_json
 
 
@@ -21,6 +21,9 @@ class OpenAIAdapter(ProviderAdapter):
 
     def url(self, target: Target) -> str:
         return target.base_url.rstrip("/") + "/chat/completions"
+
+    def embeddings_url(self, target: Target) -> str:
+        return target.base_url.rstrip("/") + "/embeddings"
 
     def headers(self, target: Target) -> dict[str, str]:
         headers = {}
@@ -77,3 +80,12 @@ class OpenAIAdapter(ProviderAdapter):
                 status=502,
                 code="upstream_truncated",
             )
+
+    def embed(self, target: Target, body: dict[str, Any]) -> Embeddings:
+        """``POST {base_url}/embeddings``: OpenAI's request and answer, passed through (model replaced)."""
+        payload = {**body, "model": target.model}
+        response = post_json(target, self.embeddings_url(target), payload, self.headers(target))
+        data = read_json(target, response)
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise UpstreamError(f"{target.provider}: answered without embeddings", status=502)
+        return Embeddings(body=data, usage=Usage.from_openai(data.get("usage")))

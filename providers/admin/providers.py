@@ -247,6 +247,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "model_name",
+        "endpoint",
         "provider",
         "priced",
         "enabled",
@@ -255,14 +256,14 @@ class DeploymentAdmin(admin.ModelAdmin):
         "priority",
         "context_window",
     ]
-    list_filter = ["provider", "model_name", "enabled", PricedFilter, "provider__kind"]
+    list_filter = ["endpoint", "provider", "model_name", "enabled", PricedFilter, "provider__kind"]
     search_fields = ["name", "model_name", "provider_model", "provider__name"]
     list_select_related = ["provider"]
     autocomplete_fields = ["provider"]
     readonly_fields = ["priced", "created_at", "updated_at"]
     actions = ["enable_selected", "disable_selected"]
     fieldsets = [
-        (None, {"fields": ["name", "model_name", "provider", "provider_model", "enabled"]}),
+        (None, {"fields": ["name", "model_name", "endpoint", "provider", "provider_model", "enabled"]}),
         ("Routing", {"fields": ["weight", "priority", "context_window", "max_output_tokens"]}),
         ("Pricing", {"fields": ["priced"]}),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),

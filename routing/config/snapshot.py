@@ -29,6 +29,7 @@ class DeploymentInfo:
     context_window: int | None
     target: Target
     max_output_tokens: int | None = None
+    endpoint: str = "chat"  # chat | embeddings (providers.models.DeploymentEndpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,7 @@ def load_snapshot(version: int) -> Snapshot:
             priority=dep.priority,
             context_window=dep.context_window,
             max_output_tokens=dep.max_output_tokens,
+            endpoint=dep.endpoint,
             target=Target(
                 provider=provider.name,
                 kind=provider.kind,

@@ -141,6 +141,7 @@ class _Call:
             "http_status": http_status,
             "error_code": error_code[:64],
             "stream": self.route.stream,
+            "endpoint": self.route.endpoint,
             "attempts": len(self.attempts),
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,

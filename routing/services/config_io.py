@@ -156,6 +156,7 @@ DEPLOYMENT_FIELDS: dict[str, Parser] = {
     "model_name": _text,
     "provider": _text,
     "provider_model": _text,
+    "endpoint": _text,
     "weight": _integer,
     "priority": _integer,
     "enabled": _boolean,

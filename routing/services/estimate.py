@@ -7,7 +7,9 @@ deployment of the model: the input tokens counted with that deployment's tokeniz
 otherwise, or when tiktoken's encodings cannot be loaded), the expected output tokens
 (``max_completion_tokens`` / ``max_tokens``, else ``GATEWAY_DEFAULT_EXPECTED_OUTPUT_TOKENS``),
 and the cost at the price in effect now. A deployment without a price has an unknown
-cost (``null``), never zero. The JSON shape is documented in docs/cost.md.
+cost (``null``), never zero. An embeddings body (``input``) is estimated the same way with
+no output tokens (``expected_output_tokens_source: "none"``). The JSON shape is documented
+in docs/cost.md.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from routing.health import health
 from routing.services.planning import plan_route
 from routing.strategies.base import RouteRequest
 from usage.cost import estimate_cost, format_usd
-from usage.tokens import APPROXIMATION, count_input_tokens, expected_output_tokens
+from usage.tokens import APPROXIMATION, count_embedding_tokens, count_input_tokens, expected_output_tokens
 
 
 def _price_dict(price: Price | None) -> dict[str, Any] | None:
@@ -59,14 +61,19 @@ def routing_estimate(*, route: RouteRequest) -> dict[str, Any]:
     chosen = ranking.candidates[0] if ranking.candidates else None
     order = {d.name: i for i, d in enumerate(ranking.candidates)}
     deployments = sorted(snapshot.deployments_for(route.model), key=lambda d: (order.get(d.name, len(order)), d.name))
-    output_tokens = expected_output_tokens(route.body)
+    embeddings = route.endpoint == "embeddings"
+    output_tokens = 0 if embeddings else expected_output_tokens(route.body)
     counts: dict[str, tuple[int, str]] = {}
     candidates: list[dict[str, Any]] = []
     costs: list[Decimal] = []
     for deployment in deployments:
         tokenizer_model = deployment.provider_model
         if tokenizer_model not in counts:
-            counts[tokenizer_model] = count_input_tokens(tokenizer_model, route.body)
+            counts[tokenizer_model] = (
+                count_embedding_tokens(tokenizer_model, route.body.get("input"))
+                if embeddings
+                else count_input_tokens(tokenizer_model, route.body)
+            )
         input_tokens, tokenizer = counts[tokenizer_model]
         price = snapshot.price_for(deployment, at)
         cost = estimate_cost(input_tokens, output_tokens, price) if price is not None else None
@@ -96,6 +103,7 @@ def routing_estimate(*, route: RouteRequest) -> dict[str, Any]:
     return {
         "object": "routing.cost_estimate",
         "model": route.model,
+        "endpoint": route.endpoint,
         "currency": "USD",
         "strategy": ranking.strategy,
         "route_reason": ranking.reason,
@@ -103,7 +111,7 @@ def routing_estimate(*, route: RouteRequest) -> dict[str, Any]:
         "estimated_cost_usd": chosen_entry["estimated_cost_usd"] if chosen_entry else None,
         "max_cost_usd": format_usd(max(costs)) if costs else None,
         "expected_output_tokens": output_tokens,
-        "expected_output_tokens_source": _output_source(route.body),
+        "expected_output_tokens_source": "none" if embeddings else _output_source(route.body),
         "default_expected_output_tokens": int(settings.GATEWAY["DEFAULT_EXPECTED_OUTPUT_TOKENS"]),
         "candidates": candidates,
     }

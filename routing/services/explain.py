@@ -122,6 +122,7 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
         "object": "routing.explain",
         "model": route.model,
         "stream": route.stream,
+        "endpoint": route.endpoint,
         "strategy": ranking.strategy or name,
         "strategy_source": source,
         "reason": ranking.reason,

@@ -28,10 +28,21 @@ def strategy_for(request: RouteRequest) -> tuple[str, str]:
 
 
 def check_model_access(request: RouteRequest) -> None:
-    if not request.snapshot.deployments_for(request.model):
+    deployments = request.snapshot.deployments_for(request.model)
+    if not deployments:
         raise ModelNotFound(f"The model '{request.model}' does not exist or is not available.", param="model")
+    if deployments[0].endpoint != request.serves:  # a model's deployments all serve one endpoint
+        raise InvalidRequest(
+            wrong_endpoint_message(request.model, deployments[0].endpoint), code="wrong_endpoint", param="model"
+        )
     if not request.key.may_use(request.model):
         raise PermissionDenied(f"This API key may not use the model '{request.model}'.", param="model")
+
+
+def wrong_endpoint_message(model: str, serves: str) -> str:
+    if serves == "embeddings":
+        return f"The model '{model}' is an embedding model; call POST /v1/embeddings."
+    return f"The model '{model}' is a chat model; call POST /v1/chat/completions or POST /v1/messages."
 
 
 def plan_route(request: RouteRequest) -> Ranking:

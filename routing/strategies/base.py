@@ -26,6 +26,9 @@ class RouteRequest:
     snapshot: Snapshot
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     dry_run: bool = False  # explain: rank without changing any strategy state (round-robin position)
+    # The API called: "chat" (/v1/chat/completions), "messages" (/v1/messages, ``body`` is its
+    # OpenAI translation) or "embeddings" (/v1/embeddings). Chat and messages use chat deployments.
+    endpoint: str = "chat"
     _input_tokens: tuple[int, str] | None = field(default=None, repr=False)
 
     @property
@@ -36,12 +39,24 @@ class RouteRequest:
     def input_tokens(self) -> tuple[int, str]:
         """Estimated input tokens and the tokenizer that counted them (computed once)."""
         if self._input_tokens is None:
-            from usage.tokens import count_input_tokens
+            if self.endpoint == "embeddings":
+                from usage.tokens import count_embedding_tokens
 
-            self._input_tokens = count_input_tokens(self.model, self.body)
+                self._input_tokens = count_embedding_tokens(self.model, self.body.get("input"))
+            else:
+                from usage.tokens import count_input_tokens
+
+                self._input_tokens = count_input_tokens(self.model, self.body)
         return self._input_tokens
 
+    @property
+    def serves(self) -> str:
+        """The deployment endpoint this request needs: ``embeddings`` or ``chat``."""
+        return "embeddings" if self.endpoint == "embeddings" else "chat"
+
     def expected_output_tokens(self) -> int:
+        if self.endpoint == "embeddings":
+            return 0
         from usage.tokens import expected_output_tokens
 
         return expected_output_tokens(self.body)

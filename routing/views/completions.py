@@ -7,6 +7,7 @@ throttles; authentication is the in-process key cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -47,14 +48,24 @@ def read_body(request: Request) -> bytes:
 OFFLOAD_BYTES = 256 * 1024
 
 
-def _parsed_body(raw: bytes) -> dict[str, Any]:
-    return validate_chat_body(parse_json_body(raw))
+def read_json(request: Request, validate: Callable[[Any], Any] | None = None) -> Any:
+    """The body parsed (and checked by ``validate``), on a native thread when it is large."""
+    raw = read_body(request)
+
+    def work(data: bytes) -> Any:
+        parsed = parse_json_body(data)
+        return validate(parsed) if validate is not None else parsed
+
+    return offload_cpu(work, raw) if len(raw) >= OFFLOAD_BYTES else work(raw)
 
 
 def route_request(request: Request) -> RouteRequest:
     """Parse and validate a chat completion body into what routing works with."""
-    raw = read_body(request)
-    body = offload_cpu(_parsed_body, raw) if len(raw) >= OFFLOAD_BYTES else _parsed_body(raw)
+    return chat_route(request, read_json(request, validate_chat_body))
+
+
+def chat_route(request: Request, body: dict[str, Any]) -> RouteRequest:
+    """A validated chat body (``validate_chat_body``) into what routing works with."""
     headers = {k.lower(): v for k, v in request.headers.items()}
     return RouteRequest(
         model=body["model"],

@@ -1,4 +1,4 @@
-"""``POST /v1/routing/explain``: where a chat completion body would go, and why. Calls no provider."""
+"""``POST /v1/routing/explain``: where a chat completion or embeddings body would go, and why. Calls no provider."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from django.http import HttpResponse
 from rest_framework.request import Request
 
 from routing.services.explain import routing_explain
-from routing.views.completions import ClientKeyView, route_request
+from routing.views.completions import ClientKeyView
+from routing.views.embeddings import any_route
 
 
 class ExplainView(ClientKeyView):
     parser_classes: list = []
 
     def post(self, request: Request) -> HttpResponse:
-        result = routing_explain(route=route_request(request))
+        result = routing_explain(route=any_route(request))
         return HttpResponse(orjson.dumps(result, default=str), content_type="application/json")

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.http_server import Received, Reply, ScriptedServer, sse
-from tests.fakes.openai_server import completion_json, error_json, stream_events
+from tests.fakes.openai_server import completion_json, embeddings_json, error_json, stream_events
 
 PROMPT_FILTER_CHUNK = {
     "id": "",
@@ -45,7 +45,9 @@ class FakeAzure(ScriptedServer):
     def default_reply(self, received: Received) -> Reply:
         url = urlsplit(received.path)
         parts = url.path.split("/")
-        if len(parts) != 6 or parts[1:3] != ["openai", "deployments"] or parts[4:] != ["chat", "completions"]:
+        embeddings = len(parts) == 5 and parts[1:3] == ["openai", "deployments"] and parts[4] == "embeddings"
+        chat = len(parts) == 6 and parts[1:3] == ["openai", "deployments"] and parts[4:] == ["chat", "completions"]
+        if not (chat or embeddings):
             return Reply(status=404, json=error_json("Resource not found", code="404"))
         if not parse_qs(url.query).get("api-version"):
             return Reply(status=404, json=error_json("Resource not found", code="404"))
@@ -57,6 +59,8 @@ class FakeAzure(ScriptedServer):
                 ),
             )
         body = received.body if isinstance(received.body, dict) else {}
+        if embeddings:
+            return Reply(json=embeddings_json({**body, "model": "text-embedding-3-small"}))
         if body.get("stream"):
             include = bool((body.get("stream_options") or {}).get("include_usage"))
             return Reply(events=azure_stream_events(model="gpt-4o-2024-08-06", include_usage=include))

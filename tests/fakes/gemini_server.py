@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from tests.fakes.http_server import CheckedServer, Received, Reply
+from tests.fakes.openai_server import embedding_vector
 
 MODEL = "gemini-2.5-flash"
 
@@ -170,6 +171,8 @@ class FakeGemini(CheckedServer):
 
     def default_reply(self, received: Received) -> Reply:
         path = received.path
+        if path.startswith("/v1beta/models/") and path.endswith((":embedContent", ":batchEmbedContents")):
+            return self.embed_reply(received)
         if not path.startswith("/v1beta/models/") or not (
             path.endswith(":generateContent") or path.endswith(":streamGenerateContent?alt=sse")
         ):
@@ -181,6 +184,29 @@ class FakeGemini(CheckedServer):
             return Reply(events=stream_events())
         return Reply(json=response_json())
 
+    def embed_reply(self, received: Received) -> Reply:
+        """``embedContent`` / ``batchEmbedContents``: values per text; no token counts (as Gemini)."""
+        if self.api_key is not None and received.headers.get("x-goog-api-key") != self.api_key:
+            return Reply(status=400, json=error_json(400, "INVALID_ARGUMENT", "API key not valid.", "API_KEY_INVALID"))
+        body = received.body if isinstance(received.body, dict) else {}
+        batch = received.path.endswith(":batchEmbedContents")
+        requests = body.get("requests") if batch else [body]
+        model = "models/" + received.path.split("/models/", 1)[1].split(":", 1)[0]
+        embeddings = []
+        for request in requests or []:
+            parts = (request.get("content") or {}).get("parts") or []
+            if batch and request.get("model") != model:
+                return Reply(status=400, json=error_json(400, "INVALID_ARGUMENT", "model mismatch in batch request"))
+            if not parts or not all(isinstance(p.get("text"), str) for p in parts):
+                return Reply(status=400, json=error_json(400, "INVALID_ARGUMENT", "content.parts must hold text"))
+            text = "".join(p["text"] for p in parts)
+            embeddings.append({"values": embedding_vector(text, int(request.get("outputDimensionality") or 8))})
+        if not embeddings:
+            return Reply(status=400, json=error_json(400, "INVALID_ARGUMENT", "requests is empty"))
+        return Reply(json={"embeddings": embeddings} if batch else {"embedding": embeddings[0]})
+
     def rejection(self, received: Received) -> Reply | None:
+        if received.path.endswith((":embedContent", ":batchEmbedContents")):
+            return None
         problem = check_request(received, self.api_key)
         return Reply(status=problem[0], json=problem[1]) if problem else None

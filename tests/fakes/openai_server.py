@@ -1,7 +1,9 @@
-"""A fake OpenAI-compatible provider: ``POST /v1/chat/completions`` in OpenAI's wire format."""
+"""A fake OpenAI-compatible provider: ``POST /v1/chat/completions`` and ``/v1/embeddings`` in OpenAI's wire format."""
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 from typing import Any
 
@@ -62,10 +64,39 @@ def error_json(message: str, *, code: str = "error", type_: str = "invalid_reque
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
+def embedding_vector(text: str, dimensions: int = 8) -> list[float]:
+    """A deterministic small vector per input (values exact in float32, so base64 round-trips)."""
+    seed = sum(ord(c) for c in text)
+    return [((seed + i) % 16) / 16 for i in range(dimensions)]
+
+
+def embeddings_json(body: dict[str, Any], *, prompt_tokens: int | None = None) -> dict[str, Any]:
+    """OpenAI's answer to ``POST /embeddings``: floats, or float32 base64 when asked."""
+    value = body.get("input")
+    items = [value] if isinstance(value, str) or (value and isinstance(value[0], int)) else list(value or [])
+    dimensions = int(body.get("dimensions") or 8)
+    data = []
+    for index, item in enumerate(items):
+        vector = embedding_vector(item if isinstance(item, str) else ",".join(map(str, item)), dimensions)
+        encoded: Any = vector
+        if body.get("encoding_format") == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = prompt_tokens if prompt_tokens is not None else sum(len(str(i).split()) for i in items)
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model", "text-embedding-3-small"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
 class FakeOpenAI(ScriptedServer):
-    """Unscripted requests get a normal completion (or stream) answer."""
+    """Unscripted requests get a normal completion (or stream) answer, or embeddings."""
 
     def default_reply(self, received: Received) -> Reply:
+        if received.path.endswith("/embeddings"):
+            return Reply(json=embeddings_json(received.body if isinstance(received.body, dict) else {}))
         if not received.path.endswith("/chat/completions"):
             return Reply(status=404, json=error_json("unknown path", code="not_found"))
         body = received.body if isinstance(received.body, dict) else {}

@@ -18,6 +18,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
 PATHS = {
     "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/models",
     "/v1/models/{model}",
     "/v1/routing/estimate-cost",
@@ -112,6 +115,16 @@ def test_live_responses_match_the_schema(openai_route: dict[str, Any], gateway_u
     assert call("GET", "/v1/models/nope", "/v1/models/{model}", headers=key).status_code == 404
     assert call("POST", "/v1/routing/estimate-cost", json=HELLO, headers=key).status_code == 200
     assert call("POST", "/v1/routing/explain", json=HELLO, headers=key).status_code == 200
+    embed = {"model": "gpt-4o-mini", "input": "hi"}
+    assert call("POST", "/v1/embeddings", json=embed, headers=key).status_code == 400  # a chat model
+    assert call("POST", "/v1/embeddings", json={**embed, "model": "nope"}, headers=key).status_code == 404
+    message = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
+    assert call("POST", "/v1/messages", json=message, headers=key).status_code == 200
+    streamed = call("POST", "/v1/messages", json={**message, "stream": True}, headers=key)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert call("POST", "/v1/messages", json={**message, "max_tokens": 0}, headers=key).status_code == 400
+    assert call("POST", "/v1/messages", json=message).status_code == 401
+    assert call("POST", "/v1/messages/count_tokens", json=message, headers=key).status_code == 200
     assert call("GET", "/v1/routing/latency", headers=key).status_code == 200
     assert call("GET", "/v1/routing/latency?window=1y", "/v1/routing/latency", headers=key).status_code == 400
 

@@ -43,7 +43,7 @@ def test_api_honours_its_schema(credentials: dict[str, str], gateway_url: str) -
     # (schemathesis's pytest plugin cannot load a schema from a fixture under pytest 9).
     api = schemathesis.openapi.from_url(gateway_url + "/api/schema/?format=json")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 11
+    assert len(operations) == 14
     failures: dict[str, str] = {}
     with requests.Session() as session:
         for operation in operations:

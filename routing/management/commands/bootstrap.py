@@ -1,5 +1,8 @@
 """First-run set-up for the embedded default: admin user, mock provider, demo key.
 
+The mock provider serves two chat models (``mock-gpt``, ``gpt-4``) and one embedding
+model (``text-embedding-3-small``), so the first request of either kind works offline.
+
 Idempotent: it creates only what is missing, so `make run` can call it every time.
 """
 
@@ -14,7 +17,9 @@ from django.core.management.base import BaseCommand
 
 from accounts.models import ClientKey
 from accounts.services import key_issue
-from providers.models import Deployment, Provider, ProviderKind
+from providers.models import Deployment, DeploymentEndpoint, Provider, ProviderKind
+
+EMBEDDING_MODEL = "text-embedding-3-small"
 
 
 class Command(BaseCommand):
@@ -36,6 +41,17 @@ class Command(BaseCommand):
                     name=f"mock-{model}", model_name=model, provider=mock, provider_model=model, context_window=128000
                 )
             self.stdout.write("Configured the built-in mock provider for models: mock-gpt, gpt-4")
+        mock = Provider.objects.filter(name="mock", kind=ProviderKind.MOCK).first()
+        if mock is not None and not Deployment.objects.filter(model_name=EMBEDDING_MODEL).exists():
+            Deployment.objects.create(
+                name=f"mock-{EMBEDDING_MODEL}",
+                model_name=EMBEDDING_MODEL,
+                provider=mock,
+                provider_model=EMBEDDING_MODEL,
+                endpoint=DeploymentEndpoint.EMBEDDINGS,
+                context_window=8191,
+            )
+            self.stdout.write(f"Configured the built-in mock provider for embeddings: {EMBEDDING_MODEL}")
         if not ClientKey.objects.exists():
             _, secret = key_issue(name="demo", owner="make run")
             self.stdout.write(f"Demo client key (shown once): {secret}")

@@ -1,0 +1,54 @@
+"""``POST /v1/embeddings``: OpenAI's embeddings API through the gateway's routing and billing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from rest_framework.request import Request
+
+from gatewaysite.clock import monotonic
+from routing.config.cache import config_cache
+from routing.services.embeddings import run_embeddings, validate_embeddings_body
+from routing.services.validation import validate_chat_body
+from routing.strategies.base import RouteRequest
+from routing.views.completions import ClientKeyView, chat_route, read_json
+
+
+def embeddings_route(request: Request, body: dict[str, Any]) -> RouteRequest:
+    """A validated embeddings body (``validate_embeddings_body``) into what routing works with."""
+    return RouteRequest(
+        model=body["model"],
+        body=body,
+        stream=False,
+        key=request.user,
+        snapshot=config_cache.current(),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        endpoint="embeddings",
+    )
+
+
+def any_route(request: Request) -> RouteRequest:
+    """A chat completion body, or an embeddings body (``input`` and no ``messages``): for
+    ``/v1/routing/estimate-cost`` and ``/v1/routing/explain``."""
+    endpoint, body = read_json(request, _validated_any)
+    return embeddings_route(request, body) if endpoint == "embeddings" else chat_route(request, body)
+
+
+def _validated_any(parsed: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(parsed, dict) and "input" in parsed and "messages" not in parsed:
+        return "embeddings", validate_embeddings_body(parsed)
+    return "chat", validate_chat_body(parsed)
+
+
+class EmbeddingsView(ClientKeyView):
+    parser_classes: list[Any] = []
+
+    def post(self, request: Request) -> HttpResponse:
+        received = monotonic()
+        route = embeddings_route(request, read_json(request, validate_embeddings_body))
+        result = run_embeddings(route, request_id=request._request.request_id, received=received)
+        response = HttpResponse(result.body, status=result.status)
+        for name, value in result.headers.items():
+            response[name] = value
+        return response
