@@ -26,10 +26,12 @@ run: $(VENV)/.installed
 ## test: install and run the whole test suite (Postgres and Redis: DATABASE_URL / REDIS_URL or the local defaults)
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest --create-db $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check .
 
 format: $(VENV)/.installed

@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from accounts.models import ClientKey, Team
 from accounts.services import key_issue, key_revoke
 from gatewaysite.clock import now
-from routing.strategies.registry import strategy_names
+from gatewaysite.config.choices import model_names, strategy_names
 
 
 def _split_models(value: str) -> list[str]:
@@ -94,9 +94,7 @@ class ClientKeyForm(forms.ModelForm):
         if "budget_when_redis_down" in self.fields:  # omitted: the default (closed)
             self.fields["budget_when_redis_down"].required = False
         if "allowed_models" in self.fields:
-            from routing.config.cache import config_cache
-
-            known = config_cache.current().models
+            known = model_names()
             if known:
                 self.fields["allowed_models"].help_text += " Models served now: " + ", ".join(known) + "."
 

@@ -6,8 +6,8 @@ class AccountsConfig(AppConfig):
     verbose_name = "Client keys and teams"
 
     def ready(self) -> None:
+        # Models load only once the app registry is ready: here.
         from accounts.models import ClientKey, Team
-        from gatewaysite import checks  # noqa: F401 - registers the project's security checks
-        from routing.config.invalidation import watch
+        from gatewaysite.config.changes import watch
 
         watch(ClientKey, Team)

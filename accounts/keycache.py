@@ -7,7 +7,7 @@ traffic turns into no database load, and its answer time does not tell which pre
 exist. A known key's row is read once per process (per configuration version); later
 requests check the HMAC against the cached hash without a query.
 
-Any change to keys or teams clears the cache on every process (routing/config/cache.py):
+Any change to keys or teams clears the cache on every process (``gatewaysite/config/changes.py``):
 at once in the writing process (and again when its transaction commits), within a poll
 interval elsewhere. Writes that bypass Django (raw SQL, another service) bump the
 configuration version too, through database triggers (routing migration
@@ -25,9 +25,10 @@ from decimal import Decimal
 from typing import Any
 
 from accounts.keys import key_prefix, verify_key
+from accounts.models import ClientKey
 from gatewaysite.api.errors import AuthenticationError
 from gatewaysite.clock import now
-from routing.config.cache import config_cache
+from gatewaysite.config import changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,6 @@ class KeyCache:
             self._prefixes = None
 
     def _load_prefixes(self) -> frozenset[str]:
-        from accounts.models import ClientKey
 
         generation = self._generation
         prefixes = frozenset(ClientKey.objects.values_list("prefix", flat=True))
@@ -82,7 +82,6 @@ class KeyCache:
         return prefixes
 
     def _load(self, prefix: str) -> KeyInfo | None:
-        from accounts.models import ClientKey
 
         row = ClientKey.objects.select_related("team").filter(prefix=prefix).first()
         if row is None:
@@ -126,7 +125,7 @@ class KeyCache:
         return info
 
     def authenticate(self, raw_key: str) -> KeyInfo:
-        config_cache.current()  # keeps the poller running and the cache fresh
+        changes.refresh()  # the configuration's poller runs, and a change it saw has cleared this cache
         prefix = key_prefix(raw_key)
         if prefix is None:
             raise AuthenticationError("Incorrect API key provided.")
@@ -142,7 +141,7 @@ class KeyCache:
 
 
 key_cache = KeyCache()
-config_cache.on_change(key_cache.clear)
+changes.on_change(key_cache.clear)
 
 
 def bearer_token(authorization: str | None) -> str:

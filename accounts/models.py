@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from accounts.keys import KEY_MARK
+
 
 class BudgetPeriod(models.TextChoices):
     DAY = "day", "per day (UTC)"
@@ -77,6 +79,5 @@ class ClientKey(models.Model):
 
     @property
     def display_prefix(self) -> str:
-        from accounts.keys import KEY_MARK
 
         return f"{KEY_MARK}{self.prefix}..."

@@ -61,8 +61,8 @@ def django_setup() -> None:
 def configure_gateway(upstream_port: int, stream_port: int) -> str:
     """Providers, deployments, prices and a rule for the benchmark; returns a client key."""
     from accounts.services import key_issue
+    from gatewaysite.config.changes import config_changed
     from providers.models import Deployment, PricingRow, Provider
-    from routing.config.invalidation import config_changed
     from routing.models import RoutingRule, RoutingSettings, RuleTarget
 
     since = datetime(2024, 1, 1, tzinfo=UTC)
@@ -103,7 +103,7 @@ def strategy_names() -> list[str]:
 
 
 def set_strategy(name: str) -> None:
-    from routing.config.invalidation import config_changed
+    from gatewaysite.config.changes import config_changed
     from routing.models import RoutingSettings
 
     RoutingSettings.objects.update_or_create(pk=1, defaults={"strategy": name})

@@ -471,7 +471,7 @@ HUB_BUCKET = "gevent hub loop (epoll, timers, switches)"
 PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("gevent threadpool (DNS lookups for new connections)", ("gevent/threadpool.py",)),
     ("usage recording (recorder, event payload)", ("usage/recorder.py", "usage/events.py")),
-    ("cost and counters", ("usage/cost.py", "usage/budgets.py")),
+    ("cost and counters", ("providers/pricing/cost.py", "usage/budgets.py")),
     ("token counting", ("usage/tokens.py",)),
     ("upstream HTTP call (urllib3, http.client)", ("urllib3/", "http/client.py", "providers/")),
     (
@@ -480,8 +480,8 @@ PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
             "routing/services/planning.py",
             "routing/strategies/",
             "routing/config/",
-            "routing/health.py",
-            "routing/latency/",
+            "routing/cooldowns.py",
+            "usage/latency/",
         ),
     ),
     ("body parsing and validation", ("gatewaysite/api/parsers.py", "routing/services/validation.py")),

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # the API docs page's JavaScript and CSS, served by the gateway (no CDN)
+    "gatewaysite",  # the bottom layer: configuration version and change notification
     "accounts",
     "providers",
     "routing",
@@ -80,7 +81,7 @@ MIDDLEWARE = [
     "gatewaysite.middleware.AuthenticationMiddleware",
     "gatewaysite.middleware.MessageMiddleware",
     # after a configuration write: wait (bounded) until every process serves it; say so if not
-    "routing.config.middleware.ConfigPropagationMiddleware",
+    "gatewaysite.config.middleware.ConfigPropagationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -208,7 +209,7 @@ GATEWAY = {
     "ANTHROPIC_DEFAULT_MAX_TOKENS": env_int("GATEWAY_ANTHROPIC_DEFAULT_MAX_TOKENS", 4096, minimum=1),
     # Expected output tokens for estimates when the request has no max_tokens.
     "DEFAULT_EXPECTED_OUTPUT_TOKENS": env_int("GATEWAY_DEFAULT_EXPECTED_OUTPUT_TOKENS", 256, minimum=1),
-    # Longest cooldown an upstream's Retry-After (429/503) can put a deployment in (routing/health.py).
+    # Longest cooldown an upstream's Retry-After (429/503) can put a deployment in (routing/cooldowns.py).
     "RETRY_AFTER_MAX_SECONDS": env_float("GATEWAY_RETRY_AFTER_MAX_SECONDS", 60.0, minimum=0),
     # Budgets that fail open while Redis is down: the share of the budget each server process
     # may hold (at the requests' maximum cost) until Redis is back (docs/cost.md).

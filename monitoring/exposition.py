@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from monitoring import catalog
+from monitoring import catalog, selectors
 from monitoring.recording import process_metrics
+from routing.config.cache import config_cache
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,6 @@ def _gauge(metric: catalog.Metric) -> GaugeMetricFamily:
 
 
 def _scraped_families(snapshots: list[dict[str, Any]]) -> Iterator[Metric]:
-    from monitoring import selectors
-    from routing.config.cache import config_cache
 
     live = _live(snapshots)
     cooling = {name for snap in live for name in snap.get("cooldown", ())}

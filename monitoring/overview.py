@@ -16,6 +16,8 @@ from gatewaysite.clock import monotonic, now
 from monitoring import selectors
 from monitoring.charts import bar_chart
 from monitoring.spend import SpendBreakdown, spend_summary
+from providers.pricing.selectors import unpriced_deployments
+from usage.latency.selectors import latency_by_deployment
 
 BUDGET_ALERT = Decimal("0.8")
 
@@ -35,7 +37,6 @@ def _spend_panel(breakdown: SpendBreakdown) -> dict[str, Any]:
 
 
 def _deployments(since_minutes: int = 60) -> list[dict[str, Any]]:
-    from routing.latency.selectors import latency_by_deployment
 
     stats = latency_by_deployment(since=now() - timedelta(minutes=since_minutes))
     rows = []
@@ -55,7 +56,6 @@ def _deployments(since_minutes: int = 60) -> list[dict[str, Any]]:
 
 
 def operator_overview() -> dict[str, Any]:
-    from providers.pricing.selectors import unpriced_deployments
 
     started = monotonic()
     today, month = spend_summary()

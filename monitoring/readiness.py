@@ -20,7 +20,9 @@ from django.conf import settings
 from django.db import connection
 
 from gatewaysite.clock import monotonic, now
-from gatewaysite.redis import get_redis
+from gatewaysite.redis_client import get_redis
+from monitoring.selectors import usage_stream_state
+from routing.config.cache import config_cache
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,6 @@ def check_redis() -> Check:
 
 def check_config() -> Check:
     """The snapshot this process routes with, against the database's configuration version."""
-    from routing.config.cache import config_cache
 
     snapshot = config_cache.current()
     version, updated_at = _database_version()
@@ -77,7 +78,6 @@ def check_config() -> Check:
 
 
 def check_usage_consumer() -> Check:
-    from monitoring.selectors import usage_stream_state
 
     state = usage_stream_state()
     if state is None:

@@ -32,6 +32,7 @@ from django.conf import settings
 
 from monitoring import catalog
 from monitoring.context import current_request
+from routing.cooldowns import cooldowns
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,6 @@ class ProcessMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         """This process's sums, as JSON-ready data (Decimal as string)."""
-        from routing.health import health
 
         with self._lock:
             counters = {
@@ -182,7 +182,7 @@ class ProcessMetrics:
             "written": time.time(),
             "counters": counters,
             "histograms": histograms,
-            "cooldown": sorted(health.status()),
+            "cooldown": sorted(cooldowns.status()),
         }
 
     def snapshot_path(self) -> Path:

@@ -238,7 +238,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["object", "window", "since", "until", "providers"],
         "properties": {
-            "object": {"const": "routing.latency"},
+            "object": {"const": "usage.latency"},
             "window": {"type": "string"},
             "since": {"type": "string", "format": "date-time"},
             "until": {"type": "string", "format": "date-time"},

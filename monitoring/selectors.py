@@ -12,8 +12,14 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Sum
 
+from accounts.models import ClientKey, Team
 from gatewaysite.clock import now
-from gatewaysite.redis import get_redis
+from gatewaysite.redis_client import get_redis
+from providers.pricing.cost import from_picodollars
+from usage.budgets import Budget, period_bounds
+from usage.consumer import GROUP
+from usage.models import UsageRecord
+from usage.recorder import local_counters
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,6 @@ class BudgetUse:
 
 
 def _spent_in_database(scope: str, scope_id: int, period: str, at: datetime) -> Decimal:
-    from usage.budgets import period_bounds
-    from usage.models import UsageRecord
 
     start, end = period_bounds(period, at)
     records = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
@@ -50,10 +54,6 @@ def budget_utilization(*, at: datetime | None = None) -> list[BudgetUse]:
     embedded default), so this is one round trip; a counter that is missing (Redis was
     emptied) is summed from the usage records instead.
     """
-    from accounts.models import ClientKey, Team
-    from usage.budgets import Budget
-    from usage.cost import from_picodollars
-    from usage.recorder import local_counters
 
     moment = at or now()
     budgets: list[Budget] = [
@@ -96,7 +96,6 @@ def usage_stream_state() -> StreamState | None:
     client = get_redis()
     if client is None:
         return None
-    from usage.consumer import GROUP
 
     stream = settings.GATEWAY["USAGE_STREAM"]
     pipe = client.pipeline(transaction=False)

@@ -24,6 +24,7 @@ from django.db.models import Count, Q, Sum
 
 from gatewaysite.clock import now
 from monitoring.models import SpendRollup, SpendRollupDay
+from usage.models import UsageRecord
 
 _GROUP = ("team", "client_key_id", "key_name", "key_prefix", "model")
 
@@ -34,7 +35,6 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 def _aggregate(start: datetime, end: datetime) -> list[dict[str, Any]]:
-    from usage.models import UsageRecord
 
     return list(
         UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
+from monitoring.spend import spend_rollup_recent
+
 
 @shared_task(
     name="monitoring.rollup_spend",
@@ -17,6 +19,5 @@ from django.db import OperationalError
 )
 def rollup_spend() -> int:
     """Recompute yesterday's and today's spend rollups (scheduled every minute)."""
-    from monitoring.spend import spend_rollup_recent
 
     return spend_rollup_recent()

@@ -6,8 +6,9 @@ class ProvidersConfig(AppConfig):
     verbose_name = "Providers, deployments and pricing"
 
     def ready(self) -> None:
+        # Models load only once the app registry is ready: here.
+        from gatewaysite.config.changes import watch
         from providers import checks  # noqa: F401 - registers the encryption key check
         from providers.models import Deployment, PricingRow, Provider
-        from routing.config.invalidation import watch
 
         watch(Provider, Deployment, PricingRow)

@@ -3,18 +3,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-
-class ConfigVersion(models.Model):
-    """One row whose ``version`` rises with every configuration change.
-
-    Each gateway process polls it (routing/config/cache.py) and reloads its in-process
-    snapshot of keys, providers, deployments, pricing and rules when it moves. The bump
-    runs inside the writer's transaction, so readers never see a version whose data is
-    not committed yet.
-    """
-
-    version = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(auto_now=True)
+from routing.strategies.registry import strategy_names
 
 
 class RoutingSettings(models.Model):
@@ -41,7 +30,6 @@ class RoutingSettings(models.Model):
         return f"active strategy: {self.strategy}"
 
     def clean(self) -> None:
-        from routing.strategies.registry import strategy_names
 
         if self.strategy not in strategy_names():
             raise ValidationError({"strategy": f"Unknown strategy; valid: {', '.join(strategy_names())}."})
@@ -89,7 +77,6 @@ class RoutingRule(models.Model):
         return f"{self.priority}: {self.name}"
 
     def clean(self) -> None:
-        from routing.strategies.registry import strategy_names
 
         if self.action == RuleAction.STRATEGY:
             valid = [name for name in strategy_names() if name != "custom"]
@@ -116,49 +103,3 @@ class RuleTarget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule_id} -> {self.deployment_id}"
-
-
-class LatencySample(models.Model):
-    """One upstream attempt's timings. Raw rows are pruned; rollups are kept."""
-
-    request_id = models.CharField(max_length=40)
-    attempt = models.PositiveSmallIntegerField(default=1)
-    created_at = models.DateTimeField(db_index=True)
-    provider = models.CharField(max_length=64)
-    deployment = models.CharField(max_length=100)
-    model = models.CharField(max_length=200)
-    ok = models.BooleanField(default=True)
-    http_status = models.PositiveSmallIntegerField(default=200)
-    stream = models.BooleanField(default=False)
-    total_ms = models.FloatField(help_text="Gateway received request -> last byte sent.")
-    upstream_ms = models.FloatField(help_text="Upstream call, connect to last byte.")
-    ttft_ms = models.FloatField(null=True, blank=True, help_text="Streams: first token from the upstream.")
-    overhead_ms = models.FloatField(help_text="total minus upstream: what the gateway added.")
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["request_id", "attempt"], name="latency_sample_unique")]
-        indexes = [models.Index(fields=["deployment", "created_at"])]
-
-
-class LatencyRollup(models.Model):
-    """Per deployment per minute: count, sum, min, max and a histogram for percentiles."""
-
-    deployment = models.CharField(max_length=100)
-    provider = models.CharField(max_length=64)
-    minute = models.DateTimeField()
-    count = models.PositiveIntegerField(default=0)
-    error_count = models.PositiveIntegerField(default=0)
-    sum_ms = models.FloatField(default=0)
-    min_ms = models.FloatField(null=True)
-    max_ms = models.FloatField(null=True)
-    histogram = models.JSONField(default=list)
-    ttft_count = models.PositiveIntegerField(default=0)
-    ttft_sum_ms = models.FloatField(default=0)
-    ttft_min_ms = models.FloatField(null=True)
-    ttft_max_ms = models.FloatField(null=True)
-    ttft_histogram = models.JSONField(default=list)
-    overhead_sum_ms = models.FloatField(default=0)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["deployment", "minute"], name="latency_rollup_unique")]
-        indexes = [models.Index(fields=["minute"])]

@@ -23,7 +23,7 @@ from typing import Any
 ADMIN_PAGES = {
     "admin-index": "/admin/",
     "overview": "/admin/overview/",
-    "latency-chart": "/admin/routing/latencyrollup/chart/?range=6h",
+    "latency-chart": "/admin/usage/latencyrollup/chart/?range=6h",
 }
 PUBLIC_PAGES = {"api-docs": "/api/docs/"}
 

@@ -16,23 +16,23 @@ def _fresh_gateway_state() -> Iterator[None]:
     """Process-wide caches must not leak between tests (truncation sends no signals)."""
     from accounts.keycache import key_cache
     from routing.config.cache import config_cache
-    from routing.health import health
-    from routing.latency.live import live_latency
+    from routing.cooldowns import cooldowns
+    from usage.latency.live import live_latency
 
     config_cache.reset_for_tests()
     key_cache.clear()
-    health.reset()
+    cooldowns.reset()
     live_latency.reset()
     yield
     config_cache.reset_for_tests()
     key_cache.clear()
-    health.reset()
+    cooldowns.reset()
     live_latency.reset()
 
 
 @pytest.fixture
 def redis_client() -> Iterator[Any]:
-    from gatewaysite.redis import get_redis
+    from gatewaysite.redis_client import get_redis
 
     client = get_redis()
     assert client is not None, "tests need REDIS_URL"
@@ -148,8 +148,18 @@ def staff_groups(db: None) -> dict[str, Any]:
     import importlib
 
     from django.apps import apps
-    from django.contrib.auth.models import Group
+    from django.contrib.auth.models import Group, Permission
 
     migration = importlib.import_module("accounts.migrations.0003_sec_staff_groups")
     migration.create_groups(apps, None)
+    # Models that moved app since (routing 0004) keep their permissions under their new app.
+    moved = importlib.import_module("routing.migrations.0004_layers_models_moved_out").MOVED
+    for name, models in migration.GROUPS.items():
+        group = Group.objects.get(name=name)
+        for (app_label, model), actions in models.items():
+            if app_label == "routing" and model in moved:
+                codenames = [a if a.startswith("view_") else f"{a}_{model}" for a in actions]
+                group.permissions.add(
+                    *Permission.objects.filter(content_type__app_label=moved[model], codename__in=codenames)
+                )
     return {group.name: group for group in Group.objects.filter(name__in=migration.GROUPS)}

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from django.core.management import CommandError, call_command
 
+from gatewaysite.models import ConfigVersion
 from providers.models import Deployment, PricingRow, Provider
-from routing.models import ConfigVersion, RoutingRule, RoutingSettings, RuleTarget
+from routing.models import RoutingRule, RoutingSettings, RuleTarget
 
 pytestmark = pytest.mark.django_db
 

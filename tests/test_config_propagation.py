@@ -17,8 +17,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
-from routing.config.propagation import ACKS, FORGET_AFTER, acknowledge, process_id, wait_for_propagation
-from routing.models import ConfigVersion
+from gatewaysite.config.propagation import ACKS, FORGET_AFTER, acknowledge, process_id, wait_for_propagation
+from gatewaysite.models import ConfigVersion
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -223,7 +223,7 @@ def test_a_write_says_when_a_process_has_not_acknowledged(mock_gateway: dict[str
     """A live process that stops acknowledging (here: stopped with SIGSTOP) is named, not waited for forever."""
     import signal
 
-    from routing.config.propagation import wait_for_propagation
+    from gatewaysite.config.propagation import wait_for_propagation
     from routing.services.settings import routing_strategy_set
 
     server: Gunicorn = mock_gateway["server"]

@@ -23,10 +23,10 @@ from typing import Any
 import openai
 import pytest
 
-from gatewaysite.redis import reset_redis
+from gatewaysite.redis_client import reset_redis
+from providers.pricing.cost import to_picodollars
 from tests.procs import ROOT, LiveGateway, PrivateRedis, current_database_url, gateway_env, wait_until
 from usage.consumer import GROUP, drain
-from usage.cost import to_picodollars
 from usage.models import UsageRecord
 from usage.spool import spool_replay
 

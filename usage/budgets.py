@@ -22,7 +22,7 @@ After the request, ``settle_counters`` returns the counter increments that go in
 recorder's pipeline together with the usage event: the actual cost is added to the
 period's spend and the hold is released, in the same round trip.
 
-Counters are integer pico-dollars (``usage/cost.py``), so increments are exact:
+Counters are integer pico-dollars (``providers/pricing/cost.py``), so increments are exact:
 - ``gw:spend:key:<id>``: the key's spend since it was issued (``x-gateway-key-spend-usd``);
 - ``gw:budget:<key|team>:<id>:<period>``: spend of one budget period (``2026-11-26``, ``2026-11``);
 - ``...:<period>:hold:<slot>``: cost held by requests in flight, in 10-minute slots. A
@@ -40,10 +40,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
 from django.conf import settings
@@ -51,12 +52,36 @@ from django.conf import settings
 from accounts.keycache import KeyInfo
 from gatewaysite.api.errors import BudgetExceeded, BudgetUnavailable, InvalidRequest
 from gatewaysite.clock import now
-from gatewaysite.redis import get_redis
+from gatewaysite.redis_client import get_redis
+from providers.pricing.cost import estimate_cost, format_usd, from_picodollars, to_picodollars
+from providers.pricing.prices import Price
 from usage.events import CounterIncrement
+from usage.models import UsageRecord
+from usage.recorder import local_counters
 
-if TYPE_CHECKING:
-    from routing.config.snapshot import DeploymentInfo
-    from routing.strategies.base import RouteRequest
+
+# What budgets read of a request and of its deployments. Routing's ``RouteRequest`` and
+# ``DeploymentInfo`` have these (routing sits above usage, so it is not named here).
+class BudgetedDeployment(Protocol):
+    name: str
+    max_output_tokens: int | None
+    context_window: int | None
+
+
+class PricedConfiguration(Protocol):
+    def deployments_for(self, model: str) -> Sequence[Any]: ...
+
+    def price_for(self, deployment: Any, at: datetime) -> Price | None: ...
+
+
+class BudgetedRequest(Protocol):
+    model: str
+    body: dict[str, Any]
+    endpoint: str
+    snapshot: PricedConfiguration
+
+    def input_tokens(self) -> tuple[int, str]: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +226,7 @@ def _client_max_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
-def max_output_tokens(deployment: DeploymentInfo, input_tokens: int, requested: int | None) -> int | None:
+def max_output_tokens(deployment: BudgetedDeployment, input_tokens: int, requested: int | None) -> int | None:
     """The most output tokens a request can get from ``deployment``; None: no bound is known.
 
     The client's ``max_tokens`` when it sent one (capped by the deployment's limit), else
@@ -215,13 +240,12 @@ def max_output_tokens(deployment: DeploymentInfo, input_tokens: int, requested: 
     return limit
 
 
-def max_request_cost(route: RouteRequest, at: datetime) -> Decimal | None:
+def max_request_cost(route: BudgetedRequest, at: datetime) -> Decimal | None:
     """The most this request can cost on any of its model's deployments; None: none is priced.
 
     Raises ``InvalidRequest`` (400 ``max_tokens_required``) when the request sets no
     ``max_tokens`` and a priced deployment's output limit is unknown.
     """
-    from usage.cost import estimate_cost
 
     input_tokens, _ = route.input_tokens()
     requested = _client_max_tokens(route.body)
@@ -261,8 +285,6 @@ class Reservation:
 def _db_spent(budget: Budget, at: datetime) -> Decimal:
     from django.db.models import Sum
 
-    from usage.models import UsageRecord
-
     start, end = period_bounds(budget.period, at)
     records = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
     if budget.scope == "key":
@@ -273,7 +295,6 @@ def _db_spent(budget: Budget, at: datetime) -> Decimal:
 
 
 def _refuse(budget: Budget, amount: Decimal, at: datetime) -> BudgetExceeded:
-    from usage.cost import format_usd
 
     _, end = period_bounds(budget.period, at)
     period = "daily" if budget.period == "day" else "monthly"
@@ -289,8 +310,6 @@ _local_lock = threading.Lock()
 
 
 def _reserve_local(budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
-    from usage.cost import to_picodollars
-    from usage.recorder import local_counters
 
     with _local_lock:
         for budget, c in zip(budgets, counters, strict=True):
@@ -307,13 +326,11 @@ def _reserve_local(budgets: list[Budget], counters: list[BudgetCounters], pico: 
 
 
 def from_pico(value: int) -> Decimal:
-    from usage.cost import from_picodollars
 
     return from_picodollars(value)
 
 
 def _reserve_redis(client: Any, budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
-    from usage.cost import to_picodollars
 
     keys = [k for c in counters for k in (c.spent, c.seeded, c.hold, c.previous_hold)]
     args = [len(counters), pico, HOLD_TTL_SECONDS, *[to_picodollars(b.limit_usd) for b in budgets]]
@@ -330,9 +347,8 @@ def _reserve_redis(client: Any, budgets: list[Budget], counters: list[BudgetCoun
     raise RuntimeError("budget counters could not be seeded")
 
 
-def reserve(key: KeyInfo, route: RouteRequest) -> Reservation | None:
+def reserve(key: KeyInfo, route: BudgetedRequest) -> Reservation | None:
     """Hold the request's estimated maximum cost against the key's and team's budgets."""
-    from usage.cost import to_picodollars
 
     budgets = budgets_for(key)
     if not budgets:
@@ -371,7 +387,6 @@ _outage_used: dict[str, int] = {}  # budget period counter -> pico-dollars admit
 
 def _reserve_during_outage(budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
     """Admit the request on this process's outage allowance, or refuse it (503 ``budget_unavailable``)."""
-    from usage.cost import to_picodollars
 
     closed = [b for b in budgets if b.when_redis_down != "open"]
     if closed:
@@ -413,8 +428,6 @@ def release(reservation: Reservation | None) -> None:
         return
     client = get_redis()
     if client is None:
-        from usage.recorder import local_counters
-
         for c in reservation.counters:
             local_counters.incr(c.hold, -reservation.amount_pico)
         return
@@ -444,15 +457,10 @@ def _ensure_key_spend_seeded(key_id: int) -> None:
     _key_spend_checked[key_id] = moment
     from django.db.models import Sum
 
-    from usage.cost import to_picodollars
-    from usage.models import UsageRecord
-
     counter = key_spend_counter(key_id)
     marker = counter + ":seeded"
     client = get_redis()
     if client is None:
-        from usage.recorder import local_counters
-
         if local_counters.get(marker) is None:
             total = UsageRecord.objects.filter(client_key_id=key_id).aggregate(t=Sum("cost_usd"))["t"] or 0
             local_counters.set_if_missing(counter, to_picodollars(Decimal(total)))
@@ -471,7 +479,6 @@ def forget_seeding() -> None:
 
 def settle_counters(key: KeyInfo, reservation: Reservation | None, cost: Decimal | None) -> list[CounterIncrement]:
     """Counter increments for the usage event's round trip; the key's total spend comes first."""
-    from usage.cost import to_picodollars
 
     try:
         _ensure_key_spend_seeded(key.id)

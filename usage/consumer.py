@@ -29,10 +29,11 @@ from django.utils.dateparse import parse_datetime
 from redis.exceptions import ResponseError
 
 from gatewaysite.clock import now
-from gatewaysite.redis import get_redis
-from usage.deadletters import TRANSIENT_ERRORS, describe_error
+from gatewaysite.redis_client import get_redis
+from usage.deadletters import TRANSIENT_ERRORS, deadletter_record, describe_error
 from usage.events import decode_payload
 from usage.ingest import ingest_events
+from usage.latency.rollup import refresh_buckets
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,6 @@ def _settle_failures(client: Any, failed: list[_Entry]) -> list[str]:
     An entry that cannot even be decoded is dead-lettered at once: no retry can fix it.
     The others stay pending and are claimed again by a later drain (``claim_idle_ms``).
     """
-    from usage.deadletters import deadletter_record
 
     if not failed:
         return []
@@ -175,7 +175,6 @@ def drain(
     after_insert: Callable[[], None] | None = None,
 ) -> int:
     """Ingest what is in the stream now (pending-too-long entries first); return the count."""
-    from routing.latency.rollup import refresh_buckets
 
     client = get_redis()
     if client is None:

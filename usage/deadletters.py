@@ -19,6 +19,8 @@ from django.db import InterfaceError, OperationalError
 
 from gatewaysite.clock import now
 from usage.events import decode_payload
+from usage.ingest import ingest_events
+from usage.latency.rollup import refresh_buckets
 from usage.models import UsageDeadLetter
 
 logger = logging.getLogger(__name__)
@@ -72,8 +74,6 @@ def deadletter_replay(*, ids: Iterable[int] | None = None) -> ReplayOutcome:
     A letter that ingests gets ``replayed_at``; one that fails again keeps its place with
     the new error and one more attempt. A database outage stops the replay (raised).
     """
-    from routing.latency.rollup import refresh_buckets
-    from usage.ingest import ingest_events
 
     letters = UsageDeadLetter.objects.order_by("first_seen", "id")
     letters = letters.filter(replayed_at__isnull=True) if ids is None else letters.filter(pk__in=list(ids))

@@ -18,8 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
-from routing.models import LatencySample
-from usage.models import UsageRecord
+from usage.models import LatencySample, UsageRecord
 
 _RECORD_FIELDS = {f.name for f in UsageRecord._meta.concrete_fields} - {"id", "client_key"}
 _SAMPLE_FIELDS = {f.name for f in LatencySample._meta.concrete_fields} - {"id"}

@@ -91,3 +91,51 @@ class UsageDeadLetter(models.Model):
 
     def __str__(self) -> str:
         return self.request_id or self.stream_id
+
+
+class LatencySample(models.Model):
+    """One upstream attempt's timings. Raw rows are pruned; rollups are kept."""
+
+    request_id = models.CharField(max_length=40)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(db_index=True)
+    provider = models.CharField(max_length=64)
+    deployment = models.CharField(max_length=100)
+    model = models.CharField(max_length=200)
+    ok = models.BooleanField(default=True)
+    http_status = models.PositiveSmallIntegerField(default=200)
+    stream = models.BooleanField(default=False)
+    total_ms = models.FloatField(help_text="Gateway received request -> last byte sent.")
+    upstream_ms = models.FloatField(help_text="Upstream call, connect to last byte.")
+    ttft_ms = models.FloatField(null=True, blank=True, help_text="Streams: first token from the upstream.")
+    overhead_ms = models.FloatField(help_text="total minus upstream: what the gateway added.")
+
+    class Meta:
+        db_table = "routing_latencysample"  # created by the routing app; the table kept its name
+        constraints = [models.UniqueConstraint(fields=["request_id", "attempt"], name="latency_sample_unique")]
+        indexes = [models.Index(fields=["deployment", "created_at"])]
+
+
+class LatencyRollup(models.Model):
+    """Per deployment per minute: count, sum, min, max and a histogram for percentiles."""
+
+    deployment = models.CharField(max_length=100)
+    provider = models.CharField(max_length=64)
+    minute = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    sum_ms = models.FloatField(default=0)
+    min_ms = models.FloatField(null=True)
+    max_ms = models.FloatField(null=True)
+    histogram = models.JSONField(default=list)
+    ttft_count = models.PositiveIntegerField(default=0)
+    ttft_sum_ms = models.FloatField(default=0)
+    ttft_min_ms = models.FloatField(null=True)
+    ttft_max_ms = models.FloatField(null=True)
+    ttft_histogram = models.JSONField(default=list)
+    overhead_sum_ms = models.FloatField(default=0)
+
+    class Meta:
+        db_table = "routing_latencyrollup"
+        constraints = [models.UniqueConstraint(fields=["deployment", "minute"], name="latency_rollup_unique")]
+        indexes = [models.Index(fields=["minute"])]

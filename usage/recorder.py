@@ -31,8 +31,10 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection
 
-from gatewaysite.redis import get_redis
+from gatewaysite.redis_client import get_redis
 from usage.events import PendingEvent, decode_payload
+from usage.ingest import ingest_events
+from usage.latency.rollup import refresh_buckets
 from usage.redis_batch import apply_batch
 from usage.spool import spool_replay, spool_write
 
@@ -108,8 +110,6 @@ class GroupCommitWriter:
 
 
 def _write_to_database(events: list[PendingEvent]) -> None:
-    from routing.latency.rollup import refresh_buckets
-    from usage.ingest import ingest_events
 
     try:
         touched = ingest_events(decode_payload(e.payload()) for e in events)

@@ -28,7 +28,7 @@ from django.db.models.functions import TruncDate
 from django.utils.dateparse import parse_date, parse_datetime
 
 from gatewaysite.api.errors import InvalidRequest
-from usage.cost import format_usd
+from providers.pricing.cost import format_usd
 from usage.models import UsageRecord
 
 GROUPS: dict[str, list[str]] = {

@@ -36,8 +36,10 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from gatewaysite.redis import get_redis
+from gatewaysite.redis_client import get_redis
 from usage.events import PendingEvent
+from usage.ingest import ingest_events
+from usage.latency.rollup import refresh_buckets
 from usage.redis_batch import apply_batch
 
 logger = logging.getLogger(__name__)
@@ -144,8 +146,6 @@ def _replay_to_redis(client: Any, events: list[dict[str, Any]]) -> None:
 
 
 def _replay_to_database(events: list[dict[str, Any]]) -> None:
-    from routing.latency.rollup import refresh_buckets
-    from usage.ingest import ingest_events
 
     refresh_buckets(ingest_events(events))
 

@@ -7,6 +7,10 @@ from django.db import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from usage.consumer import drain
+from usage.latency.tasks import prune_samples, rollup_recent  # noqa: F401 - Celery discovers tasks in usage.tasks
+from usage.spool import spool_replay
+
 
 @shared_task(
     name="usage.drain_stream",
@@ -19,7 +23,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 )
 def drain_stream() -> int:
     """Move usage events from the Redis stream into Postgres (scheduled every second)."""
-    from usage.consumer import drain
 
     return drain()
 
@@ -35,6 +38,5 @@ def drain_stream() -> int:
 )
 def replay_spool() -> int:
     """Send spooled usage events (Redis was down when they were recorded) back into Redis (every 10 s)."""
-    from usage.spool import spool_replay
 
     return spool_replay()

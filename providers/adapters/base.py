@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from gatewaysite.clock import now
 from providers.adapters.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -255,8 +256,6 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
                 seconds = float(value)
             else:
                 from email.utils import parsedate_to_datetime
-
-                from gatewaysite.clock import now
 
                 seconds = (parsedate_to_datetime(value) - now()).total_seconds()
             return seconds if seconds > 0 else None

@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from gatewaysite.clock import now
+from gatewaysite.config.notice import earliest_effective_from, propagation_seconds
 from providers.models import PriceRepricing, PricingRow
 from providers.pricing.formats import PRICE_FIELDS, PricingFormatError, dump_csv
 from providers.pricing.selectors import pricing_rows, unpriced_deployments
@@ -35,7 +36,6 @@ from providers.pricing.services import (
     pricing_row_save,
     too_early_message,
 )
-from routing.config.notice import earliest_effective_from, propagation_seconds
 
 
 def in_effect(row: PricingRow | None) -> bool:

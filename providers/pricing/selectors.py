@@ -7,10 +7,10 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from gatewaysite.clock import now
+from providers.models import Deployment, PricingRow
 
 
 def pricing_rows() -> QuerySet:
-    from providers.models import PricingRow
 
     return PricingRow.objects.order_by("vendor", "model", "effective_from")
 
@@ -20,7 +20,6 @@ def unpriced_deployments(*, at: datetime | None = None, enabled_only: bool = Tru
 
     Matched like the request path prices them: (provider's pricing vendor, provider model).
     """
-    from providers.models import Deployment, PricingRow
 
     moment = at or now()
     priced = set(PricingRow.objects.filter(effective_from__lte=moment).values_list("vendor", "model").distinct())

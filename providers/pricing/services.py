@@ -1,14 +1,14 @@
 """Writing prices: import a price list (idempotent), load the shipped list, add or edit one row.
 
 History is append-only, and a price takes effect at a known instant that every gateway
-process sees coming (``routing/config/notice.py``):
+process sees coming (``gatewaysite/config/notice.py``):
 
 - "now" means the write time plus the notice ``N`` (``GATEWAY_CONFIG_PROPAGATION_SECONDS``):
   a row without ``effective_from`` gets exactly that;
 - a row with an ``effective_from`` earlier than that is refused: before the write time it
   would re-price requests already billed (backdating), and within ``N`` after it some
   process could bill a request before it sees the row. The one way to backdate is the
-  explicit, audited re-pricing (``providers/pricing/reprice.py``). A gateway that has
+  explicit, audited re-pricing (``usage/reprice.py``). A gateway that has
   billed nothing yet (no usage record: a new installation, or a configuration restored
   into an empty one) takes rows of any date: there is no history to rewrite;
 - a row in effect, or taking effect within ``N``, is frozen; only rows further in the
@@ -19,7 +19,7 @@ Every write takes the pricing write lock first and reads the clock after it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,8 +28,10 @@ from typing import Any
 from django.db import transaction
 
 from gatewaysite.clock import now as clock_now
+from gatewaysite.config.changes import config_changed
+from gatewaysite.config.notice import earliest_effective_from, pricing_write_lock, propagation_seconds
+from providers.models import PricingRow
 from providers.pricing.formats import PRICE_FIELDS, PriceEntry, parse_file, parse_json
-from routing.config.notice import earliest_effective_from, pricing_write_lock, propagation_seconds
 
 SEED_FILE = Path(__file__).with_name("seed_prices.json")
 
@@ -64,11 +66,19 @@ class ImportResult:
         return text
 
 
-def nothing_billed() -> bool:
-    """No usage record yet: price rows of any date rewrite no history."""
-    from usage.models import UsageRecord
+_billing_checks: list[Callable[[], bool]] = []
 
-    return not UsageRecord.objects.exists()
+
+def on_billing_check(check: Callable[[], bool]) -> None:
+    """Register a check that says whether anything was billed yet. Billing sits above pricing
+    (``usage``), so it registers its check when it starts (``usage/apps.py``)."""
+    if check not in _billing_checks:
+        _billing_checks.append(check)
+
+
+def nothing_billed() -> bool:
+    """Nothing billed yet (no usage record): price rows of any date rewrite no history."""
+    return not any(check() for check in _billing_checks)
 
 
 def too_early_message(what: str, effective_from: datetime, at: datetime) -> str:
@@ -161,8 +171,6 @@ def pricing_import(
     ``backdate`` lets rows take effect in the past: only the audited re-pricing uses it.
     ``at`` replaces the clock (tests).
     """
-    from providers.models import PricingRow
-    from routing.config.invalidation import config_changed
 
     result = ImportResult(skipped=list(skipped))
     with transaction.atomic():
@@ -213,7 +221,6 @@ def pricing_row_save(*, row: Any, at: datetime | None = None) -> Any:
     A time earlier than that is refused (``PricingTimeError``), except within the moment
     between a form's check and this write, where it is moved to the earliest allowed time.
     """
-    from providers.models import PricingRow
 
     with transaction.atomic():
         pricing_write_lock()

@@ -1,3 +1,3 @@
 """Admin pages of the routing app, one module per area."""
 
-from routing.admin import latency, rules  # noqa: F401
+from routing.admin import rules  # noqa: F401

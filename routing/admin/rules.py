@@ -22,10 +22,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from accounts.keycache import key_cache
 from accounts.models import ClientKey
 from gatewaysite.api.errors import GatewayError
 from providers.models import Deployment
+from routing.config.cache import config_cache
 from routing.models import RoutingRule, RoutingSettings, RuleAction, RuleTarget
+from routing.services.explain import explain_route_request, routing_explain
+from routing.services.settings import routing_settings_get
+from routing.services.validation import validate_chat_body
 from routing.strategies.registry import strategy_names
 
 SAMPLE_BODY = """{
@@ -235,7 +240,6 @@ class RuleTesterForm(forms.Form):
         self.fields["strategy"].choices = [("", "(as in force for this key)")] + [(n, n) for n in strategy_names()]
 
     def clean_body(self) -> dict[str, Any]:
-        from routing.services.validation import validate_chat_body
 
         try:
             body = orjson.loads(self.cleaned_data["body"])
@@ -259,9 +263,6 @@ class RuleTesterForm(forms.Form):
 
     def explain(self) -> tuple[dict[str, Any] | None, str]:
         """The explain result, or an error message (unknown model, model not allowed for the key)."""
-        from accounts.keycache import key_cache
-        from routing.config.cache import config_cache
-        from routing.services.explain import explain_route_request, routing_explain
 
         data = self.cleaned_data
         key = key_cache.lookup(data["key"].prefix)
@@ -308,7 +309,6 @@ class RoutingSettingsAdmin(admin.ModelAdmin):
         return False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        from routing.services.settings import routing_settings_get
 
         settings = routing_settings_get()
         return HttpResponseRedirect(reverse("admin:routing_routingsettings_change", args=[settings.pk]))

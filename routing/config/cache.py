@@ -7,38 +7,32 @@ rebuilt (5 queries) when:
   writer's announcement arrives over Redis pub/sub, else within
   ``GATEWAY.CONFIG_POLL_SECONDS`` (default 0.5 s).
 After every poll the process acknowledges the version it serves in Redis, so writers can
-wait until every process serves their change (``routing/config/propagation.py``).
-Listeners (the key cache) are cleared at the same moments.
+wait until every process serves their change (``gatewaysite/config/propagation.py``).
+Every listener of ``gatewaysite.config.changes`` (the key cache, this cache itself) is told
+at the same moments.
 
 Prices: ``pricing_snapshot(at)`` returns a snapshot that is known to hold every pricing
-row in effect at ``at`` (``routing/config/notice.py`` explains why that is exact).
+row in effect at ``at`` (``gatewaysite/config/notice.py`` explains why that is exact).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from gatewaysite.clock import now
-from routing.config import propagation
-from routing.config.notice import notice, read_version_state
-from routing.config.snapshot import Snapshot, load_snapshot
+from gatewaysite.config import changes, propagation
+from gatewaysite.config.notice import notice, read_version_state
+from routing.config.loader import load_snapshot
+from routing.config.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
 NEVER = datetime.min.replace(tzinfo=UTC)
-
-
-def read_version() -> int:
-    from routing.models import ConfigVersion
-
-    value = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
-    return int(value or 0)
 
 
 class ConfigCache:
@@ -46,15 +40,11 @@ class ConfigCache:
         self._snapshot: Snapshot | None = None
         self._stale = True
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
         self._poll_started = False  # decided once per process: a poller thread, or none when polling is off
         self._polling = False
         # Every pricing row written before this moment is in the snapshot (notice.py).
         self._confirmed_at = NEVER
         self._notice = timedelta(0)  # set when polling starts
-
-    def on_change(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
 
     def current(self) -> Snapshot:
         snapshot = self._snapshot
@@ -85,12 +75,11 @@ class ConfigCache:
         return self._snapshot or snapshot
 
     def invalidate_local(self) -> None:
-        self._stale = True
-        self._notify()
+        """Reload before the next use, and tell every listener (the key cache) to do the same."""
+        changes.changed_here()  # calls mark_stale
 
-    def _notify(self) -> None:
-        for listener in self._listeners:
-            listener()
+    def mark_stale(self) -> None:
+        self._stale = True
 
     def _reload(self) -> Snapshot:
         with self._lock:
@@ -115,8 +104,7 @@ class ConfigCache:
         version, quiet = read_version_state()
         current = self._snapshot
         if current is None or self._stale or version != current.version:
-            self._stale = True
-            self._notify()
+            self.invalidate_local()
             self._reload()
         if quiet:
             self._confirmed_at = max(self._confirmed_at, started)
@@ -163,7 +151,10 @@ class ConfigCache:
         self._snapshot = None
         self._stale = True
         self._confirmed_at = NEVER
-        self._notify()
+        self.invalidate_local()
 
 
 config_cache = ConfigCache()
+changes.on_change(config_cache.mark_stale)
+changes.on_refresh(config_cache.current)
+propagation.before_wait(config_cache.catch_up)

@@ -1,7 +1,7 @@
 """An immutable, in-process picture of the routing configuration.
 
 The request path reads only this (and the key cache): no database query per request.
-Built by ``load_snapshot()`` from the database; swapped whole when the config changes.
+Built by ``load_snapshot()`` (``routing/config/loader.py``) from the database; swapped whole when the config changes.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
 from providers.adapters.base import Target
+from providers.pricing.prices import Price, price_in_effect
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +30,6 @@ class DeploymentInfo:
     target: Target
     max_output_tokens: int | None = None
     endpoint: str = "chat"  # chat | embeddings (providers.models.DeploymentEndpoint)
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    id: int
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    cached_input_per_mtok: Decimal
-    cache_write_per_mtok: Decimal
-    effective_from: datetime
-    cache_write_1h_per_mtok: Decimal | None = None  # None: the cache-write price
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,119 +80,7 @@ class Snapshot:
 
     def price_for(self, deployment: DeploymentInfo, at: datetime) -> Price | None:
         """The price row in effect at ``at`` for the deployment's vendor and model."""
-        for price in self.prices.get((deployment.vendor, deployment.provider_model), ()):
-            if price.effective_from <= at:
-                return price
-        return None
+        return price_in_effect(self.prices.get((deployment.vendor, deployment.provider_model), ()), at)
 
     def models_matching(self, pattern: str) -> list[str]:
         return [m for m in self.models if fnmatch.fnmatchcase(m, pattern)]
-
-
-def price_of(row: object) -> Price:
-    """A pricing row with its empty columns resolved (cache reads and writes: the input price;
-    one-hour writes: the cache-write price)."""
-    input_price = row.input_per_mtok  # type: ignore[attr-defined]
-    write = row.cache_write_per_mtok if row.cache_write_per_mtok is not None else input_price  # type: ignore[attr-defined]
-    write_1h = row.cache_write_1h_per_mtok  # type: ignore[attr-defined]
-    cached = row.cached_input_per_mtok  # type: ignore[attr-defined]
-    return Price(
-        id=row.id,  # type: ignore[attr-defined]
-        input_per_mtok=input_price,
-        output_per_mtok=row.output_per_mtok,  # type: ignore[attr-defined]
-        cached_input_per_mtok=cached if cached is not None else input_price,
-        cache_write_per_mtok=write,
-        cache_write_1h_per_mtok=write_1h if write_1h is not None else write,
-        effective_from=row.effective_from,  # type: ignore[attr-defined]
-    )
-
-
-def load_snapshot(version: int) -> Snapshot:
-    from providers.models import Deployment, PricingRow
-    from routing.models import RoutingRule, RoutingSettings, RuleTarget
-
-    row = RoutingSettings.objects.filter(pk=1).first()
-    settings = (
-        RoutingSettingsInfo(
-            strategy=row.strategy,
-            allow_request_strategy=row.allow_request_strategy,
-            max_attempts=max(1, row.max_attempts),
-            cooldown_failures=row.cooldown_failures,
-            cooldown_seconds=row.cooldown_seconds,
-        )
-        if row
-        else RoutingSettingsInfo()
-    )
-    by_model: dict[str, list[DeploymentInfo]] = {}
-    by_name: dict[str, DeploymentInfo] = {}
-    deployments = Deployment.objects.filter(enabled=True, provider__enabled=True).select_related("provider")
-    for dep in deployments.order_by("model_name", "priority", "name"):
-        provider = dep.provider
-        info = DeploymentInfo(
-            id=dep.id,
-            name=dep.name,
-            model_name=dep.model_name,
-            provider_id=provider.id,
-            provider=provider.name,
-            kind=provider.kind,
-            vendor=provider.pricing_vendor,
-            provider_model=dep.provider_model,
-            weight=dep.weight,
-            priority=dep.priority,
-            context_window=dep.context_window,
-            max_output_tokens=dep.max_output_tokens,
-            endpoint=dep.endpoint,
-            target=Target(
-                provider=provider.name,
-                kind=provider.kind,
-                base_url=provider.base_url,
-                model=dep.provider_model,
-                api_key=provider.resolve_api_key(),
-                options=dict(provider.options or {}),
-                connect_timeout=provider.connect_timeout,
-                read_timeout=provider.read_timeout,
-                response_timeout=provider.response_timeout,
-                first_chunk_timeout=provider.first_chunk_timeout,
-                stream_idle_timeout=provider.stream_idle_timeout,
-            ),
-        )
-        by_model.setdefault(dep.model_name, []).append(info)
-        by_name[dep.name] = info
-
-    prices: dict[tuple[str, str], list[Price]] = {}
-    for p in PricingRow.objects.order_by("vendor", "model", "-effective_from"):
-        prices.setdefault((p.vendor, p.model), []).append(price_of(p))
-
-    targets: dict[int, list[str]] = {}
-    for t in RuleTarget.objects.select_related("deployment").order_by("rule_id", "position", "id"):
-        targets.setdefault(t.rule_id, []).append(t.deployment.name)
-    rules = tuple(
-        RuleInfo(
-            id=r.id,
-            name=r.name,
-            priority=r.priority,
-            model_pattern=r.model_pattern,
-            client_key_id=r.client_key_id,
-            team_id=r.team_id,
-            header_name=r.header_name.lower(),
-            header_value=r.header_value,
-            metadata_key=r.metadata_key,
-            metadata_value=r.metadata_value,
-            stream=r.stream,
-            min_input_tokens=r.min_input_tokens,
-            max_input_tokens=r.max_input_tokens,
-            action=r.action,
-            strategy=r.strategy,
-            targets=tuple(targets.get(r.id, ())),
-        )
-        for r in RoutingRule.objects.filter(enabled=True).order_by("priority")
-    )
-    return Snapshot(
-        version=version,
-        settings=settings,
-        deployments_by_model={k: tuple(v) for k, v in by_model.items()},
-        deployments_by_name=by_name,
-        prices={k: tuple(v) for k, v in prices.items()},
-        rules=rules,
-        models=tuple(sorted(by_model)),
-    )

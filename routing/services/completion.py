@@ -26,18 +26,18 @@ from gatewaysite.api.errors import (
     error_body,
 )
 from gatewaysite.clock import monotonic, now
-from monitoring.recording import observe_usage
 from providers.adapters.base import UpstreamError, Usage
 from providers.adapters.registry import adapter_for
+from providers.pricing.cost import cost_of, format_usd, from_picodollars
 from routing.config.cache import config_cache
 from routing.config.snapshot import DeploymentInfo
-from routing.health import health
-from routing.latency.live import live_latency
+from routing.cooldowns import cooldowns
 from routing.services.planning import plan_route
 from routing.strategies.base import Ranking, RouteRequest
 from usage import budgets
-from usage.cost import cost_of, format_usd, from_picodollars
 from usage.events import PendingEvent
+from usage.latency.live import live_latency
+from usage.observers import observe_usage
 from usage.recorder import get_recorder
 from usage.tokens import count_text_tokens
 
@@ -109,7 +109,7 @@ class _Call:
         total_ms = (monotonic() - self.received) * 1000
         served = self.attempts[-1] if self.attempts else None
         deployment = served.deployment if served else None
-        # the row in effect at receipt, from a snapshot known to hold it (routing/config/notice.py)
+        # the row in effect at receipt, from a snapshot known to hold it (gatewaysite/config/notice.py)
         price = (
             config_cache.pricing_snapshot(self.received_at).price_for(deployment, self.received_at)
             if deployment
@@ -212,16 +212,16 @@ def _record_attempt(call: _Call, attempt: Attempt, error: UpstreamError | None) 
     settings = call.route.snapshot.settings
     name = attempt.deployment.name
     if error is None:
-        health.success(name)
+        cooldowns.success(name)
         live_latency.observe(name, attempt.ttft_ms if attempt.ttft_ms is not None else attempt.upstream_ms, True)
         return
     attempt.ok = False
     attempt.http_status = error.status
     attempt.error_code = error.code
     if not error.client_error:
-        health.failure(name, threshold=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
+        cooldowns.failure(name, threshold=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         if error.retry_after is not None:  # the upstream said when to come back: not before
-            health.cool_for(name, min(error.retry_after, float(django_settings.GATEWAY["RETRY_AFTER_MAX_SECONDS"])))
+            cooldowns.cool_for(name, min(error.retry_after, float(django_settings.GATEWAY["RETRY_AFTER_MAX_SECONDS"])))
         live_latency.observe(name, attempt.upstream_ms, False)
 
 

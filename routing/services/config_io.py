@@ -26,10 +26,10 @@ from django.utils.dateparse import parse_datetime
 from accounts.keys import KEY_MARK
 from accounts.models import ClientKey, Team
 from gatewaysite.clock import now
+from gatewaysite.config.changes import config_changed
+from gatewaysite.config.notice import earliest_effective_from, pricing_write_lock
 from providers.models import Deployment, PricingRow, Provider
 from providers.pricing.services import nothing_billed, too_early_message
-from routing.config.invalidation import config_changed
-from routing.config.notice import earliest_effective_from, pricing_write_lock
 from routing.models import RoutingRule, RoutingSettings, RuleTarget
 
 FORMAT_VERSION = 1

@@ -21,11 +21,11 @@ from typing import Any
 from django.conf import settings
 
 from gatewaysite.clock import now
-from routing.config.snapshot import Price
-from routing.health import health
+from providers.pricing.cost import estimate_cost, format_usd
+from providers.pricing.prices import Price
+from routing.cooldowns import cooldowns
 from routing.services.planning import plan_route
 from routing.strategies.base import RouteRequest
-from usage.cost import estimate_cost, format_usd
 from usage.tokens import APPROXIMATION, count_embedding_tokens, count_input_tokens, expected_output_tokens
 
 
@@ -89,7 +89,7 @@ def routing_estimate(*, route: RouteRequest) -> dict[str, Any]:
                 "chosen": chosen is not None and deployment.name == chosen.name,
                 "excluded": None
                 if rank is not None
-                else ("cooling_down" if health.cooling(deployment.name) else "not_ranked"),
+                else ("cooling_down" if cooldowns.cooling(deployment.name) else "not_ranked"),
                 "input_tokens": input_tokens,
                 "tokenizer": tokenizer,
                 "tokenizer_exact": tokenizer != APPROXIMATION,

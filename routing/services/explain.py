@@ -13,13 +13,13 @@ from typing import Any
 
 from accounts.keycache import KeyInfo
 from gatewaysite.clock import now
+from providers.pricing.cost import estimate_cost, format_usd
 from routing.config.snapshot import DeploymentInfo, RuleInfo, Snapshot
-from routing.health import health
-from routing.latency.live import live_latency
+from routing.cooldowns import cooldowns
 from routing.services.planning import STRATEGY_HEADER, plan_route, strategy_for
 from routing.strategies.base import Ranking, RouteRequest
 from routing.strategies.custom import check_rules
-from usage.cost import estimate_cost, format_usd
+from usage.latency.live import live_latency
 
 
 def explain_route_request(
@@ -65,7 +65,7 @@ def _rule_dict(rule: RuleInfo | None) -> dict[str, Any] | None:
 
 
 def _excluded_reason(deployment: DeploymentInfo, ranking: Ranking) -> str:
-    if health.cooling(deployment.name):
+    if cooldowns.cooling(deployment.name):
         return "cooling_down"
     if ranking.rule is not None:
         return "not_in_rule"
@@ -95,7 +95,7 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
                 "provider": deployment.provider,
                 "provider_model": deployment.provider_model,
                 "will_try": rank <= max_attempts,
-                "cooling_down": health.cooling(deployment.name),
+                "cooling_down": cooldowns.cooling(deployment.name),
                 "estimated_cost_usd": (
                     format_usd(estimate_cost(input_tokens, output_tokens, price)) if price is not None else None
                 ),
@@ -114,7 +114,7 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
     ]
     rules = None
     if ranking.strategy == "custom":
-        eligible = [d for d in snapshot.deployments_for(route.model) if not health.cooling(d.name)] or list(
+        eligible = [d for d in snapshot.deployments_for(route.model) if not cooldowns.cooling(d.name)] or list(
             snapshot.deployments_for(route.model)
         )
         rules = [check.as_dict() for check in check_rules(route, eligible)]

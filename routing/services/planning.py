@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gatewaysite.api.errors import InvalidRequest, ModelNotFound, PermissionDenied
-from routing.health import health
+from routing.cooldowns import cooldowns
 from routing.strategies.base import Ranking, RouteRequest
 from routing.strategies.registry import get_strategy, strategy_names
 
@@ -49,7 +49,7 @@ def plan_route(request: RouteRequest) -> Ranking:
     """Ordered deployments to try. Deployments in cooldown are skipped unless all are."""
     check_model_access(request)
     deployments = request.snapshot.deployments_for(request.model)
-    available = [d for d in deployments if not health.cooling(d.name)] or list(deployments)
+    available = [d for d in deployments if not cooldowns.cooling(d.name)] or list(deployments)
     name, source = strategy_for(request)
     ranking = get_strategy(name).choose(request, available)
     if not ranking.strategy:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from accounts.keycache import KeyInfo
 from routing.config.snapshot import DeploymentInfo, RuleInfo, Snapshot
+from usage.tokens import count_embedding_tokens, count_input_tokens, expected_output_tokens
 
 
 @dataclass
@@ -40,12 +41,8 @@ class RouteRequest:
         """Estimated input tokens and the tokenizer that counted them (computed once)."""
         if self._input_tokens is None:
             if self.endpoint == "embeddings":
-                from usage.tokens import count_embedding_tokens
-
                 self._input_tokens = count_embedding_tokens(self.model, self.body.get("input"))
             else:
-                from usage.tokens import count_input_tokens
-
                 self._input_tokens = count_input_tokens(self.model, self.body)
         return self._input_tokens
 
@@ -57,7 +54,6 @@ class RouteRequest:
     def expected_output_tokens(self) -> int:
         if self.endpoint == "embeddings":
             return 0
-        from usage.tokens import expected_output_tokens
 
         return expected_output_tokens(self.body)
 

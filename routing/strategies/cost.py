@@ -15,10 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 from gatewaysite.clock import now
+from providers.pricing.cost import estimate_cost, format_usd
 from routing.config.snapshot import DeploymentInfo
-from routing.latency.live import live_latency
 from routing.strategies.base import Ranking, RouteRequest, Strategy
-from usage.cost import estimate_cost, format_usd
+from usage.latency.live import live_latency
 
 
 class CostStrategy(Strategy):

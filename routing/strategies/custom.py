@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routing.config.snapshot import DeploymentInfo, RuleInfo
+from routing.strategies import registry  # a module: registry imports this one (it lists every strategy)
 from routing.strategies.base import Ranking, RouteRequest, Strategy
 
 FALLBACK_STRATEGY = "model"
@@ -126,7 +127,6 @@ class CustomStrategy(Strategy):
     description = "the first matching routing rule by priority; no match: the model strategy"
 
     def choose(self, request: RouteRequest, candidates: Sequence[DeploymentInfo]) -> Ranking:
-        from routing.strategies.registry import get_strategy, strategy_names
 
         for rule in request.snapshot.rules:
             if rule_mismatch(rule, request) is not None:
@@ -135,8 +135,10 @@ class CustomStrategy(Strategy):
             if not subset:
                 continue
             if rule.action == "strategy":
-                inner = rule.strategy if rule.strategy in strategy_names() and rule.strategy != self.name else None
-                ranking = get_strategy(inner or FALLBACK_STRATEGY).choose(request, subset)
+                inner = (
+                    rule.strategy if rule.strategy in registry.strategy_names() and rule.strategy != self.name else None
+                )
+                ranking = registry.get_strategy(inner or FALLBACK_STRATEGY).choose(request, subset)
             else:
                 ranking = Ranking(
                     candidates=subset,
@@ -146,7 +148,7 @@ class CustomStrategy(Strategy):
             ranking.rule = rule
             ranking.strategy = self.name
             return ranking
-        ranking = get_strategy(FALLBACK_STRATEGY).choose(request, candidates)
+        ranking = registry.get_strategy(FALLBACK_STRATEGY).choose(request, candidates)
         ranking.reason = NO_RULE_REASON
         ranking.strategy = self.name
         return ranking

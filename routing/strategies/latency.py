@@ -5,12 +5,12 @@ from collections.abc import Sequence
 from django.conf import settings
 
 from routing.config.snapshot import DeploymentInfo
-from routing.latency.live import live_latency
 from routing.strategies.base import Ranking, RouteRequest, Strategy
+from usage.latency.live import live_latency
 
 
 class LatencyStrategy(Strategy):
-    """The deployment with the lowest recent latency first (routing/latency/live.py).
+    """The deployment with the lowest recent latency first (usage/latency/live.py).
 
     A deployment with fewer than ``LATENCY_MIN_SAMPLES`` samples in the live window has
     no reliable figure: it is ranked after the measured ones, except that one request in

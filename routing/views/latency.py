@@ -17,9 +17,9 @@ from rest_framework.request import Request
 from gatewaysite.api.errors import InvalidRequest
 from gatewaysite.clock import now
 from routing.config.cache import config_cache
-from routing.latency.live import live_latency
-from routing.latency.selectors import latency_report
 from routing.views.completions import ClientKeyView
+from usage.latency.live import live_latency
+from usage.latency.selectors import latency_report
 
 DEFAULT_WINDOW = "1h"
 MAX_WINDOW = timedelta(days=90)
@@ -64,7 +64,7 @@ class LatencyView(ClientKeyView):
                     else None
                 )
         body = {
-            "object": "routing.latency",
+            "object": "usage.latency",
             "window": window_text.strip(),
             "since": since.isoformat(),
             "until": until.isoformat(),

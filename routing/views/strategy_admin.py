@@ -4,7 +4,7 @@ A staff JWT with the routing settings' view permission reads, with the change
 permission switches (both in the ``operators`` group). A switch answers once every live
 gateway process routes with the new strategy (bounded by
 ``GATEWAY_CONFIG_PROPAGATION_SECONDS``); ``propagation`` in the answer says whether they
-all did (``routing/config/propagation.py``).
+all did (``gatewaysite/config/propagation.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from rest_framework.views import APIView
 
 from gatewaysite.api.errors import InvalidRequest
 from gatewaysite.api.permissions import StaffPermission
-from routing.config.middleware import HEADER
-from routing.config.propagation import wait_for_propagation
+from gatewaysite.config.middleware import HEADER
+from gatewaysite.config.propagation import wait_for_propagation
 from routing.services.settings import routing_settings_get, routing_strategy_set
 from routing.strategies.registry import strategy_names
 

@@ -51,8 +51,8 @@ def test_usage_consumer_lag_fails_readiness(client: Any, redis_client: Any, sett
 
 
 def test_stale_configuration_fails_readiness(client: Any, redis_client: Any) -> None:
+    from gatewaysite.models import ConfigVersion
     from routing.config.cache import config_cache
-    from routing.models import ConfigVersion
 
     config_cache.current()
     # Another process changed the configuration a minute ago and this one never saw it
@@ -85,7 +85,7 @@ def test_database_down_fails_readiness(client: Any, redis_client: Any) -> None:
 
 @pytest.fixture
 def private_redis(tmp_path: Path, settings: Any) -> Iterator[subprocess.Popen[bytes]]:
-    from gatewaysite.redis import reset_redis
+    from gatewaysite.redis_client import reset_redis
 
     binary = shutil.which("redis-server")
     assert binary, "redis-server is needed (it is installed wherever the suite runs)"

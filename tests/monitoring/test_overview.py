@@ -93,9 +93,9 @@ def test_overview_page(
     redis_client: Any,
     django_assert_max_num_queries: Any,
 ) -> None:
-    from routing.models import LatencyRollup
+    from providers.pricing.cost import to_picodollars
     from usage.budgets import Budget
-    from usage.cost import to_picodollars
+    from usage.models import LatencyRollup
 
     provider = make_provider("up", vendor="openai")
     make_deployment(provider, "gpt-unpriced")
@@ -147,9 +147,9 @@ def test_overview_is_for_staff_only(client: Any) -> None:
 
 def test_latency_chart_draws_a_single_point(staff_client: Any) -> None:
     from gatewaysite.clock import now
-    from routing.latency.chart import latency_chart
-    from routing.latency.histogram import Histogram
-    from routing.models import LatencyRollup
+    from usage.latency.chart import latency_chart
+    from usage.latency.histogram import Histogram
+    from usage.models import LatencyRollup
 
     histogram = Histogram()
     histogram.add(120.0)
@@ -165,7 +165,7 @@ def test_latency_chart_draws_a_single_point(staff_client: Any) -> None:
     )
     [line] = latency_chart(range_name="1h")["series"]
     assert len(line["dots"]) == 1 and " " not in line["p50"]
-    html = staff_client.get("/admin/routing/latencyrollup/chart/?range=1h").content.decode()
+    html = staff_client.get("/admin/usage/latencyrollup/chart/?range=1h").content.decode()
     assert html.count("<circle") == 2  # p50 and p95
 
 

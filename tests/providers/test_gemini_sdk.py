@@ -165,8 +165,8 @@ def test_stream_error_after_start_reaches_the_client(fake: FakeGemini, secret: s
 def test_wrong_key_is_a_gateway_fault_not_the_clients(
     fake: FakeGemini, secret: str, openai_for: Any, make_provider: Any
 ) -> None:
+    from gatewaysite.config.changes import config_changed
     from providers.models import Provider
-    from routing.config.invalidation import config_changed
 
     Provider.objects.filter(name="gem").update(api_key="gm-wrong-key")
     config_changed()

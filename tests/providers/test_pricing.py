@@ -81,7 +81,7 @@ def test_csv_needs_its_columns() -> None:
 
 @pytest.mark.django_db
 def test_litellm_import_is_idempotent_and_bumps_the_config_version() -> None:
-    from routing.config.cache import read_version
+    from gatewaysite.config.notice import read_version
 
     before = read_version()
     first = pricing_import_file(name="model_prices_and_context_window.json", content=LITELLM)
@@ -189,19 +189,21 @@ def test_shipped_prices_cover_every_provider_with_source_and_date() -> None:
 def test_shipped_prices_load_once_and_price_o3_by_date() -> None:
     from importlib import import_module
 
-    from django.apps import apps as django_apps
-
-    migration = import_module("providers.migrations.0002_seed_pricing")
     from django.conf import settings
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
     from django.test import override_settings
 
+    migration = import_module("providers.migrations.0002_seed_pricing")
+    # The models as that migration sees them (ConfigVersion still in the routing app then).
+    state_apps = MigrationLoader(connection).project_state(("providers", "0002_seed_pricing")).apps
     with override_settings(GATEWAY={**settings.GATEWAY, "SEED_PRICING": True}):
-        migration.load_prices(django_apps, None)
-        migration.load_prices(django_apps, None)
+        migration.load_prices(state_apps, None)
+        migration.load_prices(state_apps, None)
     assert PricingRow.objects.count() == len(seed_entries())
     assert pricing_load_seed().created == 0
     from providers.models import Deployment, Provider
-    from routing.config.snapshot import load_snapshot
+    from routing.config.loader import load_snapshot
 
     provider = Provider.objects.create(name="oa", kind="openai", vendor="openai", base_url="http://127.0.0.1:9/v1")
     Deployment.objects.create(name="oa-o3", model_name="o3", provider=provider, provider_model="o3")
@@ -314,9 +316,12 @@ def test_admin_csv_import_export_and_unpriced_warning(
 def test_migration_gives_shipped_rows_their_one_hour_price_and_leaves_others_alone() -> None:
     from importlib import import_module
 
-    from django.apps import apps as django_apps
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
 
     migration = import_module("providers.migrations.0005_money_cache_write_1h")
+    # The models as that migration sees them (ConfigVersion still in the routing app then).
+    state_apps = MigrationLoader(connection).project_state(("providers", "0005_money_cache_write_1h")).apps
     shipped = next(e for e in seed_entries() if (e.vendor, e.model) == ("anthropic", "claude-sonnet-4"))
     assert shipped.cache_write_1h_per_mtok == Decimal("6.00") == 2 * shipped.input_per_mtok
     fields = {
@@ -339,7 +344,7 @@ def test_migration_gives_shipped_rows_their_one_hour_price_and_leaves_others_alo
         effective_from=shipped.effective_from + timedelta(days=1),
         **fields,
     )
-    migration.fill_one_hour_prices(django_apps, None)
+    migration.fill_one_hour_prices(state_apps, None)
     as_shipped.refresh_from_db()
     own.refresh_from_db()
     assert as_shipped.cache_write_1h_per_mtok == Decimal("6") and own.cache_write_1h_per_mtok is None

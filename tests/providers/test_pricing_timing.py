@@ -185,8 +185,8 @@ def test_admin_refuses_a_backdated_price(billed: PricingRow, staff_client: Any) 
 def test_reprice_backdates_recosts_records_and_keeps_an_audit_entry(
     billed: PricingRow, tmp_path: Path, redis_client: Any, capsys: Any
 ) -> None:
+    from providers.pricing.cost import to_picodollars
     from usage.budgets import key_spend_counter
-    from usage.cost import to_picodollars
 
     since = now() - timedelta(days=2)
     older = _record(since - timedelta(days=1), cost="0.00325", row=billed)  # before the new row: untouched
@@ -237,7 +237,7 @@ def test_reprice_needs_a_reason(billed: PricingRow, tmp_path: Path) -> None:
 
 
 def test_readers_cannot_confirm_while_a_pricing_write_is_in_progress(db: None) -> None:
-    from routing.config.notice import PRICING_LOCK, read_version_state
+    from gatewaysite.config.notice import PRICING_LOCK, read_version_state
 
     assert read_version_state()[1] is True
     db_settings = connection.settings_dict

@@ -8,7 +8,8 @@ from typing import Any
 
 from accounts.keycache import KeyInfo
 from providers.adapters.base import Target
-from routing.config.snapshot import DeploymentInfo, Price, RoutingSettingsInfo, RuleInfo, Snapshot
+from providers.pricing.prices import Price
+from routing.config.snapshot import DeploymentInfo, RoutingSettingsInfo, RuleInfo, Snapshot
 from routing.strategies.base import RouteRequest
 
 JAN_2024 = datetime(2024, 1, 1, tzinfo=UTC)

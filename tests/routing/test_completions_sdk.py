@@ -99,7 +99,7 @@ def test_upstream_timeout_is_504(openai_route: dict[str, Any], openai_for: Any) 
     from providers.models import Provider
 
     Provider.objects.filter(name="up").update(read_timeout=0.3)
-    from routing.config.invalidation import config_changed
+    from gatewaysite.config.changes import config_changed
 
     config_changed()
     openai_route["fake"].queue(Reply(json=completion_json(), delay=1.0))

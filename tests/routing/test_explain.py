@@ -132,10 +132,10 @@ def test_explain_custom_rule(setup: dict[str, Any]) -> None:
 
 
 def test_explain_shows_cooling_deployments(setup: dict[str, Any]) -> None:
-    from routing.health import health
+    from routing.cooldowns import cooldowns
 
     set_strategy("model")
-    health.failure("unpriced", threshold=1, cooldown_seconds=60)
+    cooldowns.failure("unpriced", threshold=1, cooldown_seconds=60)
     result = explain(setup).json()
     assert result["chosen"] == "dear"
     assert result["excluded"] == [{"deployment": "unpriced", "provider": "other", "reason": "cooling_down"}]

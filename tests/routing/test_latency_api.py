@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from gatewaysite.clock import now
-from routing.latency.histogram import RELATIVE_ERROR
-from routing.latency.rollup import refresh_buckets
 from usage.ingest import ingest_events
+from usage.latency.histogram import RELATIVE_ERROR
+from usage.latency.rollup import refresh_buckets
 
 URL = "/v1/routing/latency"
 
@@ -157,17 +157,17 @@ def test_seed_curl_example(world: dict[str, Any], gateway_url: str) -> None:
 def test_admin_pages(client: Any, world: dict[str, Any], django_user_model: Any) -> None:
     admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
     client.force_login(admin)
-    response = client.get("/admin/routing/latencyrollup/")
+    response = client.get("/admin/usage/latencyrollup/")
     assert response.status_code == 200
     page = response.content.decode()
     assert "<svg" in page and "<polyline" in page
     assert "d1" in page
-    response = client.get("/admin/routing/latencyrollup/chart/", {"range": "7d"})
+    response = client.get("/admin/usage/latencyrollup/chart/", {"range": "7d"})
     assert response.status_code == 200
     assert "<polyline" in response.content.decode()
-    assert client.get("/admin/routing/latencyrollup/chart/", {"range": "bogus"}).status_code == 200
-    response = client.get("/admin/routing/latencysample/")
+    assert client.get("/admin/usage/latencyrollup/chart/", {"range": "bogus"}).status_code == 200
+    response = client.get("/admin/usage/latencysample/")
     assert response.status_code == 200
     assert "a-err" in response.content.decode()
-    assert client.get("/admin/routing/latencysample/add/").status_code == 403
-    assert client.get("/admin/routing/latencyrollup/add/").status_code == 403
+    assert client.get("/admin/usage/latencysample/add/").status_code == 403
+    assert client.get("/admin/usage/latencyrollup/add/").status_code == 403

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from routing.latency.histogram import EDGES, GROWTH, OVERFLOW, RELATIVE_ERROR, Histogram, bucket_of, histogram_from
+from usage.latency.histogram import EDGES, GROWTH, OVERFLOW, RELATIVE_ERROR, Histogram, bucket_of, histogram_from
 
 
 def exact_percentile(values: list[float], q: float) -> float:

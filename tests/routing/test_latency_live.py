@@ -19,10 +19,10 @@ from redis.retry import Retry
 from gatewaysite.clock import Clock
 from providers.adapters.base import Target
 from routing.config.snapshot import DeploymentInfo
-from routing.latency.live import LiveLatency
 from routing.strategies.latency import LatencyStrategy
 from tests.fakes.http_server import Received, Reply
 from tests.fakes.openai_server import FakeOpenAI
+from usage.latency.live import LiveLatency
 
 
 class MovableClock(Clock):
@@ -215,8 +215,8 @@ def test_traffic_moves_away_from_a_slow_provider_and_back(
     issue_key: Any,
     openai_for: Any,
 ) -> None:
-    from routing.latency.live import live_latency
     from routing.services.settings import routing_strategy_set
+    from usage.latency.live import live_latency
 
     live_latency.reset()
     alpha, beta = two_upstreams

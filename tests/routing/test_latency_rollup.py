@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from gatewaysite.clock import now
-from routing.latency.histogram import RELATIVE_ERROR, histogram_from
-from routing.latency.rollup import refresh_buckets, rollup_recent
-from routing.latency.services import latency_samples_prune
-from routing.models import LatencyRollup, LatencySample
 from usage.ingest import ingest_events
+from usage.latency.histogram import RELATIVE_ERROR, histogram_from
+from usage.latency.rollup import refresh_buckets, rollup_recent
+from usage.latency.services import latency_samples_prune
+from usage.models import LatencyRollup, LatencySample
 
 MINUTE = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -160,8 +160,8 @@ def test_tasks_run_and_state_their_policy() -> None:
     from django.db import OperationalError
 
     from gatewaysite.celery import app
-    from routing.tasks import prune_samples
-    from routing.tasks import rollup_recent as rollup_task
+    from usage.latency.tasks import prune_samples
+    from usage.latency.tasks import rollup_recent as rollup_task
     from usage.tasks import drain_stream
 
     ingest_events([event("t1", [sample("t1", at=now() - timedelta(minutes=1), upstream_ms=7)])])

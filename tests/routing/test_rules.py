@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import requests
 
-from routing.config.snapshot import RoutingSettingsInfo, load_snapshot
+from routing.config.loader import load_snapshot
+from routing.config.snapshot import RoutingSettingsInfo
 from routing.strategies.custom import NO_RULE_REASON, CustomStrategy, check_rules, rule_mismatch
 from tests.routing.builders import deployment, key, price, route, rule, snapshot
 

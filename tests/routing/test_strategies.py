@@ -11,7 +11,6 @@ import pytest
 
 from gatewaysite.api.errors import InvalidRequest
 from routing.config.snapshot import RoutingSettingsInfo
-from routing.latency.live import live_latency
 from routing.services.planning import plan_route, strategy_for
 from routing.strategies.balanced import BalancedStrategy
 from routing.strategies.base import Strategy
@@ -19,6 +18,7 @@ from routing.strategies.cost import CostStrategy
 from routing.strategies.model import ModelStrategy
 from routing.strategies.registry import STRATEGY_CLASSES, get_strategy, strategy_names
 from tests.routing.builders import deployment, key, price, route, snapshot
+from usage.latency.live import live_latency
 
 
 def names(ranking: Any) -> list[str]:

@@ -187,7 +187,7 @@ def test_key_and_request_strategies_on_live_requests(
     assert served(cost_key) == ("cost", "key:cheapest", "cheap")
     assert served(plain_key, **{"x-gateway-strategy": "cost"}) == ("model", "priority", "dear")  # not allowed
     RoutingSettings.objects.filter(pk=1).update(allow_request_strategy=True)
-    from routing.config.invalidation import config_changed
+    from gatewaysite.config.changes import config_changed
 
     config_changed()
     assert served(plain_key, **{"x-gateway-strategy": "cost"}) == ("cost", "request:cheapest", "cheap")

@@ -162,10 +162,10 @@ def test_embedded_mode_reserves_under_a_lock(
     """No Redis: the same check-and-hold, atomic in process."""
     from accounts.keycache import key_cache
     from gatewaysite.api.errors import BudgetExceeded
-    from gatewaysite.redis import reset_redis
+    from gatewaysite.redis_client import reset_redis
+    from providers.pricing.cost import to_picodollars
     from routing.config.cache import config_cache
     from routing.strategies.base import RouteRequest
-    from usage.cost import to_picodollars
     from usage.recorder import local_counters
 
     settings.REDIS_URL = ""

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from providers.adapters.base import Usage
-from routing.config.snapshot import Price
+from providers.pricing.cost import cost_of, estimate_cost, format_usd, from_picodollars, to_picodollars
+from providers.pricing.prices import Price
 from tests.fakes.http_server import Reply
 from tests.fakes.openai_server import completion_json
-from usage.cost import cost_of, estimate_cost, format_usd, from_picodollars, to_picodollars
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -91,7 +91,7 @@ def test_estimate_and_counters_round_trip() -> None:
 def test_a_request_is_priced_by_the_row_in_effect_when_it_ran(
     make_provider: Any, make_deployment: Any, make_price: Any
 ) -> None:
-    from routing.config.snapshot import load_snapshot
+    from routing.config.loader import load_snapshot
 
     provider = make_provider("up", base_url="http://127.0.0.1:9/v1", vendor="openai")
     make_deployment(provider, "gpt-4o")

@@ -139,7 +139,7 @@ def test_estimate_does_not_move_round_robin(client: Any, setup: dict[str, Any]) 
     if "balanced" not in __import__("routing.strategies.registry", fromlist=["x"]).strategy_names():
         pytest.skip("no balanced strategy")
     RoutingSettings.objects.filter(pk=1).update(strategy="balanced")
-    from routing.config.invalidation import config_changed
+    from gatewaysite.config.changes import config_changed
 
     config_changed()
     chosen = {_post(client, setup["secret"], HELLO).json()["chosen"] for _ in range(4)}

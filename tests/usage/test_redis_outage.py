@@ -16,10 +16,10 @@ import orjson
 import pytest
 
 from gatewaysite.clock import now
-from gatewaysite.redis import reset_redis
+from gatewaysite.redis_client import reset_redis
+from providers.pricing.cost import to_picodollars
 from tests.procs import LiveGateway, PrivateRedis, current_database_url, gateway_env, wait_until
 from usage.consumer import drain
-from usage.cost import to_picodollars
 from usage.events import CounterIncrement, PendingEvent
 from usage.models import UsageRecord
 from usage.recorder import RedisStreamRecorder

@@ -286,7 +286,7 @@ def test_unfiltered_admin_count_comes_from_table_statistics(
 ) -> None:
     from django.db import connection
 
-    from usage.admin import EstimatedCountPaginator
+    from usage.admin.records import EstimatedCountPaginator
 
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE usage_usagerecord")

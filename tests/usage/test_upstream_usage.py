@@ -10,10 +10,10 @@ import pytest
 
 from providers.adapters import anthropic, gemini
 from providers.adapters.base import MAX_PLAUSIBLE_TOKENS, Usage
+from providers.pricing.cost import to_picodollars
 from tests.fakes.http_server import Reply
 from tests.fakes.openai_server import completion_json, stream_events
 from usage.consumer import drain
-from usage.cost import to_picodollars
 from usage.models import UsageRecord
 
 HELLO = [{"role": "user", "content": "Hello"}]

@@ -65,7 +65,7 @@ def test_duplicate_delivery_makes_one_record(openai_route: dict[str, Any], opena
 
 
 def test_dropped_redis_connections_lose_no_record(openai_route: dict[str, Any], openai_for: Any) -> None:
-    from gatewaysite.redis import get_redis
+    from gatewaysite.redis_client import get_redis
 
     ids = _complete(openai_for, openai_route["secret"], 2)
     get_redis().connection_pool.disconnect()  # every pooled connection drops, as after a Redis restart

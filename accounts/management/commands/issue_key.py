@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.models import BudgetOutagePolicy, BudgetPeriod, ClientKey, Team
 from accounts.services import key_issue, team_get_or_create
-from routing.strategies.registry import strategy_names
+from gatewaysite.config.choices import strategy_names
 
 
 def _messages(error: ValidationError) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from routing.config.propagation import wait_for_propagation
+from gatewaysite.config.propagation import wait_for_propagation
 from routing.services.config_io import (
     ConfigImportError,
     config_document_dump,

@@ -3,7 +3,7 @@
 Admin saves, deletes and actions, the admin's pricing import and the JWT admin API all
 go through here: once the view returned (its transaction committed), the response
 waits, at most ``GATEWAY_CONFIG_PROPAGATION_SECONDS``, until every live gateway process
-acknowledged the new version (``routing/config/propagation.py``). The response then
+acknowledged the new version (``gatewaysite/config/propagation.py``). The response then
 carries ``x-gateway-config-propagation: complete`` or ``incomplete``; in the admin, an
 incomplete one also shows a warning naming the processes that lag. Views that report it
 themselves (the strategy API) have already waited, and nothing is left to do here.
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 
+from gatewaysite.config.propagation import take_pending, wait_for_propagation
 from gatewaysite.middleware import API_PREFIX
-from routing.config.propagation import take_pending, wait_for_propagation
 
 HEADER = "x-gateway-config-propagation"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from gatewaysite.clock import monotonic
 
 
-class Health:
+class DeploymentCooldowns:
     def __init__(self) -> None:
         self._failures: dict[str, int] = {}
         self._cooled_until: dict[str, float] = {}
@@ -58,4 +58,4 @@ class Health:
         self._cooled_until.clear()
 
 
-health = Health()
+cooldowns = DeploymentCooldowns()

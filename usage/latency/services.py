@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 
 from gatewaysite.clock import now
-from routing.models import LatencySample
+from usage.models import LatencySample
 
 
 def latency_samples_prune(*, older_than: datetime | None = None, batch_size: int = 5000) -> int:

@@ -27,9 +27,17 @@ from typing import Any
 
 from django.db import transaction
 
+from accounts.models import Team
+from gatewaysite.redis_client import get_redis
 from providers.adapters.base import Usage
+from providers.models import PriceRepricing, PricingRow, Provider
+from providers.pricing.cost import cost_of, to_picodollars
 from providers.pricing.formats import PriceEntry
+from providers.pricing.prices import price_of
 from providers.pricing.services import ImportResult, pricing_import
+from usage.budgets import key_spend_counter, period_id
+from usage.models import UsageRecord
+from usage.recorder import local_counters
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +66,6 @@ class RepriceResult:
 
 
 def _recost(rows: list[Any], result: RepriceResult) -> None:
-    from accounts.models import Team
-    from providers.models import PricingRow, Provider
-    from routing.config.snapshot import price_of
-    from usage.budgets import key_spend_counter, period_id
-    from usage.cost import cost_of, to_picodollars
-    from usage.models import UsageRecord
 
     since: dict[tuple[str, str], datetime] = {}
     for row in rows:
@@ -119,12 +121,9 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
 
 
 def _move_counters(deltas: dict[str, int]) -> None:
-    from gatewaysite.redis import get_redis
 
     client = get_redis()
     if client is None:
-        from usage.recorder import local_counters
-
         for name, delta in deltas.items():
             if local_counters.get(name) is not None:
                 local_counters.incr(name, delta)
@@ -146,7 +145,6 @@ def pricing_reprice(
     at: datetime | None = None,
 ) -> RepriceResult:
     """Add ``entries`` even with a past ``effective_from`` and re-cost the records they apply to."""
-    from providers.models import PriceRepricing
 
     if not reason.strip():
         raise ValueError("a re-pricing needs a reason (it is kept in the audit entry)")
@@ -156,8 +154,6 @@ def pricing_reprice(
         result = RepriceResult(imported=imported, dry_run=dry_run)
         rows = list(imported.rows)
         if not rows:  # a second run: the rows are there, re-cost what they apply to
-            from providers.models import PricingRow
-
             keys = {(e.vendor, e.model, e.effective_from) for e in entries if e.effective_from is not None}
             candidates = PricingRow.objects.filter(model__in={k[1] for k in keys})
             rows = [r for r in candidates if (r.vendor, r.model, r.effective_from) in keys]

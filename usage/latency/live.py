@@ -36,7 +36,7 @@ from typing import Any
 from django.conf import settings
 
 from gatewaysite import clock as clock_module
-from gatewaysite.redis import get_redis
+from gatewaysite.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection
 
+from gatewaysite.models import ConfigVersion
+
 # pg_advisory_*lock key of pricing writes ("gwprice" in ASCII).
 PRICING_LOCK = 0x67777072696365
 
@@ -54,6 +56,12 @@ def pricing_write_lock() -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PRICING_LOCK])
 
 
+def read_version() -> int:
+    """The configuration version in the database (one query)."""
+    value = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    return int(value or 0)
+
+
 def read_version_state() -> tuple[int, bool]:
     """(configuration version, no pricing write in progress at the moment of reading).
 
@@ -61,10 +69,7 @@ def read_version_state() -> tuple[int, bool]:
     holds it, even inside a transaction.
     """
     if connection.vendor != "postgresql":
-        from routing.models import ConfigVersion
-
-        value = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
-        return int(value or 0), True
+        return read_version(), True
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT (SELECT version FROM routing_configversion WHERE id = 1), "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from providers.adapters.base import Usage
-from routing.config.snapshot import Price
+from providers.pricing.prices import Price
 
 MILLION = Decimal(1_000_000)
 PICO = Decimal("0.000000000001")

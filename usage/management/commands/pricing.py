@@ -3,7 +3,7 @@
 FILE is JSON or CSV by its extension. Import also reads LiteLLM's
 ``model_prices_and_context_window.json``. Re-importing the same file creates nothing.
 Import refuses rows dated before now (backdating); ``reprice`` is the explicit, audited
-way to do that (``providers/pricing/reprice.py``). After a change, the command waits
+way to do that (``usage/reprice.py``). After a change, the command waits
 until every gateway process serves it and prints whether they all do.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from gatewaysite.config.propagation import wait_for_propagation
 from providers.pricing.formats import PricingFormatError, dump_file, parse_file
-from providers.pricing.reprice import pricing_reprice
 from providers.pricing.selectors import pricing_rows, unpriced_deployments
 from providers.pricing.services import ImportResult, pricing_import_file
-from routing.config.propagation import wait_for_propagation
+from usage.reprice import pricing_reprice
 
 
 class Command(BaseCommand):

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from routing.latency.histogram import Histogram
-from routing.latency.rollup import FIGURES, minute_of
-from routing.models import LatencyRollup
+from usage.latency.histogram import Histogram
+from usage.latency.rollup import FIGURES, minute_of
+from usage.models import LatencyRollup
 
 _COLUMNS = ("deployment", *FIGURES)  # LatencyStats.add_row unpacks them in this order
 

@@ -27,14 +27,15 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
-from gatewaysite.redis import get_redis
-from routing.config.notice import propagation_seconds
+from gatewaysite.config.notice import propagation_seconds, read_version
+from gatewaysite.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ ACKS = "gw:config:acks"
 FORGET_AFTER = 60.0  # seconds past expiry after which a dead process's entry is deleted
 WAIT_STEP = 0.01
 
+_before_wait: list[Callable[[], None]] = []
 _local = threading.local()  # per thread (per greenlet under gevent): versions this request committed
 _process: tuple[int, str] | None = None
 
@@ -136,9 +138,14 @@ class ChangeSignal:
 # --- the writers' side ---------------------------------------------------------------------
 
 
-def _committed() -> None:
-    from routing.config.cache import read_version
+def before_wait(hook: Callable[[], None]) -> None:
+    """Run ``hook`` before a writer waits: this process's own configuration cache serves the
+    write first and acknowledges it (registered by the app that keeps that cache)."""
+    if hook not in _before_wait:
+        _before_wait.append(hook)
 
+
+def _committed() -> None:
     version = read_version()
     _local.pending = max(getattr(_local, "pending", 0), version)
     client = get_redis()
@@ -223,12 +230,11 @@ def wait_for_propagation(version: int | None = None, *, timeout: float | None = 
 
     None when there is nothing to wait for (this thread committed no configuration change).
     """
-    from routing.config.cache import config_cache
-
     version = version if version is not None else take_pending()
     if not version:
         return None
-    config_cache.catch_up()  # this process first: it also acknowledges when it polls
+    for hook in _before_wait:  # this process first: it also acknowledges when it polls
+        hook()
     client = get_redis()
     if client is None:
         return Propagation(version=version, complete=True)

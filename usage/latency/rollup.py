@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Q
 
 from gatewaysite.clock import now
-from routing.latency.histogram import Histogram
-from routing.models import LatencyRollup, LatencySample
+from usage.latency.histogram import Histogram
+from usage.models import LatencyRollup, LatencySample
 
 MINUTE = timedelta(minutes=1)
 MINUTES_PER_QUERY = 30

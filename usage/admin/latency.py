@@ -4,7 +4,7 @@ Both tables are high-volume and written only by the usage pipeline: their pages 
 read-only (no add, change or delete), skip the full unfiltered count and filter only on
 low-cardinality columns. The rollup list opens with a chart of p50/p95 per deployment
 (``Latency rollups`` > ``Latency chart`` for the ranges), drawn as inline SVG from the
-rollups (routing/latency/chart.py).
+rollups (usage/latency/chart.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from routing.latency.chart import DEFAULT_RANGE, latency_chart
-from routing.latency.histogram import histogram_from
-from routing.models import LatencyRollup, LatencySample
+from usage.latency.chart import DEFAULT_RANGE, latency_chart
+from usage.latency.histogram import histogram_from
+from usage.models import LatencyRollup, LatencySample
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -78,7 +78,7 @@ class LatencyRollupAdmin(ReadOnlyAdmin):
     ]
     search_fields = ["=deployment", "=provider"]
     ordering = ["-minute"]
-    change_list_template = "admin/routing/latencyrollup/change_list.html"
+    change_list_template = "admin/usage/latencyrollup/change_list.html"
 
     @admin.display(description="avg ms")
     def avg_ms(self, obj: LatencyRollup) -> float | None:
@@ -106,7 +106,7 @@ class LatencyRollupAdmin(ReadOnlyAdmin):
         chart = path(
             "chart/",
             self.admin_site.admin_view(self.chart_view),
-            name="routing_latencyrollup_chart",
+            name="usage_latencyrollup_chart",
         )
         return [chart, *super().get_urls()]
 
@@ -125,4 +125,4 @@ class LatencyRollupAdmin(ReadOnlyAdmin):
             "title": "Latency per deployment",
             "chart": latency_chart(range_name=request.GET.get("range", DEFAULT_RANGE)),
         }
-        return TemplateResponse(request, "admin/routing/latencyrollup/chart.html", context)
+        return TemplateResponse(request, "admin/usage/latencyrollup/chart.html", context)

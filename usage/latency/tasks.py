@@ -1,9 +1,16 @@
-"""Celery tasks of latency aggregation. Thin: each calls a service and is safe to run twice."""
+"""Celery tasks of latency aggregation. Thin: each calls a service and is safe to run twice.
+
+Their names keep the `routing.` prefix of the latency API (`/v1/routing/latency`):
+schedules and cron jobs (docs/latency.md) call them by name.
+"""
 
 from __future__ import annotations
 
 from celery import shared_task
 from django.db import OperationalError
+
+from usage.latency.rollup import rollup_recent as rollup
+from usage.latency.services import latency_samples_prune
 
 
 @shared_task(
@@ -17,7 +24,6 @@ from django.db import OperationalError
 )
 def rollup_recent(minutes: int = 5) -> int:
     """Re-roll the latency rollups of the last minutes from raw samples (catches late samples)."""
-    from routing.latency.rollup import rollup_recent as rollup
 
     return rollup(minutes=minutes)
 
@@ -33,6 +39,5 @@ def rollup_recent(minutes: int = 5) -> int:
 )
 def prune_samples() -> int:
     """Delete raw latency samples older than the retention setting (rollups are kept)."""
-    from routing.latency.services import latency_samples_prune
 
     return latency_samples_prune()

@@ -24,7 +24,7 @@ from django.utils.functional import cached_property
 
 from gatewaysite.api.errors import InvalidRequest
 from gatewaysite.clock import now
-from usage.cost import format_usd
+from providers.pricing.cost import format_usd
 from usage.deadletters import deadletter_replay
 from usage.models import UsageDeadLetter, UsageRecord
 from usage.reports import (

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gatewaysite.clock import now
-from routing.latency.histogram import Histogram
-from routing.latency.rollup import minute_of
-from routing.models import LatencyRollup
+from usage.latency.histogram import Histogram
+from usage.latency.rollup import minute_of
+from usage.models import LatencyRollup
 
 RANGES: dict[str, tuple[timedelta, timedelta]] = {
     "1h": (timedelta(hours=1), timedelta(minutes=1)),
