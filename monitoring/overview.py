@@ -16,7 +16,7 @@ from gatewaysite.clock import monotonic, now
 from monitoring import selectors
 from monitoring.charts import bar_chart
 from monitoring.spend import SpendBreakdown, spend_summary
-from providers.pricing.selectors import unpriced_deployments
+from providers.pricing.selectors import deployments_unpriced
 from usage.latency.selectors import latency_by_deployment
 
 BUDGET_ALERT = Decimal("0.8")
@@ -68,7 +68,7 @@ def operator_overview() -> dict[str, Any]:
         "spend": [("today", _spend_panel(today)), ("this month", _spend_panel(month))],
         "deployments": _deployments(),
         "budgets": sorted(budgets, key=lambda b: -b.ratio),
-        "unpriced": unpriced_deployments(),
+        "unpriced": deployments_unpriced(),
         "stream": selectors.usage_stream_state(),
         "dead_letters": dead_letters,
         "generated_at": now(),

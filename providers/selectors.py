@@ -9,7 +9,7 @@ from providers.encryption import key_index
 from providers.models import Provider
 
 
-def stored_key_encryption() -> list[tuple[str, int | None]]:
+def provider_keys_encryption() -> list[tuple[str, int | None]]:
     """(provider name, index of the configured key that decrypts its stored API key; None: none does)."""
     rows = (
         Provider.objects.exclude(api_key="")

@@ -102,10 +102,10 @@ def test_client_keys_reach_no_staff_endpoint(live_server: Any, issue_key: Any) -
 def test_the_admin_applies_the_same_permissions(
     client: Any, django_user_model: Any, staff_groups: dict[str, Any]
 ) -> None:
-    from routing.services.settings import routing_settings_get
+    from routing.services.settings import routing_settings_ensure
     from usage.models import UsageRecord
 
-    routing_settings_get()  # the single row (pk=1)
+    routing_settings_ensure()  # the single row (pk=1)
     record = UsageRecord.objects.create(request_id="req_1", created_at="2026-11-01T00:00:00Z", model="m")
     nobody = django_user_model.objects.create_user("nobody", password="pw-123456789", is_staff=True)
     operator = django_user_model.objects.create_user("operator", password="pw-123456789", is_staff=True)

@@ -26,6 +26,7 @@ import orjson
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils.dateparse import parse_date, parse_datetime
+from rest_framework import serializers
 
 from gatewaysite.api.errors import InvalidRequest
 from providers.pricing.cost import format_usd
@@ -97,50 +98,81 @@ def _moment(value: str, name: str) -> datetime:
         except ValueError:
             day = None
         if day is None:
-            raise InvalidRequest(
-                f"'{name}' must be an ISO date (2026-11-01) or datetime (2026-11-01T00:00:00Z).", param=name
+            raise serializers.ValidationError(
+                f"'{name}' must be an ISO date (2026-11-01) or datetime (2026-11-01T00:00:00Z)."
             )
         parsed = datetime.combine(day, time.min)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+class _Moment(serializers.CharField):
+    def to_internal_value(self, data: Any) -> datetime:
+        return _moment(str(super().to_internal_value(data)), self.field_name)
+
+
+class _Flag(serializers.CharField):
+    """1/true/yes or 0/false/no (empty: no)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        value = str(super().to_internal_value(data)).strip().lower()
+        if value in ("", "0", "false", "no"):
+            return False
+        if value in ("1", "true", "yes"):
+            return True
+        raise serializers.ValidationError(f"'{self.field_name}' must be 1 or 0 (true or false).")
+
+
+class ReportParamsSerializer(serializers.Serializer):
+    """The cost report's query parameters (``/v1/reports/costs`` and the admin's report form)."""
+
+    start = _Moment(required=False, allow_blank=True)
+    end = _Moment(required=False, allow_blank=True)  # exclusive
+    group_by = serializers.CharField(required=False, allow_blank=True, default="")
+    format = serializers.CharField(required=False, allow_blank=True, default="json")
+    detail = _Flag(required=False, allow_blank=True, default=False)
+    totals = _Flag(required=False, allow_blank=True, default=False)
+
+    def to_internal_value(self, data: Any) -> Any:
+        missing = [name for name in ("start", "end") if not data.get(name)]
+        if missing:
+            raise serializers.ValidationError(
+                {missing[0]: [f"Missing parameter(s): {', '.join(missing)} (ISO dates; end is exclusive)."]}
+            )
+        return super().to_internal_value(data)
+
+    def validate_group_by(self, value: str) -> tuple[str, ...]:
+        groups: list[str] = []
+        for part in value.split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            if name not in GROUPS:
+                raise serializers.ValidationError(
+                    f"Unknown group_by {name!r}; use one or more of: {', '.join(GROUPS)} (comma-separated)."
+                )
+            if name not in groups:
+                groups.append(name)
+        return tuple(groups)
+
+    def validate_format(self, value: str) -> str:
+        fmt = (value or "json").strip().lower()
+        if fmt not in FORMATS:
+            raise serializers.ValidationError("'format' must be 'json' or 'csv'.")
+        return fmt
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["end"] <= attrs["start"]:
+            raise serializers.ValidationError({"end": ["'end' must be after 'start' (end is exclusive)."]})
+        return attrs
+
+
 def parse_report_params(query: Mapping[str, str]) -> ReportParams:
     """Validate ``start``, ``end`` (exclusive), ``group_by``, ``format``, ``detail``; 400 on bad input."""
-    missing = [name for name in ("start", "end") if not query.get(name)]
-    if missing:
-        raise InvalidRequest(
-            f"Missing parameter(s): {', '.join(missing)} (ISO dates; end is exclusive).", param=missing[0]
-        )
-    start, end = _moment(query["start"], "start"), _moment(query["end"], "end")
-    if end <= start:
-        raise InvalidRequest("'end' must be after 'start' (end is exclusive).", param="end")
-    groups: list[str] = []
-    for part in (query.get("group_by") or "").split(","):
-        name = part.strip().lower()
-        if not name:
-            continue
-        if name not in GROUPS:
-            raise InvalidRequest(
-                f"Unknown group_by {name!r}; use one or more of: {', '.join(GROUPS)} (comma-separated).",
-                param="group_by",
-            )
-        if name not in groups:
-            groups.append(name)
-    fmt = (query.get("format") or "json").strip().lower()
-    if fmt not in FORMATS:
-        raise InvalidRequest("'format' must be 'json' or 'csv'.", param="format")
-    detail = _flag(query, "detail")
-    totals = _flag(query, "totals")
-    return ReportParams(start=start, end=end, group_by=tuple(groups), format=fmt, detail=detail, totals=totals)
-
-
-def _flag(query: Mapping[str, str], name: str) -> bool:
-    value = (query.get(name) or "").strip().lower()
-    if value in ("", "0", "false", "no"):
-        return False
-    if value in ("1", "true", "yes"):
-        return True
-    raise InvalidRequest(f"'{name}' must be 1 or 0 (true or false).", param=name)
+    checked = ReportParamsSerializer(data={name: query[name] for name in query})
+    if not checked.is_valid():
+        param, messages = next(iter(checked.errors.items()))
+        raise InvalidRequest(str(messages[0]), param=param)
+    return ReportParams(**checked.validated_data)
 
 
 def records_between(start: datetime, end: datetime) -> QuerySet[UsageRecord]:

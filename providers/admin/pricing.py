@@ -26,7 +26,7 @@ from gatewaysite.clock import now
 from gatewaysite.config.notice import earliest_effective_from, propagation_seconds
 from providers.models import PriceRepricing, PricingRow
 from providers.pricing.formats import PRICE_FIELDS, PricingFormatError, dump_csv
-from providers.pricing.selectors import pricing_rows, unpriced_deployments
+from providers.pricing.selectors import deployments_unpriced, pricing_rows
 from providers.pricing.services import (
     PricingTimeError,
     nothing_billed,
@@ -163,7 +163,7 @@ class PricingRowAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        unpriced = unpriced_deployments()
+        unpriced = deployments_unpriced()
         context = {"unpriced": unpriced[:10], "unpriced_count": len(unpriced), **(extra_context or {})}
         return super().changelist_view(request, extra_context=context)
 
@@ -202,7 +202,7 @@ class PricingRowAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": "Deployments without a price",
-            "deployments": unpriced_deployments(),
+            "deployments": deployments_unpriced(),
         }
         return TemplateResponse(request, "admin/providers/pricingrow/unpriced.html", context)
 

@@ -15,7 +15,7 @@ def pricing_rows() -> QuerySet:
     return PricingRow.objects.order_by("vendor", "model", "effective_from")
 
 
-def unpriced_deployments(*, at: datetime | None = None, enabled_only: bool = True) -> list:
+def deployments_unpriced(*, at: datetime | None = None, enabled_only: bool = True) -> list:
     """Deployments with no pricing row in effect at ``at`` (now): their cost is unknown.
 
     Matched like the request path prices them: (provider's pricing vendor, provider model).

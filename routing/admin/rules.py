@@ -29,7 +29,7 @@ from providers.models import Deployment
 from routing.config.cache import config_cache
 from routing.models import RoutingRule, RoutingSettings, RuleAction, RuleTarget
 from routing.services.explain import explain_route_request, routing_explain
-from routing.services.settings import routing_settings_get
+from routing.services.settings import routing_settings_ensure
 from routing.services.validation import validate_chat_body
 from routing.strategies.registry import strategy_names
 
@@ -310,5 +310,5 @@ class RoutingSettingsAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
 
-        settings = routing_settings_get()
+        settings = routing_settings_ensure()
         return HttpResponseRedirect(reverse("admin:routing_routingsettings_change", args=[settings.pk]))

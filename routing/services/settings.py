@@ -1,4 +1,4 @@
-"""Reads and writes of the gateway-wide routing settings."""
+"""Writes of the gateway-wide routing settings (reads: ``routing/selectors.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from django.db import transaction
 from routing.models import RoutingSettings
 
 
-def routing_settings_get() -> RoutingSettings:
+def routing_settings_ensure() -> RoutingSettings:
+    """The routing settings row, created with the defaults when missing (a write: the admin
+    needs a row to open; reads use ``routing.selectors.routing_settings_read``)."""
     settings, _ = RoutingSettings.objects.get_or_create(pk=1)
     return settings
 

@@ -17,7 +17,9 @@ from gatewaysite.api.errors import InvalidRequest
 from gatewaysite.api.permissions import StaffPermission
 from gatewaysite.config.middleware import HEADER
 from gatewaysite.config.propagation import wait_for_propagation
-from routing.services.settings import routing_settings_get, routing_strategy_set
+from routing.selectors import routing_settings_read
+from routing.serializers import StrategySwitchSerializer
+from routing.services.settings import routing_strategy_set
 from routing.strategies.registry import strategy_names
 
 
@@ -30,23 +32,19 @@ class StrategyAdminView(APIView):
     }
 
     def get(self, request: Request) -> Response:
-        current = routing_settings_get()
+        current = routing_settings_read()
         return Response({"strategy": current.strategy, "strategies": strategy_names()})
 
     def post(self, request: Request) -> Response:
-        data = request.data
-        name = data.get("strategy") if isinstance(data, dict) else None
-        if not isinstance(name, str) or not name:
+        switch = StrategySwitchSerializer(data=request.data)
+        if not switch.is_valid():
+            error = switch.errors.get("strategy", [None])[0]
+            if error is not None and error.code == "invalid_strategy":
+                raise InvalidRequest(str(error), code="invalid_strategy", param="strategy")
             raise InvalidRequest(
                 f'Send {{"strategy": NAME}} with one of: {", ".join(strategy_names())}.', param="strategy"
             )
-        if name not in strategy_names():
-            raise InvalidRequest(
-                f"Unknown strategy '{name}'. Valid strategies: {', '.join(strategy_names())}.",
-                code="invalid_strategy",
-                param="strategy",
-            )
-        updated = routing_strategy_set(strategy=name)
+        updated = routing_strategy_set(strategy=switch.validated_data["strategy"])
         propagation = wait_for_propagation()
         body = {"strategy": updated.strategy, "strategies": strategy_names()}
         if propagation is None:  # unchanged: nothing was written

@@ -14,7 +14,7 @@ from django.core.management import call_command
 
 from providers.models import PricingRow
 from providers.pricing.formats import PricingFormatError, dump_csv, dump_json, parse_csv, parse_json
-from providers.pricing.selectors import unpriced_deployments
+from providers.pricing.selectors import deployments_unpriced
 from providers.pricing.services import pricing_import, pricing_import_file, pricing_load_seed, seed_entries
 
 LITELLM = b"""{
@@ -224,7 +224,7 @@ def test_unpriced_deployments(make_provider: Any, make_deployment: Any, make_pri
     make_price("openai", "gpt-4o", "2.5", "10")
     make_price("mock", "mock-gpt", "1", "2")
     make_price("openai", "gpt-4o-mini", "0.15", "0.6", effective_from=datetime(2999, 1, 1, tzinfo=UTC))
-    assert [d.name for d in unpriced_deployments()] == ["up-gpt-4o-mini"]  # a future price does not count yet
+    assert [d.name for d in deployments_unpriced()] == ["up-gpt-4o-mini"]  # a future price does not count yet
 
 
 # --- admin ------------------------------------------------------------------------------------

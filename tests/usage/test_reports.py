@@ -181,21 +181,24 @@ def test_row_level_export_runs_in_bounded_memory(staff: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "param", "message"),
     [
-        {},
-        {"start": "2026-11-01"},
-        {"start": "yesterday", "end": "2026-11-02"},
-        {"start": "2026-11-02", "end": "2026-11-01"},
-        {"start": "2026-11-01", "end": "2026-11-02", "group_by": "planet"},
-        {"start": "2026-11-01", "end": "2026-11-02", "format": "xml"},
-        {"start": "2026-02-30", "end": "2026-03-02"},
+        ({}, "start", "Missing parameter(s): start, end"),
+        ({"start": "2026-11-01"}, "end", "Missing parameter(s): end"),
+        ({"start": "yesterday", "end": "2026-11-02"}, "start", "'start' must be an ISO date"),
+        ({"start": "2026-11-02", "end": "2026-11-01"}, "end", "'end' must be after 'start'"),
+        ({"start": "2026-11-01", "end": "2026-11-02", "group_by": "planet"}, "group_by", "Unknown group_by 'planet'"),
+        ({"start": "2026-11-01", "end": "2026-11-02", "format": "xml"}, "format", "'format' must be 'json' or 'csv'"),
+        ({"start": "2026-02-30", "end": "2026-03-02"}, "start", "'start' must be an ISO date"),
+        ({"start": "2026-11-01", "end": "2026-11-02", "detail": "maybe"}, "detail", "'detail' must be 1 or 0"),
     ],
 )
-def test_bad_parameters_are_400(staff: Any, params: dict[str, str]) -> None:
+def test_bad_parameters_are_400(staff: Any, params: dict[str, str], param: str, message: str) -> None:
     response = _get(staff, **params)
     assert response.status_code == 400
-    assert response.json()["error"]["type"] == "invalid_request_error"
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param and message in error["message"], error
 
 
 def test_reports_need_a_staff_jwt(client: Any, django_user_model: Any, issue_key: Any) -> None:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from providers.encryption import UndecryptableSecret, derived_key, generate_key
-from providers.selectors import stored_key_encryption
+from providers.selectors import provider_keys_encryption
 from providers.services import provider_keys_rotate
 
 
@@ -45,7 +45,7 @@ class Command(BaseCommand):
     def _status(self) -> None:
         source = "GATEWAY_ENCRYPTION_KEYS" if settings.GATEWAY_ENCRYPTION_KEYS else "the key derived from SECRET_KEY"
         self.stdout.write(f"Encrypting with {source}.")
-        rows = stored_key_encryption()
+        rows = provider_keys_encryption()
         unreadable = [name for name, index in rows if index is None]
         for name, index in rows:
             where = "NOT decryptable with any configured key" if index is None else f"key {index + 1}"

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gatewaysite.config.propagation import wait_for_propagation
 from providers.pricing.formats import PricingFormatError, dump_file, parse_file
-from providers.pricing.selectors import pricing_rows, unpriced_deployments
+from providers.pricing.selectors import deployments_unpriced, pricing_rows
 from providers.pricing.services import ImportResult, pricing_import_file
 from usage.reprice import pricing_reprice
 
@@ -46,7 +46,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "unpriced":
-            rows = unpriced_deployments()
+            rows = deployments_unpriced()
             for d in rows:
                 self.stdout.write(f"{d.name}\t{d.model_name}\t{d.provider.pricing_vendor}/{d.provider_model}")
             self.stdout.write(f"{len(rows)} deployment(s) without a price.")
