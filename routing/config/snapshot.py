@@ -29,6 +29,8 @@ class DeploymentInfo:
     context_window: int | None
     target: Target
     max_output_tokens: int | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,8 @@ def load_snapshot(version: int) -> Snapshot:
             priority=dep.priority,
             context_window=dep.context_window,
             max_output_tokens=dep.max_output_tokens,
+            rpm_limit=dep.rpm_limit,
+            tpm_limit=dep.tpm_limit,
             target=Target(
                 provider=provider.name,
                 kind=provider.kind,
