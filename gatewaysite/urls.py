@@ -4,6 +4,14 @@ from django.urls import path
 from django.views.defaults import page_not_found
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from accounts.views import (
+    KeyDetailView,
+    KeyListView,
+    KeyRevokeView,
+    KeyRotateView,
+    TeamDetailView,
+    TeamListView,
+)
 from gatewaysite.middleware import api_not_found, api_server_error
 from routing.views.completions import ChatCompletionsView, ModelDetailView, ModelsView
 from routing.views.estimate import EstimateCostView
@@ -25,6 +33,13 @@ urlpatterns = [
     path("v1/routing/latency", LatencyView.as_view()),
     path("v1/routing/explain", ExplainView.as_view()),
     path("v1/reports/costs", CostReportView.as_view()),
+    # Keys and teams (staff JWT): under /v1/ with the rest of the API, JSON errors in OpenAI's shape.
+    path("v1/admin/keys", KeyListView.as_view()),
+    path("v1/admin/keys/<str:prefix>", KeyDetailView.as_view()),
+    path("v1/admin/keys/<str:prefix>/revoke", KeyRevokeView.as_view()),
+    path("v1/admin/keys/<str:prefix>/rotate", KeyRotateView.as_view()),
+    path("v1/admin/teams", TeamListView.as_view()),
+    path("v1/admin/teams/<int:team_id>", TeamDetailView.as_view()),
     # Before admin.site.urls: the seed's JWT endpoint lives under /admin/.
     path("admin/routing/strategy", StrategyAdminView.as_view()),
     path("api/token/", TokenObtainPairView.as_view()),
