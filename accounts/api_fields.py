@@ -158,6 +158,10 @@ def validation_error(error: ValidationError) -> InvalidRequest:
     return InvalidRequest(" ".join(error.messages), code="invalid_field")
 
 
+def _usd(amount: Decimal | None) -> str | None:
+    return format(amount.normalize(), "f") if amount is not None else None
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
 
@@ -183,7 +187,7 @@ def key_json(key: ClientKey, *, secret: str | None = None) -> dict[str, Any]:
         "status": key_status(key),
         "allowed_models": list(key.allowed_models or []),
         "strategy": key.strategy,
-        "budget_usd": str(key.budget_usd) if key.budget_usd is not None else None,
+        "budget_usd": _usd(key.budget_usd),
         "budget_period": key.budget_period,
         "budget_when_redis_down": key.budget_when_redis_down,
         "rpm_limit": key.rpm_limit,
@@ -205,7 +209,7 @@ def team_json(team: Team, *, key_count: int | None = None) -> dict[str, Any]:
         "object": "team",
         "id": team.id,
         "name": team.name,
-        "budget_usd": str(team.budget_usd) if team.budget_usd is not None else None,
+        "budget_usd": _usd(team.budget_usd),
         "budget_period": team.budget_period,
         "budget_when_redis_down": team.budget_when_redis_down,
         "rpm_limit": team.rpm_limit,

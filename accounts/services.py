@@ -90,7 +90,7 @@ def _apply(obj: ClientKey | Team, allowed: frozenset[str], changes: dict[str, An
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"cannot change: {', '.join(sorted(unknown))}")
-    changed = [name for name, value in changes.items() if getattr(obj, name) != value]
+    changed = sorted(name for name, value in changes.items() if getattr(obj, name) != value)
     for name in changed:
         setattr(obj, name, changes[name])
     obj.full_clean()
