@@ -30,6 +30,8 @@ class Command(BaseCommand):
             help="closed: refuse (503) while Redis is down; open: serve within a small allowance per process.",
         )
         parser.add_argument("--expires", default="", help="ISO 8601 date-time.")
+        parser.add_argument("--rpm", type=int, default=None, help="Requests per minute; default: no limit.")
+        parser.add_argument("--tpm", type=int, default=None, help="Tokens per minute; default: no limit.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         budget = None
@@ -47,6 +49,9 @@ class Command(BaseCommand):
             expires = parse_datetime(options["expires"])
             if expires is None:
                 raise CommandError("--expires must be an ISO 8601 date-time")
+        for flag in ("rpm", "tpm"):
+            if options[flag] is not None and options[flag] < 1:
+                raise CommandError(f"--{flag} must be a positive integer")
         team = team_get_or_create(name=options["team"]) if options["team"] else None
         models = [m.strip() for m in options["models"].split(",") if m.strip()]
         key, secret = key_issue(
@@ -59,6 +64,8 @@ class Command(BaseCommand):
             budget_period=options["budget_period"],
             budget_when_redis_down=options["budget_when_redis_down"],
             expires_at=expires,
+            rpm_limit=options["rpm"],
+            tpm_limit=options["tpm"],
         )
         self.stdout.write(f"Issued key {key.display_prefix} ({key.name}); store it now, it is not shown again:")
         self.stdout.write(secret)
