@@ -161,24 +161,46 @@ local q = p + 6
 local cur = math.floor(now / width)
 local first = cur - 59
 
-local function window(base)
+-- Each counter keeps a running sum of its window (base:sum) and the oldest bucket still in
+-- it (base:tail): buckets that left the window are subtracted once, so a check reads a few
+-- keys instead of 60. When the sum is missing or stale beyond a window, it is recomputed.
+local function counts(base)
   local names = {}
   for j = 0, 59 do names[j + 1] = base .. ':' .. (first + j) end
   local values = redis.call('MGET', unpack(names))
-  local counts = {}
+  local out = {}
   local used = 0
   for j = 1, 60 do
     local v = tonumber(values[j]) or 0
-    counts[j] = v
+    out[j] = v
     used = used + v
   end
-  return used, counts
+  return used, out
 end
 
-local function wait_for(counts, used, need, limit)
+local function used_of(base)
+  local tail = tonumber(redis.call('GET', base .. ':tail') or '')
+  local sum
+  if tail == nil or first - tail > 60 then
+    sum = counts(base)
+  else
+    sum = tonumber(redis.call('GET', base .. ':sum') or '0')
+    for b = tail, first - 1 do
+      sum = sum - (tonumber(redis.call('GET', base .. ':' .. b) or '0'))
+    end
+  end
+  if tail == nil or tail < first then
+    redis.call('SET', base .. ':sum', sum, 'PX', ttl)
+    redis.call('SET', base .. ':tail', first, 'PX', ttl)
+  end
+  return sum
+end
+
+local function wait_for(base, used, need, limit)
+  local _, c = counts(base)
   local freed = 0
   for j = 1, 60 do
-    freed = freed + counts[j]
+    freed = freed + c[j]
     if used - freed + need <= limit then return (first + j - 1 + 60) * width - now end
   end
   return 60 * width
@@ -190,11 +212,11 @@ local wait = 0
 for i = 1, nc do
   local limit = tonumber(ARGV[q + 2 * (i - 1)])
   local amount = tonumber(ARGV[q + 2 * (i - 1) + 1])
-  local used, counts = window(KEYS[4 * nb + i])
+  local used = used_of(KEYS[4 * nb + i])
   res[3 + i] = used
   if refused == 0 and used + amount > limit then
     refused = i
-    wait = wait_for(counts, used, amount, limit)
+    wait = wait_for(KEYS[4 * nb + i], used, amount, limit)
   end
 end
 if refused > 0 then
@@ -224,10 +246,11 @@ for d = 1, nd do
     if limit >= 0 then
       local need = 1
       if k == 1 then need = tokens end
-      local used, counts = window(KEYS[dk + 2 * (d - 1) + k + 1])
+      local base = KEYS[dk + 2 * (d - 1) + k + 1]
+      local used = used_of(base)
       if used + need > limit then
         ok = false
-        w = math.max(w, wait_for(counts, used, need, limit))
+        w = math.max(w, wait_for(base, used, need, limit))
       end
     end
   end
@@ -240,6 +263,8 @@ local function add(base, n)
   local name = base .. ':' .. cur
   redis.call('INCRBY', name, n)
   redis.call('PEXPIRE', name, ttl)
+  redis.call('INCRBY', base .. ':sum', n)
+  redis.call('PEXPIRE', base .. ':sum', ttl)
 end
 for i = 1, nc do add(KEYS[4 * nb + i], tonumber(ARGV[q + 2 * (i - 1) + 1])) end
 for i = 1, nb do
@@ -363,10 +388,14 @@ def reset_ms(now: int) -> int:
 
 
 def settle_increments(bases: Sequence[str], delta: int, at_ms: int) -> list[CounterIncrement]:
-    """Counter increments that add ``delta`` tokens to each base's bucket of ``at_ms`` (Redis)."""
+    """Counter increments that add ``delta`` tokens to each base's bucket of ``at_ms`` and to its
+    running sum (Redis); the sum drops the bucket again when it leaves the window."""
     bucket = at_ms // bucket_ms()
     ttl = counter_ttl_seconds()
-    return [CounterIncrement(f"{base}:{bucket}", delta, ttl) for base in bases]
+    increments = []
+    for base in bases:
+        increments += [CounterIncrement(f"{base}:{bucket}", delta, ttl), CounterIncrement(f"{base}:sum", delta, ttl)]
+    return increments
 
 
 def settle_locally(bases: Sequence[str], delta: int, at_ms: int) -> None:

@@ -51,6 +51,16 @@ def _post(gateway_url: str, secret: str, **body: Any) -> requests.Response:
     )
 
 
+def _tokens_counted(redis_client: Any, key_id: int) -> int:
+    """The key's token window: its buckets, which must agree with the running sum."""
+    base = f"gw:rl:key:{key_id}:t"
+    buckets = sum(
+        int(redis_client.get(k)) for k in redis_client.keys(base + ":*") if k.decode().rsplit(":", 1)[1].isdigit()
+    )
+    assert int(redis_client.get(base + ":sum")) == buckets
+    return buckets
+
+
 def _window(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     monkeypatch.setitem(settings.GATEWAY, "RATE_LIMIT_WINDOW_SECONDS", seconds)
 
@@ -116,7 +126,7 @@ def test_tokens_are_charged_before_and_settled_with_the_real_usage(
     charged_input = 1000 - int(first.headers["x-ratelimit-remaining-tokens"])
     assert 0 < charged_input < 50  # the gateway's count of "Hello" with its framing
     # settled: the fake answered 12 prompt + 7 completion tokens
-    counted = sum(int(redis_client.get(k)) for k in redis_client.keys(f"gw:rl:key:{row.id}:t:*"))
+    counted = _tokens_counted(redis_client, row.id)
     assert counted == 19
     second = _post(gateway_url, secret)
     assert int(second.headers["x-ratelimit-remaining-tokens"]) == 1000 - 19 - charged_input
@@ -137,7 +147,7 @@ def test_a_stream_is_charged_its_input_first_and_its_output_when_it_ends(
         charged_input = 1000 - int(response.headers["x-ratelimit-remaining-tokens"])
         body = b"".join(response.iter_content(None))
     assert b"[DONE]" in body
-    counted = sum(int(redis_client.get(k)) for k in redis_client.keys(f"gw:rl:key:{row.id}:t:*"))
+    counted = _tokens_counted(redis_client, row.id)
     assert counted != charged_input  # settled to the provider's usage (12 prompt + 4 completion)
     assert counted == 16
 
@@ -293,3 +303,30 @@ def test_budget_and_rate_limit_take_one_redis_round_trip(
         reset_recorder()
         budgets._scripts.clear()
         private.stop()
+
+
+def test_the_window_slides_by_the_second_in_redis(redis_client: Any) -> None:
+    """The admission script at chosen moments (no sleeping): buckets leave the window one
+    second at a time, the running sum follows, and an idle counter starts from its buckets."""
+    from usage import budgets
+    from usage.ratelimits import REQUESTS, Limit, script_call
+
+    limit = Limit("key", "k", "gw:rl:key:424242:r", REQUESTS, 3)
+    start = 1_700_000_000_000  # a whole second, in ms
+
+    def admit_at(ms: int) -> list[int]:
+        call = script_call(limits=[limit], amounts=[1], now_ms=ms)
+        return budgets.run_admission_script(redis_client, call.keys, call.args, [], [], None)  # type: ignore[arg-type]
+
+    assert [admit_at(start + i)[0] for i in (0, 500, 20_000)] == [0, 0, 0]  # bucket 0 holds 2, bucket 20 one
+    refused = admit_at(start + 30_000)
+    assert refused[:2] == [1, 1] and refused[3] == 3
+    assert refused[2] == 30_000  # bucket 0 leaves the window at start + 60 s
+    assert admit_at(start + 59_999)[0] == 1
+    admitted = admit_at(start + 60_000)
+    assert admitted[0] == 0 and admitted[3] == 1  # only bucket 20 left in the window
+    assert admit_at(start + 60_500)[0] == 0
+    assert admit_at(start + 61_000)[0] == 1  # 20, 60, 60: full again
+    assert admit_at(start + 80_000)[3] == 2  # bucket 20 left
+    assert admit_at(start + 500_000)[3] == 0  # long idle: recomputed from the (empty) window
+    assert int(redis_client.get(limit.base + ":sum")) == 1
