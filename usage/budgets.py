@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -313,16 +314,27 @@ def budget_script_part(budgets: list[Budget], counters: list[BudgetCounters], pi
 
 
 def run_admission_script(
-    client: Any, keys: list[str], args: list[Any], budgets: list[Budget], counters: list[BudgetCounters], at: datetime
+    client: Any,
+    keys: list[str],
+    args: list[Any],
+    budgets: list[Budget],
+    counters: list[BudgetCounters],
+    at: datetime,
+    *,
+    run: Callable[[], list[Any]] | None = None,
 ) -> list[int]:
     """Run the admission script, seeding missing budget counters from Postgres; a budget it
-    refuses raises ``BudgetExceeded``. Returns the script's reply (usage/ratelimits.py)."""
+    refuses raises ``BudgetExceeded``. Returns the script's reply (usage/ratelimits.py).
+
+    ``run`` sends the script another way (usage/admission.py batches concurrent requests).
+    """
     from usage.cost import to_picodollars
 
     script = _script(client, 0)
+    send = run or (lambda: script(keys=keys, args=args))
     pico = int(args[1])
     for _ in range(len(budgets) + 2):
-        reply = [int(v) for v in script(keys=keys, args=args)]
+        reply = [int(v) for v in send()]
         status = reply[0]
         if status == 2:
             raise _refuse(budgets[reply[1] - 1], from_pico(pico), at)
