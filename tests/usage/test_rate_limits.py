@@ -330,3 +330,28 @@ def test_the_window_slides_by_the_second_in_redis(redis_client: Any) -> None:
     assert admit_at(start + 80_000)[3] == 2  # bucket 20 left
     assert admit_at(start + 500_000)[3] == 0  # long idle: recomputed from the (empty) window
     assert int(redis_client.get(limit.base + ":sum")) == 1
+
+
+def test_with_redis_down_each_process_keeps_limiting(
+    tmp_path: Path, settings: Any, route: dict[str, Any], issue_key: Any, gateway_url: str
+) -> None:
+    """A Redis the test stops: the limits still hold, counted in this process."""
+    from gatewaysite.redis import reset_redis
+    from usage.recorder import reset_recorder
+
+    private = PrivateRedis(tmp_path).start()
+    original = settings.REDIS_URL
+    settings.REDIS_URL = private.url
+    reset_redis()
+    reset_recorder()
+    try:
+        _, secret = issue_key(rpm_limit=2)
+        assert _post(gateway_url, secret).status_code == 200  # counted in Redis
+        private.stop()
+        statuses = [_post(gateway_url, secret).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]  # this process's own window: the limit again, no more
+    finally:
+        settings.REDIS_URL = original
+        reset_redis()
+        reset_recorder()
+        private.stop()
