@@ -80,6 +80,8 @@ class DeploymentEntry(DocumentEntry):
     enabled = Boolean()
     context_window = OptionalInteger()
     max_output_tokens = OptionalInteger()
+    rpm_limit = OptionalInteger()
+    tpm_limit = OptionalInteger()
 
 
 class PricingEntry(DocumentEntry):

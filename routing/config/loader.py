@@ -42,6 +42,8 @@ def load_snapshot(version: int) -> Snapshot:
             context_window=dep.context_window,
             max_output_tokens=dep.max_output_tokens,
             endpoint=dep.endpoint,
+            rpm_limit=dep.rpm_limit,
+            tpm_limit=dep.tpm_limit,
             target=Target(
                 provider=provider.name,
                 kind=provider.kind,

@@ -30,6 +30,8 @@ class DeploymentInfo:
     target: Target
     max_output_tokens: int | None = None
     endpoint: str = "chat"  # chat | embeddings (providers.models.DeploymentEndpoint)
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
