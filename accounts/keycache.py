@@ -49,6 +49,7 @@ class KeyInfo:
     metadata: dict[str, Any]
     budget_when_redis_down: str = "closed"
     team_budget_when_redis_down: str = "closed"
+    latency_slo_ms: int | None = None
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
@@ -106,6 +107,7 @@ class KeyCache:
             metadata=dict(row.metadata or {}),
             budget_when_redis_down=row.budget_when_redis_down,
             team_budget_when_redis_down=team.budget_when_redis_down if team else "closed",
+            latency_slo_ms=row.latency_slo_ms,
         )
 
     def lookup(self, prefix: str) -> KeyInfo | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gatewaysite.api.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from routing.health import health
+from routing.outlier import outliers
 from routing.strategies.base import Ranking, RouteRequest
 from routing.strategies.registry import get_strategy, strategy_names
 
@@ -35,10 +36,13 @@ def check_model_access(request: RouteRequest) -> None:
 
 
 def plan_route(request: RouteRequest) -> Ranking:
-    """Ordered deployments to try. Deployments in cooldown are skipped unless all are."""
+    """Ordered deployments to try. Deployments in cooldown or ejected are skipped unless all are."""
     check_model_access(request)
     deployments = request.snapshot.deployments_for(request.model)
-    available = [d for d in deployments if not health.cooling(d.name)] or list(deployments)
+    outliers.tick(request.snapshot)
+    available = [d for d in deployments if not health.cooling(d.name) and not outliers.ejected(d.name)] or list(
+        deployments
+    )
     name, source = strategy_for(request)
     ranking = get_strategy(name).choose(request, available)
     if not ranking.strategy:

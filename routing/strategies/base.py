@@ -26,6 +26,7 @@ class RouteRequest:
     snapshot: Snapshot
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     dry_run: bool = False  # explain: rank without changing any strategy state (round-robin position)
+    rule: RuleInfo | None = None  # the routing rule that applies, set by ``custom`` before its inner strategy ranks
     _input_tokens: tuple[int, str] | None = field(default=None, repr=False)
 
     @property
