@@ -101,6 +101,22 @@ class RoutingSettings(models.Model):
             raise ValidationError({"strategy": f"Unknown strategy; valid: {', '.join(strategy_names())}."})
         if self.max_attempts < 1:
             raise ValidationError({"max_attempts": "At least one attempt."})
+        errors = {}
+        for name in ("slo_explore_percent", "hedge_budget_percent", "outlier_max_ejection_percent"):
+            if not 0 <= getattr(self, name) <= 100:
+                errors[name] = "A percentage between 0 and 100."
+        if self.outlier_failure_percentage_threshold > 100:
+            errors["outlier_failure_percentage_threshold"] = "A percentage between 0 and 100."
+        for name in ("outlier_interval_seconds", "outlier_base_ejection_seconds", "outlier_max_ejection_seconds"):
+            if not getattr(self, name) > 0:
+                errors[name] = "More than zero seconds."
+        for name in ("outlier_success_rate_stdev_factor", "outlier_latency_factor"):
+            if getattr(self, name) < 0:
+                errors[name] = "Zero (off) or more."
+        if self.slo_min_samples < 1:
+            errors["slo_min_samples"] = "At least one sample."
+        if errors:
+            raise ValidationError(errors)
 
 
 class RuleAction(models.TextChoices):
