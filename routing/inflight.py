@@ -9,7 +9,8 @@ last seconds back; the newest report of each other process counts. So
     in flight(deployment) = this process's exact count + every other process's count
                             as of its last report (at most about two seconds old).
 
-A process that dies stops reporting and drops out within ``STALE_SECONDS``. The staleness
+A process reads the others' reports at once the first time it ranks (one round trip,
+once); after that only in the background sync. A process that dies stops reporting and drops out within ``STALE_SECONDS``. The staleness
 suits what ``least-busy`` is for, long streams: a deployment's count moves as streams
 start and end over seconds to minutes, and within one process the count is exact, so
 a burst arriving at one process is never piled onto one deployment.
@@ -19,6 +20,7 @@ Without Redis (embedded default) the counts are this process's alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -41,6 +43,7 @@ class InFlight:
         self._lock = threading.Lock()
         self._local: dict[str, int] = {}
         self._others: dict[str, int] = {}  # summed counts of the other processes, as last read
+        self._absorbed = False  # read the others' reports at least once
         self._process = _process_id()
         this = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (me := this()) is not None and me._after_fork())
@@ -63,7 +66,17 @@ class InFlight:
                 self._local.pop(deployment, None)
 
     def counts(self) -> dict[str, tuple[int, int]]:
-        """Deployment -> (in flight in this process, in flight in the other processes)."""
+        """Deployment -> (in flight in this process, in flight in the other processes).
+
+        A process's first call reads the others' reports at once (one round trip, once):
+        a worker that has not served anything yet must not think every deployment idle.
+        """
+        if not self._absorbed:
+            from routing.latency.live import live_latency
+
+            self._absorbed = True
+            with contextlib.suppress(Exception):  # Redis down: this process's own counts still rank
+                live_latency.sync_now()
         with self._lock:
             names = set(self._local) | set(self._others)
             return {name: (self._local.get(name, 0), self._others.get(name, 0)) for name in names}
@@ -101,10 +114,12 @@ class InFlight:
                     others[deployment] = others.get(deployment, 0) + count
         with self._lock:
             self._others = others
+            self._absorbed = True
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._local, self._others = {}, {}
+        self._absorbed = False
         self._process = _process_id()
 
     def reset(self) -> None:

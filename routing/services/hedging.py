@@ -47,7 +47,7 @@ from routing.strategies.base import Ranking, RouteRequest
 
 logger = logging.getLogger(__name__)
 
-BURST_TOKENS = 2.0
+BURST_TOKENS = 5.0
 CANCELLED_CODE = "hedge_cancelled"
 CANCELLED_STATUS = 499  # nginx's "client closed request": the gateway closed it
 
