@@ -51,6 +51,9 @@ class RuleEntry(DocumentEntry):
     action = Text()
     strategy = Text()
     targets = Names()
+    latency_slo_ms = OptionalInteger()
+    hedge = OptionalBoolean()
+    hedge_delay_ms = OptionalInteger()
 
 
 class RoutingEntry(DocumentEntry):
@@ -59,6 +62,24 @@ class RoutingEntry(DocumentEntry):
     max_attempts = Integer()
     cooldown_failures = Integer()
     cooldown_seconds = Number()
+    latency_slo_ms = OptionalInteger()
+    allow_request_latency_slo = Boolean()
+    slo_min_samples = Integer()
+    slo_explore_percent = Number()
+    hedge_enabled = Boolean()
+    hedge_delay_ms = OptionalInteger()
+    hedge_budget_percent = Number()
+    outlier_enabled = Boolean()
+    outlier_interval_seconds = Number()
+    outlier_consecutive_5xx = Integer()
+    outlier_base_ejection_seconds = Number()
+    outlier_max_ejection_seconds = Number()
+    outlier_max_ejection_percent = Integer()
+    outlier_success_rate_stdev_factor = Number()
+    outlier_failure_percentage_threshold = Integer()
+    outlier_latency_factor = Number()
+    outlier_minimum_hosts = Integer()
+    outlier_request_volume = Integer()
 
 
 # --- export -----------------------------------------------------------------------------------

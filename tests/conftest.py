@@ -17,17 +17,26 @@ def _fresh_gateway_state() -> Iterator[None]:
     from accounts.keycache import key_cache
     from routing.config.cache import config_cache
     from routing.cooldowns import cooldowns
+    from routing.inflight import in_flight
+    from routing.outlier import outliers
+    from routing.services.hedging import budget
     from usage.latency.live import live_latency
 
     config_cache.reset_for_tests()
     key_cache.clear()
     cooldowns.reset()
     live_latency.reset()
+    outliers.reset()
+    in_flight.reset()
+    budget.reset()
     yield
     config_cache.reset_for_tests()
     key_cache.clear()
     cooldowns.reset()
     live_latency.reset()
+    outliers.reset()
+    in_flight.reset()
+    budget.reset()
 
 
 @pytest.fixture
@@ -152,8 +161,8 @@ def staff_groups(db: None) -> dict[str, Any]:
 
     migration = importlib.import_module("accounts.migrations.0003_sec_staff_groups")
     migration.create_groups(apps, None)
-    # Models that moved app since (routing 0004) keep their permissions under their new app.
-    moved = importlib.import_module("routing.migrations.0004_layers_models_moved_out").MOVED
+    # Models that moved app since (routing 0005) keep their permissions under their new app.
+    moved = importlib.import_module("routing.migrations.0005_layers_models_moved_out").MOVED
     for name, models in migration.GROUPS.items():
         group = Group.objects.get(name=name)
         for (app_label, model), actions in models.items():

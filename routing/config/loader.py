@@ -5,7 +5,7 @@ from __future__ import annotations
 from providers.adapters.base import Target
 from providers.models import Deployment, PricingRow
 from providers.pricing.prices import Price, price_of
-from routing.config.snapshot import DeploymentInfo, RoutingSettingsInfo, RuleInfo, Snapshot
+from routing.config.snapshot import SETTINGS_FIELDS, DeploymentInfo, RoutingSettingsInfo, RuleInfo, Snapshot
 from routing.models import RoutingRule, RoutingSettings, RuleTarget
 
 
@@ -14,11 +14,8 @@ def load_snapshot(version: int) -> Snapshot:
     row = RoutingSettings.objects.filter(pk=1).first()
     settings = (
         RoutingSettingsInfo(
-            strategy=row.strategy,
-            allow_request_strategy=row.allow_request_strategy,
+            **{name: getattr(row, name) for name in SETTINGS_FIELDS},
             max_attempts=max(1, row.max_attempts),
-            cooldown_failures=row.cooldown_failures,
-            cooldown_seconds=row.cooldown_seconds,
         )
         if row
         else RoutingSettingsInfo()
@@ -86,6 +83,9 @@ def load_snapshot(version: int) -> Snapshot:
             action=r.action,
             strategy=r.strategy,
             targets=tuple(targets.get(r.id, ())),
+            latency_slo_ms=r.latency_slo_ms,
+            hedge=r.hedge,
+            hedge_delay_ms=r.hedge_delay_ms,
         )
         for r in RoutingRule.objects.filter(enabled=True).order_by("priority")
     )

@@ -3,7 +3,7 @@
 Usage ingests the samples (one per upstream attempt of a usage event) and rolls them up;
 routing only reads them. Only Django's idea of which app owns the models changes
 (``SeparateDatabaseAndState``): the tables keep their names and rows.
-``routing/0004_layers_models_moved_out`` removes the routing side and moves the content
+``routing/0005_layers_models_moved_out`` removes the routing side and moves the content
 types, so the staff groups' permissions follow.
 """
 
@@ -13,7 +13,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("usage", "0005_api_endpoint"),
+        ("usage", "0006_routing2_slo_hedge_outlier"),
         ("routing", "0003_sec_config_triggers"),
     ]
 
