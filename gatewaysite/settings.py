@@ -199,7 +199,7 @@ GATEWAY = {
     "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "gw:usage"),
     # Failed ingestions of one stream entry before it moves to the dead letters (UsageDeadLetter).
     "USAGE_MAX_ATTEMPTS": env_int("GATEWAY_USAGE_MAX_ATTEMPTS", 3, minimum=1),
-    # Benchmark-only switch: skip usage/latency recording (see bench/README.md).
+    # Benchmark-only switch: skip usage/latency recording (docs/benchmark.md, "Recording off").
     "RECORDING_ENABLED": env_bool("GATEWAY_RECORDING_ENABLED", True),
     # Staff login attempts per username and client address (accounts/throttling.py).
     "LOGIN_RATE": env_rate("GATEWAY_LOGIN_RATE", "10/min"),

@@ -1,7 +1,8 @@
 """The pooled HTTP client every adapter uses, and server-sent-event parsing.
 
-urllib3 directly, not requests: the same connection pool for ~1.5 ms less per call
-(see docs/architecture.md). Under gunicorn's gevent worker urllib3 is cooperative.
+urllib3 directly, not requests: the same connection pool without requests' session,
+adapter and hook layers on every call (the upstream call's share of a request's CPU is
+in docs/benchmark.md). Under gunicorn's gevent worker urllib3 is cooperative.
 
 Two costs of the general-purpose path are cut (measured in docs/benchmark.md):
 - checking a pooled connection for a hang-up before reuse is one ``poll(0)`` system
