@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -29,7 +30,7 @@ def deployment(
     provider = provider or name
     provider_model = provider_model or name
     return DeploymentInfo(
-        id=id or abs(hash(name)) % 100_000,
+        id=id or zlib.crc32(name.encode()) % 100_000,  # stable across runs (hash() is salted per process)
         name=name,
         model_name=model,
         provider_id=1,
