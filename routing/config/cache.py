@@ -76,7 +76,8 @@ class ConfigCache:
 
     def invalidate_local(self) -> None:
         """Reload before the next use, and tell every listener (the key cache) to do the same."""
-        changes.changed_here()  # calls mark_stale
+        self._stale = True
+        changes.changed_here()  # the process's listeners (the process-wide cache's mark_stale among them)
 
     def mark_stale(self) -> None:
         self._stale = True
