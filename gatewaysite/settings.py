@@ -216,7 +216,13 @@ GATEWAY = {
     # Load the shipped price list on `migrate` (providers/pricing/seed_prices.json, docs/cost.md).
     "SEED_PRICING": env_bool("GATEWAY_SEED_PRICING", True),
     # Latency (docs/latency.md): raw samples older than this are pruned; rollups are kept.
+    # On Postgres whole daily partitions are dropped (docs/scaling.md).
     "LATENCY_SAMPLE_RETENTION_DAYS": env_int("GATEWAY_LATENCY_SAMPLE_RETENTION_DAYS", 7, minimum=1),
+    # Postgres partitions (usage/partitions.py, docs/scaling.md): created this far ahead by
+    # usage.maintain_partitions; usage records kept this many whole months (0: forever).
+    "USAGE_PARTITIONS_AHEAD_MONTHS": env_int("GATEWAY_USAGE_PARTITIONS_AHEAD_MONTHS", 2, minimum=1),
+    "SAMPLE_PARTITIONS_AHEAD_DAYS": env_int("GATEWAY_SAMPLE_PARTITIONS_AHEAD_DAYS", 7, minimum=1),
+    "USAGE_RETENTION_MONTHS": env_int("GATEWAY_USAGE_RETENTION_MONTHS", 0, minimum=0),
     # Latency strategy: live window and half-life of its decay, what a failed attempt counts as,
     # samples a deployment needs to be ranked, and one request in N that tries one without them.
     "LATENCY_WINDOW_SECONDS": env_int("GATEWAY_LATENCY_WINDOW_SECONDS", 60, minimum=2),

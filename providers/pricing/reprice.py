@@ -21,7 +21,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -64,6 +64,7 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
     from usage.budgets import key_spend_counter, period_id
     from usage.cost import cost_of, to_picodollars
     from usage.models import UsageRecord
+    from usage.rollups import hour_of, rollup_rebuild
 
     since: dict[tuple[str, str], datetime] = {}
     for row in rows:
@@ -74,6 +75,7 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
         providers_by_vendor[provider.pricing_vendor].append(provider.name)
     teams = dict(Team.objects.values_list("name", "id"))
     deltas: dict[str, int] = defaultdict(int)
+    hours: set[datetime] = set()
     for (vendor, model), start in since.items():
         history = [
             price_of(r) for r in PricingRow.objects.filter(vendor=vendor, model=model).order_by("-effective_from")
@@ -107,6 +109,7 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
                     if record.team in teams:
                         deltas[f"gw:budget:team:{teams[record.team]}:{pid}"] += delta
             record.cost_usd, record.pricing_row_id = cost, price_id
+            hours.add(hour_of(record.created_at))
             changed.append(record)
             if len(changed) >= 1000:
                 UsageRecord.objects.bulk_update(changed, ["cost_usd", "pricing_row_id"])
@@ -115,6 +118,8 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
         if changed:
             UsageRecord.objects.bulk_update(changed, ["cost_usd", "pricing_row_id"])
             result.records_recosted += len(changed)
+    for hour in sorted(hours):  # the hourly rollups of the re-costed records, from the records
+        rollup_rebuild(hour, hour + timedelta(hours=1))
     result.counter_deltas = {k: v for k, v in deltas.items() if v}
 
 
