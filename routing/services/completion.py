@@ -274,9 +274,12 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
             return _stream_result(call, attempt, upstream, first, started)
         attempt.upstream_ms = (monotonic() - started) * 1000
         _record_attempt(call, attempt, None)
-        cost, spend = call.finish(
-            status="ok", http_status=200, usage=completion.usage, output_text=_output_text(completion.body)
-        )
+        output_text = _output_text(completion.body)
+        cost, spend = call.finish(status="ok", http_status=200, usage=completion.usage, output_text=output_text)
+        if completion.usage is not None and completion.usage.anomaly:
+            # The client sees the usage it is billed for, never the implausible values (an
+            # upstream that echoes the request may have put a credential there).
+            completion.body["usage"] = call.estimated_usage(output_text).to_openai()
         headers = call.headers(deployment)
         headers["content-type"] = "application/json"
         _cost_headers(headers, cost, spend)
@@ -346,9 +349,10 @@ def _stream_result(
                     attempt.upstream_ms = (monotonic() - started) * 1000
                     _record_attempt(call, attempt, None)
                     if wants_usage:
-                        cost, spend = call.finish(
-                            status="ok", http_status=200, usage=usage, output_text="".join(output_chars)
-                        )
+                        output_text = "".join(output_chars)
+                        cost, spend = call.finish(status="ok", http_status=200, usage=usage, output_text=output_text)
+                        if usage is not None and usage.anomaly:  # the usage billed, as in plain answers
+                            chunk["usage"] = call.estimated_usage(output_text).to_openai()
                         chunk["x_gateway"] = {
                             "cost_usd": format_usd(cost),
                             "key_spend_usd": format_usd(spend) if spend is not None else None,
