@@ -206,6 +206,9 @@ def _rollup_rows(first: datetime, last: datetime, fields: list[str], day: bool) 
     cells = UsageRollup.objects.filter(hour__gte=first, hour__lt=last)
     if day:
         cells = cells.annotate(day=Trunc("hour", "day", tzinfo=UTC))
+    if not fields:
+        total = cells.aggregate(**_rollup_metrics())
+        return [total] if total["requests"] else []
     return list(cells.values(*fields).annotate(**_rollup_metrics()).order_by())
 
 
@@ -213,6 +216,9 @@ def _raw_rows(start: datetime, end: datetime, fields: list[str], day: bool) -> l
     records = records_between(start, end)
     if day:
         records = records.annotate(day=TruncDate("created_at", tzinfo=UTC))
+    if not fields:
+        total = records.aggregate(**_metrics())
+        return [{**total, "cost_usd": total["cost_usd"] or Decimal(0)}] if total["requests"] else []
     rows = []
     for row in records.values(*fields).annotate(**_metrics()).order_by():
         rows.append({**row, "cost_usd": row["cost_usd"] or Decimal(0)})
