@@ -59,6 +59,7 @@ class RepriceResult:
 
 def _recost(rows: list[Any], result: RepriceResult) -> None:
     from accounts.models import Team
+    from gatewaysite.redis import SLOT
     from providers.models import PricingRow, Provider
     from routing.config.snapshot import price_of
     from usage.budgets import key_spend_counter, period_id
@@ -105,9 +106,9 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
                 deltas[key_spend_counter(record.client_key_id)] += delta
                 for period in ("day", "month"):
                     pid = period_id(period, record.created_at)
-                    deltas[f"gw:budget:key:{record.client_key_id}:{pid}"] += delta
+                    deltas[f"{SLOT}:budget:key:{record.client_key_id}:{pid}"] += delta
                     if record.team in teams:
-                        deltas[f"gw:budget:team:{teams[record.team]}:{pid}"] += delta
+                        deltas[f"{SLOT}:budget:team:{teams[record.team]}:{pid}"] += delta
             record.cost_usd, record.pricing_row_id = cost, price_id
             hours.add(hour_of(record.created_at))
             changed.append(record)

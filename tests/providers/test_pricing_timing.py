@@ -224,7 +224,7 @@ def test_reprice_backdates_recosts_records_and_keeps_an_audit_entry(
     assert (audit.cost_before_usd, audit.cost_after_usd) == (Decimal("0.00325"), Decimal("0.0026"))
     assert audit.rows[0]["id"] == new_row.pk
     assert int(redis_client.get(counter)) == to_picodollars(Decimal("0.0065") - Decimal("0.00065"))
-    assert not redis_client.keys("gw:budget:*")  # missing counters are not created (seeded when needed)
+    assert not redis_client.keys("{gw}:budget:*")  # missing counters are not created (seeded when needed)
     # running it again adds nothing and changes nothing
     call_command("pricing", "reprice", str(path), "--reason", "again")
     assert "0 created" in capsys.readouterr().out and PricingRow.objects.count() == 2

@@ -29,7 +29,7 @@ from usage.rollups import rollup_differences
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-STREAM = "gw:usage"
+STREAM = "{gw}:usage"
 
 
 class Killed(Exception):
