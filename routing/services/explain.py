@@ -15,11 +15,16 @@ from accounts.keycache import KeyInfo
 from gatewaysite.clock import now
 from routing.config.snapshot import DeploymentInfo, RuleInfo, Snapshot
 from routing.health import health
+from routing.inflight import in_flight
 from routing.latency.live import live_latency
-from routing.services.planning import STRATEGY_HEADER, plan_route, strategy_for
+from routing.outlier import outliers
+from routing.services.hedging import hedge_plan
+from routing.services.planning import STRATEGY_HEADER, fits_context, plan_route, strategy_for
 from routing.strategies.base import Ranking, RouteRequest
+from routing.strategies.cost_slo import latency_objective
 from routing.strategies.custom import check_rules
 from usage.cost import estimate_cost, format_usd
+from usage.ratelimits import DeploymentLimits, deployment_headroom
 
 
 def explain_route_request(
@@ -64,9 +69,13 @@ def _rule_dict(rule: RuleInfo | None) -> dict[str, Any] | None:
     }
 
 
-def _excluded_reason(deployment: DeploymentInfo, ranking: Ranking) -> str:
+def _excluded_reason(route: RouteRequest, deployment: DeploymentInfo, ranking: Ranking) -> str:
+    if not fits_context(route, deployment):
+        return "context_window_exceeded"
     if health.cooling(deployment.name):
         return "cooling_down"
+    if outliers.ejected(deployment.name):
+        return "ejected"
     if ranking.rule is not None:
         return "not_in_rule"
     return "not_ranked"
@@ -83,24 +92,40 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
     moment = now()
     latency = live_latency.stats()
     max_attempts = snapshot.settings.max_attempts
+    min_samples = max(1, snapshot.settings.slo_min_samples)
+    p95 = live_latency.quantiles(0.95, stream=route.stream, recent=min_samples)
+    busy = in_flight.counts()
+    outlier_state = outliers.status()
 
+    headroom = deployment_headroom(
+        [DeploymentLimits(d.id, d.rpm_limit, d.tpm_limit) for d in ranking.candidates], input_tokens
+    )
     candidates = []
+    tries = 0
     for rank, deployment in enumerate(ranking.candidates, start=1):
         price = snapshot.price_for(deployment, moment)
         mean = latency.get(deployment.name)
+        limits = headroom[deployment.id]
+        will_try = not limits["at_limit"] and tries < max_attempts  # at its rate limit: skipped, not tried
+        tries += will_try
         candidates.append(
             {
                 "rank": rank,
                 "deployment": deployment.name,
                 "provider": deployment.provider,
                 "provider_model": deployment.provider_model,
-                "will_try": rank <= max_attempts,
+                "will_try": will_try,
+                "rate_limit": limits,
                 "cooling_down": health.cooling(deployment.name),
                 "estimated_cost_usd": (
                     format_usd(estimate_cost(input_tokens, output_tokens, price)) if price is not None else None
                 ),
                 "latency_ms": round(mean[0], 3) if mean is not None else None,
                 "latency_samples": mean[1] if mean is not None else 0,
+                "p95_ms": round(p95[deployment.name].ms, 3) if deployment.name in p95 else None,
+                "in_flight": sum(busy.get(deployment.name, (0, 0))),
+                "ejected": outliers.ejected(deployment.name),
+                "outlier": outlier_state.get(deployment.name),
                 "weight": deployment.weight,
                 "priority": deployment.priority,
                 "score": ranking.scores.get(deployment.name, {}),
@@ -108,7 +133,7 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
         )
     ranked = {d.name for d in ranking.candidates}
     excluded = [
-        {"deployment": d.name, "provider": d.provider, "reason": _excluded_reason(d, ranking)}
+        {"deployment": d.name, "provider": d.provider, "reason": _excluded_reason(route, d, ranking)}
         for d in snapshot.deployments_for(route.model)
         if d.name not in ranked
     ]
@@ -118,6 +143,18 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
             snapshot.deployments_for(route.model)
         )
         rules = [check.as_dict() for check in check_rules(route, eligible)]
+    route.rule = ranking.rule
+    objective, objective_source = latency_objective(route)
+    plan = hedge_plan(route, ranking, ranking.candidates[:max_attempts])
+    hedge = None
+    if plan is not None:
+        hedge = {
+            "enabled": True,
+            "delay_ms": round(plan.delay_seconds * 1000, 3) if plan.delay_seconds is not None else None,
+            "delay_source": plan.delay_source,
+            "backup": plan.backup.name,
+            "budget_percent": snapshot.settings.hedge_budget_percent,
+        }
     return {
         "object": "routing.explain",
         "model": route.model,
@@ -127,10 +164,12 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
         "strategy_source": source,
         "reason": ranking.reason,
         "rule": _rule_dict(ranking.rule),
-        "chosen": ranking.candidates[0].name if ranking.candidates else None,
+        "chosen": next((c["deployment"] for c in candidates if c["will_try"]), None),
         "max_attempts": max_attempts,
         "tokens": {"input": input_tokens, "tokenizer": tokenizer, "expected_output": output_tokens},
         "candidates": candidates,
         "excluded": excluded,
         "rules": rules,
+        "latency_objective": {"ms": objective, "source": objective_source},
+        "hedge": hedge or {"enabled": False},
     }

@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0003_sec_staff_groups'),
-        ('usage', '0005_api_endpoint'),
+        ('usage', '0006_routing2_slo_hedge_outlier'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routing', '0003_sec_config_triggers'),
+        ('routing', '0004_routing2_slo_hedge_outlier'),
     ]
 
     operations = [

@@ -26,8 +26,8 @@ def rollups(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0006_scale_rollup"),
-        ("routing", "0004_scale_sample_once"),
+        ("usage", "0007_scale_rollup"),
+        ("routing", "0005_scale_sample_once"),
     ]
 
     operations = [
