@@ -35,6 +35,7 @@ from django.conf import settings
 
 from accounts.keycache import KeyInfo
 from gatewaysite.clock import clock
+from gatewaysite.redis import SLOT
 from usage.events import CounterIncrement
 
 BUCKETS = 60
