@@ -156,3 +156,22 @@ def reset_redis() -> None:
     """Drop the client (tests that switch REDIS_URL)."""
     global _client
     _client = None
+
+
+def slot_client(client: Any) -> Any:
+    """A client for pipelines of scripts on ``{gw}`` keys: on Cluster, the node owning that slot.
+
+    redis-py's cluster pipelines refuse EVALSHA; every key of those scripts lies in the
+    ``{gw}`` slot, so the pipeline goes to that slot's node as a plain pipeline. After a
+    resharding moves the slot, the cluster client's map is refreshed and the next call
+    goes to the new owner.
+    """
+    from redis.cluster import RedisCluster
+
+    if not isinstance(client, RedisCluster):
+        return client
+    node = client.get_node_from_key(f"{SLOT}:usage")
+    if node.redis_connection is None:
+        client.nodes_manager.initialize()
+        node = client.get_node_from_key(f"{SLOT}:usage")
+    return node.redis_connection

@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError
 
 from accounts.keycache import KeyInfo
 from gatewaysite.api.errors import RateLimited
-from gatewaysite.redis import SLOT, get_redis
+from gatewaysite.redis import SLOT, get_redis, slot_client
 from providers.adapters.base import Usage
 from routing.config.snapshot import DeploymentInfo
 from routing.strategies.base import RouteRequest
@@ -80,7 +80,7 @@ class AdmissionBatcher:
 
     @staticmethod
     def _send(client: Any, sha: str, calls: list[ScriptCall]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
+        pipe = slot_client(client).pipeline(transaction=False)
         for call in calls:
             pipe.evalsha(sha, len(call.keys), *call.keys, *call.args)
         return pipe.execute(raise_on_error=False)

@@ -135,8 +135,10 @@ def _move_counters(deltas: dict[str, int]) -> None:
             if local_counters.get(name) is not None:
                 local_counters.incr(name, delta)
         return
+    from gatewaysite.redis import slot_client
+
     script = client.register_script(_INCR_IF_EXISTS)
-    pipe = client.pipeline(transaction=False)
+    pipe = slot_client(client).pipeline(transaction=False)
     for name, delta in deltas.items():
         script(keys=[name], args=[delta], client=pipe)
     pipe.execute()
