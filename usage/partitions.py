@@ -171,6 +171,11 @@ def convert_to_partitioned(cursor: Any, spec: PartitionedTable) -> None:
     """
     table = spec.table
     cursor.execute(
+        "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid WHERE c.relname = %s", [table]
+    )
+    if cursor.fetchone():
+        return  # already partitioned (the migration was unapplied and is applied again)
+    cursor.execute(
         "SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
         "WHERE t.relname = %s AND c.contype = 'u'",
         [table],
@@ -218,3 +223,40 @@ def convert_to_partitioned(cursor: Any, spec: PartitionedTable) -> None:
 def convert_all(cursor: Any) -> None:
     for spec in TABLES:
         convert_to_partitioned(cursor, spec)
+
+
+def convert_to_plain(cursor: Any, spec: PartitionedTable) -> None:
+    """The reverse of ``convert_to_partitioned``: one plain table with the same rows and indexes."""
+    table = spec.table
+    cursor.execute(
+        "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid WHERE c.relname = %s", [table]
+    )
+    if not cursor.fetchone():
+        return
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
+        "WHERE t.relname = %s AND c.contype = 'u'",
+        [table],
+    )
+    uniques = cursor.fetchall()
+    cursor.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname <> ALL(%s)",
+        [table, [f"{table}_pkey", *(name for name, _ in uniques)]],
+    )
+    indexes = cursor.fetchall()
+    cursor.execute(f'ALTER TABLE "{table}" RENAME TO "{table}__parts"')
+    cursor.execute(f'ALTER SEQUENCE "{table}_id_seq" OWNED BY NONE')
+    cursor.execute(f'CREATE TABLE "{table}" (LIKE "{table}__parts" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')
+    cursor.execute(f'INSERT INTO "{table}" SELECT * FROM "{table}__parts"')
+    cursor.execute(f'DROP TABLE "{table}__parts"')
+    cursor.execute(f'ALTER SEQUENCE "{table}_id_seq" OWNED BY "{table}".id')
+    cursor.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{table}_pkey" PRIMARY KEY (id)')
+    for name, definition in uniques:
+        cursor.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
+    for _, definition in indexes:
+        cursor.execute(definition.replace(" ON ONLY ", " ON "))
+
+
+def unconvert_all(cursor: Any) -> None:
+    for spec in TABLES:
+        convert_to_plain(cursor, spec)

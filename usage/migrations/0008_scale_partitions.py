@@ -17,6 +17,15 @@ def forwards(apps, schema_editor):  # type: ignore[no-untyped-def]
         convert_all(cursor)
 
 
+def backwards(apps, schema_editor):  # type: ignore[no-untyped-def]
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    from usage.partitions import unconvert_all
+
+    with schema_editor.connection.cursor() as cursor:
+        unconvert_all(cursor)
+
+
 def rollups(apps, schema_editor):  # type: ignore[no-untyped-def]
     from usage.rollups import rollup_rebuild_all
 
@@ -31,6 +40,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(forwards, migrations.RunPython.noop),
+        migrations.RunPython(forwards, backwards),
         migrations.RunPython(rollups, migrations.RunPython.noop),
     ]
