@@ -75,7 +75,7 @@ def install_portkey(version: str = PORTKEY_VERSION) -> str:
         return version
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
-            raise RuntimeError(f"the peer phase needs {tool} (Node.js 18 or later, e.g. apt-get install nodejs npm)")
+            raise RuntimeError(f"the peer phase needs {tool} (Node.js and npm, e.g. apt-get install nodejs npm)")
     PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
     # --ignore-scripts: the package's only install script is patch-package, and it ships no patches
     cmd = ["npm", "install", "--prefix", str(PORTKEY_DIR), "--save-exact", "--no-audit", "--no-fund"]
