@@ -344,3 +344,18 @@ def test_wrk_script_sends_the_extra_headers(tmp_path) -> None:
     assert seen[0]["x-portkey-provider"] == "openai"
     assert seen[0]["x-portkey-custom-host"] == "http://127.0.0.1:1/v1"
     assert seen[0]["authorization"] == "Bearer sk-peer"
+
+
+def test_replace_block_rewrites_only_between_its_markers(tmp_path) -> None:
+    from bench.bench import DOC_END, DOC_START, PEERS_END, PEERS_START, replace_block
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{DOC_START}\nold latest\n{DOC_END}\nmiddle\n{PEERS_START}\nold peers\n{PEERS_END}\nend\n")
+    replace_block(doc, PEERS_START, PEERS_END, "new peers table\n")
+    assert doc.read_text() == (
+        f"intro\n{DOC_START}\nold latest\n{DOC_END}\nmiddle\n{PEERS_START}\nnew peers table\n{PEERS_END}\nend\n"
+    )
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    replace_block(bare, PEERS_START, PEERS_END, "table")
+    assert bare.read_text() == "no markers\n"
