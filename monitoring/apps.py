@@ -11,7 +11,7 @@ class MonitoringConfig(AppConfig):
         from django.conf import settings
         from django.core.signals import request_finished
 
-        from monitoring import schema, tasks  # noqa: F401 - registers the OpenAPI extensions and the task
+        from monitoring import schema  # noqa: F401 - registers the OpenAPI extensions
         from monitoring.middleware import clear_request_context
         from monitoring.recording import observe_usage, process_metrics
         from usage.observers import on_usage

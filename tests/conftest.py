@@ -161,8 +161,8 @@ def staff_groups(db: None) -> dict[str, Any]:
 
     migration = importlib.import_module("accounts.migrations.0003_sec_staff_groups")
     migration.create_groups(apps, None)
-    # Models that moved app since (routing 0005) keep their permissions under their new app.
-    moved = importlib.import_module("routing.migrations.0005_layers_models_moved_out").MOVED
+    # Models that moved app since (routing 0006) keep their permissions under their new app.
+    moved = importlib.import_module("routing.migrations.0006_layers_models_moved_out").MOVED
     for name, models in migration.GROUPS.items():
         group = Group.objects.get(name=name)
         for (app_label, model), actions in models.items():

@@ -9,6 +9,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from usage.consumer import drain
 from usage.latency.tasks import prune_samples, rollup_recent  # noqa: F401 - Celery discovers tasks in usage.tasks
+from usage.partitions import partitions_maintain
 from usage.spool import spool_replay
 
 
@@ -40,3 +41,18 @@ def replay_spool() -> int:
     """Send spooled usage events (Redis was down when they were recorded) back into Redis (every 10 s)."""
 
     return spool_replay()
+
+
+@shared_task(
+    name="usage.maintain_partitions",
+    queue="default",
+    acks_late=True,
+    expires=50 * 60,  # hourly
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+)
+def maintain_partitions() -> dict[str, list[str]]:
+    """Create the coming partitions, drop those past retention (Postgres; docs/scaling.md)."""
+
+    return partitions_maintain()

@@ -2,7 +2,7 @@
 
 Only Django's idea of which app owns the model changes (``SeparateDatabaseAndState``):
 the table ``routing_configversion``, its row and the triggers that bump it stay as they
-are. ``routing/0005_layers_models_moved_out`` removes the routing side.
+are. ``routing/0006_layers_models_moved_out`` removes the routing side.
 """
 
 from django.db import migrations, models

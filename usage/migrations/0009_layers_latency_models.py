@@ -3,7 +3,7 @@
 Usage ingests the samples (one per upstream attempt of a usage event) and rolls them up;
 routing only reads them. Only Django's idea of which app owns the models changes
 (``SeparateDatabaseAndState``): the tables keep their names and rows.
-``routing/0005_layers_models_moved_out`` removes the routing side and moves the content
+``routing/0006_layers_models_moved_out`` removes the routing side and moves the content
 types, so the staff groups' permissions follow.
 """
 
@@ -13,8 +13,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("usage", "0006_routing2_slo_hedge_outlier"),
-        ("routing", "0003_sec_config_triggers"),
+        ("usage", "0008_scale_partitions"),
+        ("routing", "0005_scale_sample_once"),
     ]
 
     operations = [
@@ -67,7 +67,7 @@ class Migration(migrations.Migration):
                     options={
                         'db_table': 'routing_latencysample',
                         'indexes': [models.Index(fields=['deployment', 'created_at'], name='routing_lat_deploym_88b01d_idx')],
-                        'constraints': [models.UniqueConstraint(fields=('request_id', 'attempt'), name='latency_sample_unique')],
+                        'constraints': [models.UniqueConstraint(fields=('request_id', 'attempt', 'created_at'), name='latency_sample_once')],
                     },
                 ),
             ],
