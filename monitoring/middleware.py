@@ -120,6 +120,6 @@ class ObservabilityMiddleware:
         record = context.record
         if record is not None:
             for name in _RECORD_FIELDS:
-                fields[name] = record.get(name)
-            fields["outcome"] = record.get("status")
+                fields[name] = getattr(record, name)
+            fields["outcome"] = record.status
         request_logger.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": fields})

@@ -4,8 +4,12 @@
 inserts ignore conflicts, so a redelivered or replayed event changes nothing.
 
 An event that cannot be a row (a negative token count or cost, a count past the column,
-a missing field) raises ``ValueError``/``KeyError``/``TypeError``: the consumer then
-isolates it and, after a few tries, moves it to the dead letters (usage/deadletters.py).
+a missing field, a field the row does not have) raises ``ValueError``/``KeyError``/``TypeError``:
+the consumer then isolates it and, after a few tries, moves it to the dead letters
+(usage/deadletters.py). An unknown field is never dropped in silence: the request path
+builds events from ``usage.events.UsageRecordData``/``LatencySampleData``, whose fields are
+the rows' columns, so one here means a producer and a consumer that disagree (replay the
+dead letters once both run the same code).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from django.utils.dateparse import parse_datetime
 from routing.models import LatencySample
 from usage.models import UsageRecord
 
-_RECORD_FIELDS = {f.name for f in UsageRecord._meta.concrete_fields} - {"id", "client_key"}
-_SAMPLE_FIELDS = {f.name for f in LatencySample._meta.concrete_fields} - {"id"}
+_RECORD_FIELDS = {f.attname for f in UsageRecord._meta.concrete_fields} - {"id"}
+_SAMPLE_FIELDS = {f.attname for f in LatencySample._meta.concrete_fields} - {"id"}
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens")
 _MAX_BIGINT = 2**63 - 1
 
@@ -36,8 +40,16 @@ def _when(value: Any) -> datetime:
     return parsed
 
 
+def _known(data: dict[str, Any], fields: set[str], what: str) -> dict[str, Any]:
+    unknown = data.keys() - fields
+    if unknown:
+        raise ValueError(f"{what} has fields the row does not: {', '.join(sorted(unknown))}")
+    return dict(data)
+
+
 def _record(data: dict[str, Any]) -> UsageRecord:
-    values = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
+    values = _known(data, _RECORD_FIELDS, "usage record")
+    client_key_id = values.pop("client_key_id", None)
     values["created_at"] = _when(values["created_at"])
     for name in _TOKEN_FIELDS:
         count = values.get(name, 0)
@@ -48,11 +60,11 @@ def _record(data: dict[str, Any]) -> UsageRecord:
         if not cost.is_finite() or cost < 0:
             raise ValueError(f"cost_usd is {cost}: a cost is never negative")
         values["cost_usd"] = cost
-    return UsageRecord(client_key_id=data.get("client_key_id"), **values)
+    return UsageRecord(client_key_id=client_key_id, **values)
 
 
 def _sample(data: dict[str, Any]) -> LatencySample:
-    values = {k: v for k, v in data.items() if k in _SAMPLE_FIELDS}
+    values = _known(data, _SAMPLE_FIELDS, "latency sample")
     values["created_at"] = _when(values["created_at"])
     return LatencySample(**values)
 
