@@ -294,7 +294,7 @@ def _output_text(body: dict[str, Any]) -> str:
     return "".join(texts)
 
 
-class _CallStreamBilling:
+class CallStreamBilling:
     """A stream's billing on the request's call: the attempt's timing and health, then ``finish``."""
 
     __slots__ = ("call", "attempt", "started", "provider", "deployment")
@@ -328,6 +328,6 @@ def _stream_result(
 ) -> CompletionResult:
     headers = call.headers(attempt.deployment)
     headers.update({"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"})
-    ledger = StreamLedger(_CallStreamBilling(call, attempt, started))
+    ledger = StreamLedger(CallStreamBilling(call, attempt, started))
     events = relay_openai_stream(upstream, first, wants_usage=_wants_usage(call.route.body), ledger=ledger)
     return CompletionResult(status=200, headers=headers, stream=events)

@@ -91,11 +91,11 @@ class StreamBilling(Protocol):
 class StreamLedger:
     """The billing state of one started stream: what it relayed, and its ending once it has one."""
 
-    __slots__ = ("_billing", "_texts", "_upstream_reported", "usage", "end")
+    __slots__ = ("_billing", "texts", "_upstream_reported", "usage", "end")
 
     def __init__(self, billing: StreamBilling) -> None:
         self._billing = billing
-        self._texts: list[str] = []
+        self.texts: list[str] = []  # the answer's text as relayed, for the gateway's own count
         self._upstream_reported = False
         self.usage: Usage | None = None
         self.end: StreamEnd | None = None
@@ -110,12 +110,9 @@ class StreamLedger:
 
     # --- while relaying ---------------------------------------------------------
 
-    def relayed_text(self, text: str) -> None:
-        self._texts.append(text)
-
     @property
     def output_text(self) -> str:
-        return "".join(self._texts)
+        return "".join(self.texts)
 
     def usage_arrived(self, usage: Usage) -> None:
         """The provider's usage: the upstream call is done, its answer is whole."""
@@ -128,6 +125,11 @@ class StreamLedger:
         """Bill the stream as whole; raises if recording fails (the caller decides what the client sees)."""
         self._upstream_succeeded()
         return self._settle(StreamOutcome.COMPLETED)
+
+    def completed_logged(self) -> None:
+        """``completed`` where the client gets its whole answer even if recording fails (logged)."""
+        self._upstream_succeeded()
+        self._settle_logged(StreamOutcome.COMPLETED, 200, "")
 
     def upstream_failed(self, error: UpstreamError) -> None:
         self._billing.upstream_ended(error)
@@ -186,11 +188,7 @@ def relay_openai_stream(
             if event is not None:
                 yield event
             chunk = next(upstream, None)
-        if ledger.end is None:
-            try:
-                ledger.completed()
-            except Exception:  # the answer is whole and the client gets it; the failure is logged
-                logger.exception("could not record the usage of a completed stream")
+        ledger.completed_logged()  # a no-op if the usage chunk was billed
         yield DONE
     except UpstreamError as error:
         # Recorded first, so the record exists by the time the client knows (the openai SDK
@@ -213,7 +211,7 @@ def _relay_chunk(chunk: dict[str, Any], wants_usage: bool, ledger: StreamLedger)
     for choice in chunk.get("choices") or ():
         content = (choice.get("delta") or {}).get("content")
         if isinstance(content, str):
-            ledger.relayed_text(content)
+            ledger.texts.append(content)
     if not raw_usage:
         return _sse(chunk)
     ledger.usage_arrived(Usage.from_openai(raw_usage))
