@@ -116,8 +116,8 @@ class ProcessMetrics:
         provider = record.provider
         cost = record.cost_usd
         with self._lock:
-            key = (model, deployment, provider, record.strategy, _STATUS_TEXT.get(record.http_status, "0"))
-            key += (record.status,)
+            status = _STATUS_TEXT.get(record.http_status, "0")
+            key = (model, deployment, provider, record.strategy, status, record.status)
             self._requests[key] = self._requests.get(key, 0) + 1
             if deployment:
                 served = (model, deployment, provider)

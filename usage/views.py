@@ -6,6 +6,7 @@ A staff JWT with ``usage.view_cost_reports`` (the ``finance`` group) is required
 from __future__ import annotations
 
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -35,13 +36,13 @@ class CostReportView(APIView):
         # ``format`` is this report's own parameter (json or csv), not DRF's renderer override.
         return JSONRenderer(), "application/json"
 
-    def get(self, request: Request) -> HttpResponse:
+    def get(self, request: Request) -> HttpResponseBase:
         params = parse_report_params(request.query_params)
         if params.row_level:
             records = records_between(params.start, params.end)
             total = report_total(records)
             if params.format == "csv":
-                response: HttpResponse = StreamingHttpResponse(
+                response: HttpResponseBase = StreamingHttpResponse(
                     detail_csv(records, total if params.totals else None), content_type="text/csv; charset=utf-8"
                 )
                 response["content-disposition"] = f'attachment; filename="{_filename(params, "csv")}"'

@@ -77,7 +77,8 @@ class RoutingRuleForm(forms.ModelForm):
         return priority
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("action") == RuleAction.ROUTE and data.get("strategy"):
             self.add_error(
                 "strategy", "Leave the strategy empty for the 'route' action, or choose the 'strategy' action."
