@@ -77,6 +77,8 @@ class ClientKeyForm(forms.ModelForm):
             "budget_usd",
             "budget_period",
             "budget_when_redis_down",
+            "rpm_limit",
+            "tpm_limit",
             "expires_at",
             "revoked",
             "metadata",
@@ -126,7 +128,7 @@ class TeamAdmin(admin.ModelAdmin):
     list_display = ["name", "budget_usd", "budget_period", "key_count", "created_at"]
     list_filter = ["budget_period", "created_at"]
     search_fields = ["name"]
-    fields = ["name", "budget_usd", "budget_period", "budget_when_redis_down", "created_at"]
+    fields = ["name", "budget_usd", "budget_period", "budget_when_redis_down", "rpm_limit", "tpm_limit", "created_at"]
     readonly_fields = ["created_at"]
 
     def get_form(self, request: HttpRequest, obj: Team | None = None, change: bool = False, **kwargs: Any) -> Any:
@@ -187,6 +189,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "owner", "team"]}),
         ("Access", {"fields": ["allowed_models", "strategy", "expires_at"]}),
         ("Budget", {"fields": ["budget_usd", "budget_period", "budget_when_redis_down"]}),
+        ("Rate limits", {"fields": ["rpm_limit", "tpm_limit"]}),
         (
             "Metadata",
             {
@@ -199,6 +202,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "display_prefix", "owner", "team", "created_at"]}),
         ("Access", {"fields": ["allowed_models", "strategy", "expires_at", "revoked", "revoked_at"]}),
         ("Budget", {"fields": ["budget_usd", "budget_period", "budget_when_redis_down"]}),
+        ("Rate limits", {"fields": ["rpm_limit", "tpm_limit"]}),
         ("Metadata", {"fields": ["metadata"]}),
     ]
 

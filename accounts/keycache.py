@@ -49,6 +49,22 @@ class KeyInfo:
     metadata: dict[str, Any]
     budget_when_redis_down: str = "closed"
     team_budget_when_redis_down: str = "closed"
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    team_rpm_limit: int | None = None
+    team_tpm_limit: int | None = None
+    # Rotation grace: the replaced secret's hash, accepted until this moment.
+    previous_secret_hash: str = ""
+    previous_secret_expires_at: datetime | None = None
+
+    @property
+    def has_rate_limits(self) -> bool:
+        return (
+            self.rpm_limit is not None
+            or self.tpm_limit is not None
+            or self.team_rpm_limit is not None
+            or self.team_tpm_limit is not None
+        )
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
@@ -106,6 +122,12 @@ class KeyCache:
             metadata=dict(row.metadata or {}),
             budget_when_redis_down=row.budget_when_redis_down,
             team_budget_when_redis_down=team.budget_when_redis_down if team else "closed",
+            rpm_limit=row.rpm_limit,
+            tpm_limit=row.tpm_limit,
+            team_rpm_limit=team.rpm_limit if team else None,
+            team_tpm_limit=team.tpm_limit if team else None,
+            previous_secret_hash=row.previous_secret_hash,
+            previous_secret_expires_at=row.previous_secret_expires_at,
         )
 
     def lookup(self, prefix: str) -> KeyInfo | None:
@@ -132,13 +154,23 @@ class KeyCache:
             raise AuthenticationError("Incorrect API key provided.")
         info = self.lookup(prefix)
         matches = verify_key(raw_key, info.secret_hash if info is not None else _NO_HASH)
-        if info is None or not matches:
+        if info is None or not (matches or _in_rotation_grace(raw_key, info)):
             raise AuthenticationError("Incorrect API key provided.")
         if info.revoked:
             raise AuthenticationError("This API key has been revoked.", code="key_revoked")
         if info.expires_at is not None and info.expires_at <= now():
             raise AuthenticationError("This API key has expired.", code="key_expired")
         return info
+
+
+def _in_rotation_grace(raw_key: str, info: KeyInfo) -> bool:
+    """The secret a rotation replaced still works until its grace period ends (accounts/services.py)."""
+    return (
+        bool(info.previous_secret_hash)
+        and info.previous_secret_expires_at is not None
+        and info.previous_secret_expires_at > now()
+        and verify_key(raw_key, info.previous_secret_hash)
+    )
 
 
 key_cache = KeyCache()

@@ -25,6 +25,11 @@ def generate_key() -> tuple[str, str]:
     return f"{KEY_MARK}{prefix}_{secrets.token_urlsafe(32)}", prefix
 
 
+def generate_secret(prefix: str) -> str:
+    """A new full key for an existing lookup prefix (rotation keeps the prefix, so the row is found)."""
+    return f"{KEY_MARK}{prefix}_{secrets.token_urlsafe(32)}"
+
+
 def hash_key(full_key: str) -> str:
     return hmac.new(settings.KEY_PEPPER.encode(), full_key.encode(), hashlib.sha256).hexdigest()
 

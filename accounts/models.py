@@ -13,8 +13,24 @@ class BudgetOutagePolicy(models.TextChoices):
     OPEN = "open", "serve within a small allowance per server process"
 
 
+def _rpm_field() -> models.PositiveIntegerField:
+    return models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute (sliding 60 s window); empty: no limit."
+    )
+
+
+def _tpm_field() -> models.PositiveIntegerField:
+    return models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens per minute, input plus output (sliding 60 s window); empty: no limit.",
+    )
+
+
 class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
+    rpm_limit = _rpm_field()
+    tpm_limit = _tpm_field()
     budget_usd = models.DecimalField(
         max_digits=18, decimal_places=6, null=True, blank=True, help_text="Spend limit in USD; empty: no limit."
     )
@@ -62,10 +78,16 @@ class ClientKey(models.Model):
         default=BudgetOutagePolicy.CLOSED,
         help_text="What requests get while the shared budget counters (Redis) cannot be reached.",
     )
+    rpm_limit = _rpm_field()
+    tpm_limit = _tpm_field()
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     metadata = models.JSONField(default=dict, blank=True)
+    # Rotation: the secret it replaced stays valid until ``previous_secret_expires_at`` (grace period).
+    previous_secret_hash = models.CharField(max_length=64, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

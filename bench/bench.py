@@ -436,6 +436,34 @@ class Bench:
             rounds, direct, roots={label: str(root) for label, root in variants}
         )
 
+    def run_ratelimit(self) -> None:
+        """One key without limits against one with RPM and TPM limits it never reaches, alternated."""
+        from accounts.services import key_issue
+
+        _key, limited = key_issue(name="bench-limited", rpm_limit=2_000_000_000, tpm_limit=2_000_000_000)
+        gateway, pids = self.gateway()
+        keys = {"no limits": self.key, "RPM + TPM limits": limited}
+        rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in keys}
+        for key in keys.values():  # warm both: key cache, tokenizer, scripts
+            procs.run_wrk(self.gateway_url, connections=16, duration=self.args.warmup, key=key, model=MODEL)
+        for round_number in range(self.args.compare_rounds):
+            for label, key in keys.items():
+                result = measure(self.gateway_url, connections=16, duration=self.args.duration, key=key, pids=pids)
+                self.count(result["requests"])
+                rounds[label].append(result)
+                log(f"rate limit round {round_number + 1}, {label}: {result['rps']} req/s, errors {result['errors']}")
+        self.stop(gateway)
+        drain_usage()
+        best = {label: max(runs, key=lambda r: r["rps"]) for label, runs in rounds.items()}
+        self.results["ratelimit"] = {
+            "rounds": self.args.compare_rounds,
+            "connections": 16,
+            "runs": rounds,
+            "best": best,
+            "rps_ratio": round(best["RPM + TPM limits"]["rps"] / best["no limits"]["rps"], 3),
+        }
+        log(f"rate limiting: throughput ratio {self.results['ratelimit']['rps_ratio']}")
+
     def start_spy(self, pid: int, label: str, seconds: float) -> subprocess.Popen[bytes] | None:
         spy = str(ROOT / ".venv" / "bin" / "py-spy")
         if not os.path.exists(spy):
@@ -510,6 +538,8 @@ class Bench:
                 self.run_streams()
             if "large" in self.args.phases:
                 self.run_large()
+            if "ratelimit" in self.args.phases:
+                self.run_ratelimit()
             if self.args.compare_root:
                 self.run_compare()
             if self.args.profile:
@@ -533,7 +563,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ramp", type=float, help="seconds over which the streams start (10; quick 8)")
     parser.add_argument("--strategies", default="", help="comma-separated; default: every registered strategy")
     parser.add_argument(
-        "--phases", default="http,streams,large", help="http, streams, large (comma-separated; see docs/benchmark.md)"
+        "--phases",
+        default="http,streams,large",
+        help="http, streams, large, ratelimit (comma-separated; see docs/benchmark.md)",
     )
     parser.add_argument("--no-workers2", dest="workers2", action="store_false")
     parser.add_argument("--profile", action="store_true", help="also profile the worker with py-spy")

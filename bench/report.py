@@ -450,6 +450,20 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _table(
             ["code", "conns", "req/s", "req/s ratio", "p50 ms", "added p50 ms", "CPU µs/req", "CPU ratio"], crows
         )
+    limited = results.get("ratelimit")
+    if limited:
+        lines += ["", "## Rate limiting on a key", ""]
+        lines += [
+            f"- the same gateway and strategy, {limited['rounds']} alternated rounds of "
+            f"{limited['connections']} connections; one key without limits, one with RPM and TPM limits it never "
+            "reaches (every request pays the check); best round of each",
+            "",
+        ]
+        lines += _table(
+            ["key", "req/s", "p50 ms", "CPU µs/req"],
+            [[label, r.get("rps"), r.get("p50_ms"), r.get("cpu_us_per_req")] for label, r in limited["best"].items()],
+        )
+        lines += ["", f"Throughput with limits / without: **{limited['rps_ratio']}** (target: at least 0.9)."]
     checks = results.get("targets", [])
     if checks:
         lines += ["", "## Targets", ""]

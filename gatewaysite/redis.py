@@ -8,23 +8,27 @@ import redis
 from django.conf import settings
 
 _client: redis.Redis | None = None
+_client_url = ""
 _lock = threading.Lock()
 
 
 def get_redis() -> redis.Redis | None:
-    global _client
-    if not settings.REDIS_URL:
+    """The process's client for ``settings.REDIS_URL`` (rebuilt if the setting changes, as tests do)."""
+    global _client, _client_url
+    url = settings.REDIS_URL
+    if not url:
         return None
-    if _client is None:
+    if _client is None or _client_url != url:
         with _lock:
-            if _client is None:
+            if _client is None or _client_url != url:
                 _client = redis.Redis.from_url(
-                    settings.REDIS_URL,
+                    url,
                     socket_timeout=5,
                     socket_connect_timeout=2,
                     health_check_interval=30,
                     max_connections=256,
                 )
+                _client_url = url
     return _client
 
 

@@ -250,6 +250,11 @@ GATEWAY: GatewaySettings = {
     # Budgets that fail open while Redis is down: the share of the budget each server process
     # may hold (at the requests' maximum cost) until Redis is back (docs/cost.md).
     "BUDGET_OUTAGE_SHARE": env_float("GATEWAY_BUDGET_OUTAGE_SHARE", 0.1, minimum=0),
+    # Rate limits (usage/ratelimits.py): the sliding window's length. RPM/TPM limits count over it;
+    # 60 in production, shorter only in tests and demos that want to see a window pass.
+    "RATE_LIMIT_WINDOW_SECONDS": env_float("GATEWAY_RATE_LIMIT_WINDOW_SECONDS", 60.0, minimum=0.06),
+    # Key rotation: how long the replaced secret keeps working unless the operator says otherwise.
+    "KEY_ROTATION_GRACE_SECONDS": env_int("GATEWAY_KEY_ROTATION_GRACE_SECONDS", 86_400, minimum=0),
     # Load the shipped price list on `migrate` (providers/pricing/seed_prices.json, docs/cost.md).
     "SEED_PRICING": env_bool("GATEWAY_SEED_PRICING", True),
     # Latency (docs/latency.md): raw samples older than this are pruned; rollups are kept.

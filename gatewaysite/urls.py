@@ -5,6 +5,7 @@ from django.views.defaults import bad_request, page_not_found, permission_denied
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenRefreshView
 
+from accounts.apis import KeyDetailView, KeyListView, KeyRevokeView, KeyRotateView, TeamDetailView, TeamListView
 from accounts.views import ThrottledTokenObtainPairView, admin_login
 from gatewaysite.middleware import api_bad_request, api_forbidden, api_not_found, api_server_error, is_api_path
 from monitoring.admin_views import overview_view
@@ -29,6 +30,13 @@ urlpatterns = [
     path("v1/routing/latency", LatencyView.as_view()),
     path("v1/routing/explain", ExplainView.as_view()),
     path("v1/reports/costs", CostReportView.as_view()),
+    # Keys and teams (staff JWT): under /v1/ with the rest of the API, JSON errors in OpenAI's shape.
+    path("v1/admin/keys", KeyListView.as_view()),
+    path("v1/admin/keys/<str:prefix>", KeyDetailView.as_view()),
+    path("v1/admin/keys/<str:prefix>/revoke", KeyRevokeView.as_view()),
+    path("v1/admin/keys/<str:prefix>/rotate", KeyRotateView.as_view()),
+    path("v1/admin/teams", TeamListView.as_view()),
+    path("v1/admin/teams/<int:team_id>", TeamDetailView.as_view()),
     # Before admin.site.urls: the seed's JWT endpoint lives under /admin/.
     path("admin/routing/strategy", StrategyAdminView.as_view()),
     path("api/token/", ThrottledTokenObtainPairView.as_view()),

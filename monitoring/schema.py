@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme, TokenRefreshSerializerExtension
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 
@@ -657,3 +658,15 @@ _replace(
         tags=["messages"],
     ),
 )
+
+
+class StaffJWTScheme(SimpleJWTScheme):
+    """The staff JWT (``accounts.jwt``): simplejwt's bearer scheme with stricter claim checks."""
+
+    target_class = "accounts.jwt.StaffJWTAuthentication"
+
+
+class CheckedTokenRefreshSerializerExtension(TokenRefreshSerializerExtension):
+    """``/api/token/refresh/``: the refresh token goes in, an access token comes out."""
+
+    target_class = "accounts.jwt.CheckedTokenRefreshSerializer"

@@ -114,6 +114,18 @@ class Deployment(models.Model):
         help_text="Most output tokens one answer can have. Budgets reserve it when a request sets no max_tokens "
         "(else the context window minus the input).",
     )
+    rpm_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The provider account's requests per minute for this model; at the limit the deployment is "
+        "skipped. Empty: no limit.",
+    )
+    tpm_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The provider account's tokens per minute (input plus output) for this model; at the limit the "
+        "deployment is skipped. Empty: no limit.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -64,25 +65,6 @@ HOLD_SLOT_SECONDS = 600
 HOLD_TTL_SECONDS = 3 * HOLD_SLOT_SECONDS
 KEY_SPEND_RECHECK_SECONDS = 60.0
 
-_RESERVE = """
-local n = tonumber(ARGV[1])
-local amount = tonumber(ARGV[2])
-for i = 1, n do
-  local base = (i - 1) * 4
-  if redis.call('EXISTS', KEYS[base + 2]) == 0 then return -i end
-  local spent = tonumber(redis.call('GET', KEYS[base + 1]) or '0')
-  local held = math.max(0, tonumber(redis.call('GET', KEYS[base + 3]) or '0'))
-    + math.max(0, tonumber(redis.call('GET', KEYS[base + 4]) or '0'))
-  if spent + held + amount > tonumber(ARGV[3 + i]) then return i end
-end
-for i = 1, n do
-  local hold = KEYS[(i - 1) * 4 + 3]
-  redis.call('INCRBY', hold, ARGV[2])
-  redis.call('EXPIRE', hold, ARGV[3])
-end
-return 0
-"""
-
 _SEED = """
 if redis.call('SET', KEYS[2], '1', 'NX') then
   redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -100,10 +82,16 @@ _scripts: dict[int, tuple[Any, Any]] = {}
 
 
 def _script(client: Any, which: int) -> Any:
-    """The registered (reserve, seed) scripts of this client: EVALSHA, loaded once."""
+    """The registered (admission, seed) scripts of this client: EVALSHA, loaded once.
+
+    Budgets are reserved by the admission script of usage/ratelimits.py, which checks the
+    rate limits in the same call: one round trip for both.
+    """
+    from usage.ratelimits import ADMIT_SCRIPT
+
     pair = _scripts.get(id(client))
     if pair is None:
-        pair = (client.register_script(_RESERVE), client.register_script(_SEED))
+        pair = (client.register_script(ADMIT_SCRIPT), client.register_script(_SEED))
         _scripts[id(client)] = pair
     return pair[which]
 
@@ -289,21 +277,27 @@ _local_lock = threading.Lock()
 
 
 def _reserve_local(budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
+    with _local_lock:
+        reserve_local_locked(budgets, counters, pico, at)
+
+
+def reserve_local_locked(budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
+    """The embedded reservation; the caller holds ``_local_lock`` (usage/admission.py holds it
+    across the rate limits too)."""
     from usage.cost import to_picodollars
     from usage.recorder import local_counters
 
-    with _local_lock:
-        for budget, c in zip(budgets, counters, strict=True):
-            if local_counters.get(c.seeded) is None:
-                local_counters.set_if_missing(c.spent, to_picodollars(_db_spent(budget, at)))
-                local_counters.set_if_missing(c.seeded, 1)
-        for budget, c in zip(budgets, counters, strict=True):
-            spent = local_counters.get(c.spent) or 0
-            held = max(0, local_counters.get(c.hold) or 0) + max(0, local_counters.get(c.previous_hold) or 0)
-            if spent + held + pico > to_picodollars(budget.limit_usd):
-                raise _refuse(budget, from_pico(pico), at)
-        for c in counters:
-            local_counters.incr(c.hold, pico)
+    for budget, c in zip(budgets, counters, strict=True):
+        if local_counters.get(c.seeded) is None:
+            local_counters.set_if_missing(c.spent, to_picodollars(_db_spent(budget, at)))
+            local_counters.set_if_missing(c.seeded, 1)
+    for budget, c in zip(budgets, counters, strict=True):
+        spent = local_counters.get(c.spent) or 0
+        held = max(0, local_counters.get(c.hold) or 0) + max(0, local_counters.get(c.previous_hold) or 0)
+        if spent + held + pico > to_picodollars(budget.limit_usd):
+            raise _refuse(budget, from_pico(pico), at)
+    for c in counters:
+        local_counters.incr(c.hold, pico)
 
 
 def from_pico(value: int) -> Decimal:
@@ -312,26 +306,68 @@ def from_pico(value: int) -> Decimal:
     return from_picodollars(value)
 
 
-def _reserve_redis(client: Any, budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
+def budget_script_part(budgets: list[Budget], counters: list[BudgetCounters], pico: int) -> tuple[list[str], list[int]]:
+    """The budgets' KEYS and leading ARGV of the admission script."""
     from usage.cost import to_picodollars
 
     keys = [k for c in counters for k in (c.spent, c.seeded, c.hold, c.previous_hold)]
-    args = [len(counters), pico, HOLD_TTL_SECONDS, *[to_picodollars(b.limit_usd) for b in budgets]]
+    return keys, [len(counters), pico, HOLD_TTL_SECONDS, *[to_picodollars(b.limit_usd) for b in budgets]]
+
+
+def run_admission_script(
+    client: Any,
+    keys: list[str],
+    args: list[Any],
+    budgets: list[Budget],
+    counters: list[BudgetCounters],
+    at: datetime,
+    *,
+    run: Callable[[], list[Any]] | None = None,
+) -> list[int]:
+    """Run the admission script, seeding missing budget counters from Postgres; a budget it
+    refuses raises ``BudgetExceeded``. Returns the script's reply (usage/ratelimits.py).
+
+    ``run`` sends the script another way (usage/admission.py batches concurrent requests).
+    """
+    from usage.cost import to_picodollars
+
     script = _script(client, 0)
+    send = run or (lambda: script(keys=keys, args=args))
+    pico = int(args[1])
     for _ in range(len(budgets) + 2):
-        outcome = int(script(keys=keys, args=args))
-        if outcome == 0:
-            return
-        if outcome > 0:
-            raise _refuse(budgets[outcome - 1], from_pico(pico), at)
+        reply = [int(v) for v in send()]
+        status = reply[0]
+        if status == 2:
+            raise _refuse(budgets[reply[1] - 1], from_pico(pico), at)
+        if status >= 0:
+            return reply
         # A period counter is missing (new period, or Redis lost it): seed it from Postgres.
-        budget, c = budgets[-outcome - 1], counters[-outcome - 1]
+        budget, c = budgets[-status - 1], counters[-status - 1]
         _script(client, 1)(keys=[c.spent, c.seeded], args=[to_picodollars(_db_spent(budget, at)), c.ttl])
     raise RuntimeError("budget counters could not be seeded")
 
 
-def reserve(key: KeyInfo, route: RouteRequest) -> Reservation | None:
-    """Hold the request's estimated maximum cost against the key's and team's budgets."""
+def _reserve_redis(client: Any, budgets: list[Budget], counters: list[BudgetCounters], pico: int, at: datetime) -> None:
+    from usage.ratelimits import now_ms, script_call
+
+    keys, budget_args = budget_script_part(budgets, counters, pico)
+    call = script_call(budget_keys=keys, budget_args=budget_args, now_ms=now_ms())
+    run_admission_script(client, call.keys, call.args, budgets, counters, at)
+
+
+@dataclass
+class BudgetPlan:
+    """What a request would hold: its budgets, their counters, the amount."""
+
+    budgets: list[Budget]
+    counters: list[BudgetCounters]
+    amount: Decimal
+    pico: int
+    at: datetime
+
+
+def reservation_plan(key: KeyInfo, route: RouteRequest) -> BudgetPlan | None:
+    """The budgets that apply to the request and its maximum cost; None: no budget applies."""
     from usage.cost import to_picodollars
 
     budgets = budgets_for(key)
@@ -346,19 +382,33 @@ def reserve(key: KeyInfo, route: RouteRequest) -> Reservation | None:
             "budget of this key or its team. Ask an operator to add a pricing row.",
             code="budget_unpriced_model",
         )
-    pico = to_picodollars(amount)
-    counters = [b.counters(at) for b in budgets]
+    return BudgetPlan(budgets, [b.counters(at) for b in budgets], amount, to_picodollars(amount), at)
+
+
+def reserve(key: KeyInfo, route: RouteRequest) -> Reservation | None:
+    """Hold the request's estimated maximum cost against the key's and team's budgets.
+
+    The request path reserves through ``usage.admission.admit`` (budgets and rate limits in
+    one round trip); this is the same reservation without rate limits.
+    """
+    plan = reservation_plan(key, route)
+    if plan is None:
+        return None
     client = get_redis()
     if client is None:
-        _reserve_local(budgets, counters, pico, at)
+        _reserve_local(plan.budgets, plan.counters, plan.pico, plan.at)
     else:
         try:
-            _reserve_redis(client, budgets, counters, pico, at)
+            _reserve_redis(client, plan.budgets, plan.counters, plan.pico, plan.at)
         except REDIS_DOWN:
-            logger.warning("budget counters unreachable; applying the budgets' outage policy", exc_info=True)
-            _reserve_during_outage(budgets, counters, pico, at)
-            return Reservation(key=key, amount=amount, amount_pico=pico, counters=counters, held=False)
-    return Reservation(key=key, amount=amount, amount_pico=pico, counters=counters)
+            return reserve_during_outage(key, plan)
+    return Reservation(key=key, amount=plan.amount, amount_pico=plan.pico, counters=plan.counters)
+
+
+def reserve_during_outage(key: KeyInfo, plan: BudgetPlan) -> Reservation:
+    logger.warning("budget counters unreachable; applying the budgets' outage policy", exc_info=True)
+    _reserve_during_outage(plan.budgets, plan.counters, plan.pico, plan.at)
+    return Reservation(key=key, amount=plan.amount, amount_pico=plan.pico, counters=plan.counters, held=False)
 
 
 # --- Redis unreachable -----------------------------------------------------------------

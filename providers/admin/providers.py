@@ -120,6 +120,8 @@ class DeploymentInline(admin.TabularInline):
         "priority",
         "context_window",
         "max_output_tokens",
+        "rpm_limit",
+        "tpm_limit",
     ]
     readonly_fields = ["priced"]
     show_change_link = True
@@ -266,6 +268,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "model_name", "endpoint", "provider", "provider_model", "enabled"]}),
         ("Routing", {"fields": ["weight", "priority", "context_window", "max_output_tokens"]}),
+        ("Provider rate limits", {"fields": ["rpm_limit", "tpm_limit"]}),
         ("Pricing", {"fields": ["priced"]}),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]

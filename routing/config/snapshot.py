@@ -30,6 +30,8 @@ class DeploymentInfo:
     target: Target
     max_output_tokens: int | None = None
     endpoint: str = "chat"  # chat | embeddings (providers.models.DeploymentEndpoint)
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,8 @@ def load_snapshot(version: int) -> Snapshot:
             context_window=dep.context_window,
             max_output_tokens=dep.max_output_tokens,
             endpoint=dep.endpoint,
+            rpm_limit=dep.rpm_limit,
+            tpm_limit=dep.tpm_limit,
             target=Target(
                 provider=provider.name,
                 kind=provider.kind,

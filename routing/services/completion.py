@@ -37,6 +37,7 @@ from routing.services.planning import plan_route
 from routing.services.stream_billing import StreamEnd, StreamLedger, relay_openai_stream
 from routing.strategies.base import Ranking, RouteRequest
 from usage import budgets
+from usage.admission import Admission, admit, next_candidate
 from usage.cost import cost_of, format_usd, from_picodollars
 from usage.events import LatencySampleData, PendingEvent, UsageRecordData
 from usage.recorder import get_recorder
@@ -75,10 +76,13 @@ class _Call:
     ranking: Ranking | None = None
     attempts: list[Attempt] = field(default_factory=list)
     reservation: budgets.Reservation | None = None
+    admission: Admission | None = None
     finished: bool = False
 
     def headers(self, deployment: DeploymentInfo | None) -> dict[str, str]:
         headers = {"x-gateway-attempts": str(len(self.attempts))}
+        if self.admission is not None:
+            headers.update(self.admission.headers())
         if self.ranking is not None:
             headers["x-gateway-strategy"] = self.ranking.strategy
             headers["x-gateway-route-reason"] = self.ranking.reason or self.ranking.strategy
@@ -178,6 +182,8 @@ class _Call:
             )
         observe_usage(record, samples)  # metrics and the request log line
         counters = budgets.settle_counters(key, self.reservation, cost)
+        if self.admission is not None:
+            counters += self.admission.settle(usage)
         event = PendingEvent(record=record, samples=samples, counters=counters)
         values = get_recorder().record(event)
         spend = from_picodollars(values[0]) if values else None
@@ -238,10 +244,14 @@ def _cost_headers(headers: dict[str, str], cost: Decimal | None, spend: Decimal 
 def run_completion(route: RouteRequest, *, request_id: str, received: float) -> CompletionResult:
     call = _Call(route=route, request_id=request_id, received=received, received_at=now())
     call.ranking = plan_route(route)
-    call.reservation = budgets.reserve(route.key, route) if budgets.needs_reservation(route.key) else None
+    call.admission = admit(route, call.ranking.candidates)  # rate limits and budget: one round trip
+    call.reservation = call.admission.reservation
     max_attempts = route.snapshot.settings.max_attempts
+    candidates = call.ranking.candidates
     last_error: UpstreamError | None = None
-    for deployment in call.ranking.candidates[:max_attempts]:
+    index = call.admission.chosen  # candidates before it are at their own rate limit
+    while index is not None and len(call.attempts) < max_attempts:
+        deployment = candidates[index]
         attempt = Attempt(deployment=deployment, started_at=now())
         call.attempts.append(attempt)
         adapter = adapter_for(deployment.kind)
@@ -261,21 +271,26 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
             last_error = error
             if not error.retryable:
                 break
+            index = next_candidate(call.admission, route, candidates, index + 1)
             continue
         except Exception:  # an adapter bug must not lose the record or hide the fallback
             logger.exception("adapter %s failed on deployment %s", deployment.kind, deployment.name)
             attempt.upstream_ms = (monotonic() - started) * 1000
             last_error = UpstreamError(f"{deployment.provider}: the gateway could not translate the answer", status=502)
             _record_attempt(call, attempt, last_error)
+            index = next_candidate(call.admission, route, candidates, index + 1)
             continue
         attempt.ok = True
         if route.stream:
             return _stream_result(call, attempt, upstream, first, started)
         attempt.upstream_ms = (monotonic() - started) * 1000
         _record_attempt(call, attempt, None)
-        cost, spend = call.finish(
-            status="ok", http_status=200, usage=completion.usage, output_text=_output_text(completion.body)
-        )
+        output_text = _output_text(completion.body)
+        cost, spend = call.finish(status="ok", http_status=200, usage=completion.usage, output_text=output_text)
+        if completion.usage is not None and completion.usage.anomaly:
+            # The client sees the usage it is billed for, never the implausible values (an
+            # upstream that echoes the request may have put a credential there).
+            completion.body["usage"] = call.estimated_usage(output_text).to_openai()
         headers = call.headers(deployment)
         headers["content-type"] = "application/json"
         _cost_headers(headers, cost, spend)
@@ -310,13 +325,16 @@ class CallStreamBilling:
         self.attempt.upstream_ms = (monotonic() - self.started) * 1000
         _record_attempt(self.call, self.attempt, error)
 
+    def estimated_usage(self, output_text: str) -> Usage:
+        return self.call.estimated_usage(output_text)
+
     def settle(self, end: StreamEnd) -> tuple[Decimal | None, Decimal | None]:
         if self.attempt.upstream_ms == 0:  # the client left or the gateway failed mid-stream
             self.attempt.upstream_ms = (monotonic() - self.started) * 1000
         return self.call.finish(
             status=end.outcome.status,
             http_status=end.http_status,
-            usage=end.usage or self.call.estimated_usage(end.output_text),
+            usage=end.usage or self.estimated_usage(end.output_text),
             usage_estimated=end.usage is None,
             error_code=end.error_code,
             output_text=end.output_text,

@@ -162,6 +162,8 @@ DEPLOYMENT_FIELDS: dict[str, Parser] = {
     "enabled": _boolean,
     "context_window": _optional_integer,
     "max_output_tokens": _optional_integer,
+    "rpm_limit": _optional_integer,
+    "tpm_limit": _optional_integer,
 }
 
 PRICING_FIELDS: dict[str, Parser] = {

@@ -16,10 +16,11 @@ from gatewaysite.clock import now
 from routing.config.snapshot import DeploymentInfo, RuleInfo, Snapshot
 from routing.health import health
 from routing.latency.live import live_latency
-from routing.services.planning import STRATEGY_HEADER, plan_route, strategy_for
+from routing.services.planning import STRATEGY_HEADER, fits_context, plan_route, strategy_for
 from routing.strategies.base import Ranking, RouteRequest
 from routing.strategies.custom import check_rules
 from usage.cost import estimate_cost, format_usd
+from usage.ratelimits import DeploymentLimits, deployment_headroom
 
 
 def explain_route_request(
@@ -64,7 +65,9 @@ def _rule_dict(rule: RuleInfo | None) -> dict[str, Any] | None:
     }
 
 
-def _excluded_reason(deployment: DeploymentInfo, ranking: Ranking) -> str:
+def _excluded_reason(route: RouteRequest, deployment: DeploymentInfo, ranking: Ranking) -> str:
+    if not fits_context(route, deployment):
+        return "context_window_exceeded"
     if health.cooling(deployment.name):
         return "cooling_down"
     if ranking.rule is not None:
@@ -84,17 +87,25 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
     latency = live_latency.stats()
     max_attempts = snapshot.settings.max_attempts
 
+    headroom = deployment_headroom(
+        [DeploymentLimits(d.id, d.rpm_limit, d.tpm_limit) for d in ranking.candidates], input_tokens
+    )
     candidates = []
+    tries = 0
     for rank, deployment in enumerate(ranking.candidates, start=1):
         price = snapshot.price_for(deployment, moment)
         mean = latency.get(deployment.name)
+        limits = headroom[deployment.id]
+        will_try = not limits["at_limit"] and tries < max_attempts  # at its rate limit: skipped, not tried
+        tries += will_try
         candidates.append(
             {
                 "rank": rank,
                 "deployment": deployment.name,
                 "provider": deployment.provider,
                 "provider_model": deployment.provider_model,
-                "will_try": rank <= max_attempts,
+                "will_try": will_try,
+                "rate_limit": limits,
                 "cooling_down": health.cooling(deployment.name),
                 "estimated_cost_usd": (
                     format_usd(estimate_cost(input_tokens, output_tokens, price)) if price is not None else None
@@ -108,7 +119,7 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
         )
     ranked = {d.name for d in ranking.candidates}
     excluded = [
-        {"deployment": d.name, "provider": d.provider, "reason": _excluded_reason(d, ranking)}
+        {"deployment": d.name, "provider": d.provider, "reason": _excluded_reason(route, d, ranking)}
         for d in snapshot.deployments_for(route.model)
         if d.name not in ranked
     ]
@@ -127,7 +138,7 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
         "strategy_source": source,
         "reason": ranking.reason,
         "rule": _rule_dict(ranking.rule),
-        "chosen": ranking.candidates[0].name if ranking.candidates else None,
+        "chosen": next((c["deployment"] for c in candidates if c["will_try"]), None),
         "max_attempts": max_attempts,
         "tokens": {"input": input_tokens, "tokenizer": tokenizer, "expected_output": output_tokens},
         "candidates": candidates,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import orjson
+
 from gatewaysite.api.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from routing.config.snapshot import DeploymentInfo
 from routing.health import health
 from routing.strategies.base import Ranking, RouteRequest
 from routing.strategies.registry import get_strategy, strategy_names
@@ -45,10 +50,52 @@ def wrong_endpoint_message(model: str, serves: str) -> str:
     return f"The model '{model}' is a chat model; call POST /v1/chat/completions or POST /v1/messages."
 
 
+def requested_output_tokens(request: RouteRequest) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = request.body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def fits_context(request: RouteRequest, deployment: DeploymentInfo) -> bool:
+    """Whether the deployment's context window holds the input plus ``max_tokens`` (unknown window: yes)."""
+    if deployment.context_window is None:
+        return True
+    return request.input_tokens()[0] + max(1, requested_output_tokens(request)) <= deployment.context_window
+
+
+def _sized(request: RouteRequest, deployments: Sequence[DeploymentInfo]) -> list[DeploymentInfo]:
+    """The deployments whose context window can hold the request; 400 when none can.
+
+    Counting tokens costs a tokenizer pass, so it runs only when a cheap bound says it
+    matters: no tokenizer counts more tokens than the body has bytes.
+    """
+    windows = [d.context_window for d in deployments if d.context_window is not None]
+    if not windows:
+        return list(deployments)
+    bound = len(orjson.dumps(request.body)) + requested_output_tokens(request) + 1
+    if bound <= min(windows):
+        return list(deployments)
+    sized = [d for d in deployments if fits_context(request, d)]
+    if not sized:
+        largest = max(windows)
+        raise InvalidRequest(
+            f"This model's maximum context length is {largest} tokens. However, you requested "
+            f"{request.input_tokens()[0] + requested_output_tokens(request)} tokens "
+            f"({request.input_tokens()[0]} in the messages, {requested_output_tokens(request)} in the completion). "
+            "Please reduce the length of the messages or completion.",
+            code="context_length_exceeded",
+            param="messages",
+        )
+    return sized
+
+
 def plan_route(request: RouteRequest) -> Ranking:
-    """Ordered deployments to try. Deployments in cooldown are skipped unless all are."""
+    """Ordered deployments to try. Deployments whose context window cannot hold the request are
+    skipped (400 when all are); deployments in cooldown are skipped unless all are."""
     check_model_access(request)
-    deployments = request.snapshot.deployments_for(request.model)
+    deployments = _sized(request, request.snapshot.deployments_for(request.model))
     available = [d for d in deployments if not health.cooling(d.name)] or list(deployments)
     name, source = strategy_for(request)
     ranking = get_strategy(name).choose(request, available)

@@ -87,6 +87,10 @@ class StreamBilling(Protocol):
         """Price and record the stream; called once. Returns (cost, the key's spend so far)."""
         ...
 
+    def estimated_usage(self, output_text: str) -> Usage:
+        """The gateway's own count: the request's input and ``output_text``."""
+        ...
+
 
 class StreamLedger:
     """The billing state of one started stream: what it relayed, and its ending once it has one."""
@@ -118,6 +122,12 @@ class StreamLedger:
         """The provider's usage: the upstream call is done, its answer is whole."""
         self.usage = usage
         self._upstream_succeeded()
+
+    def billed_usage(self) -> Usage:
+        """The usage the stream is billed with: the provider's, unless missing or implausible (``anomaly``)."""
+        if self.usage is None or self.usage.anomaly:
+            return self._billing.estimated_usage(self.output_text)
+        return self.usage
 
     # --- the endings --------------------------------------------------------------
 
@@ -214,9 +224,13 @@ def _relay_chunk(chunk: dict[str, Any], wants_usage: bool, ledger: StreamLedger)
             ledger.texts.append(content)
     if not raw_usage:
         return _sse(chunk)
-    ledger.usage_arrived(Usage.from_openai(raw_usage))
+    usage = Usage.from_openai(raw_usage)
+    if usage is not None:
+        ledger.usage_arrived(usage)
     if wants_usage:
         cost, spend = ledger.completed()  # before the client sees the chunk that says it is whole
+        if usage is not None and usage.anomaly:  # the usage billed, as in plain answers
+            chunk["usage"] = ledger.billed_usage().to_openai()
         chunk["x_gateway"] = {
             "cost_usd": format_usd(cost),
             "key_spend_usd": format_usd(spend) if spend is not None else None,

@@ -42,6 +42,9 @@ class Billing:
             raise RuntimeError("the recorder is down")
         return Decimal("0.000012"), Decimal("1.5")
 
+    def estimated_usage(self, output_text: str) -> Usage:
+        return Usage(prompt_tokens=3, completion_tokens=len(output_text))
+
 
 def text(content: str) -> dict[str, Any]:
     return {"id": "c1", "choices": [{"index": 0, "delta": {"content": content}}]}
@@ -195,3 +198,13 @@ def test_every_outcome_maps_to_a_record_status() -> None:
         StreamOutcome.TRUNCATED: "truncated",
         StreamOutcome.GATEWAY_FAILED: "error",
     }
+
+
+def test_implausible_usage_is_billed_and_shown_as_the_gateways_count() -> None:
+    implausible = {"id": "c1", "choices": [], "usage": {"prompt_tokens": -4, "completion_tokens": 2}}
+    upstream, first, _ = scripted(text("Hello"), implausible)
+    billing = Billing()
+    out = events(list(relay_openai_stream(upstream, first, wants_usage=True, ledger=StreamLedger(billing))))
+    (end,) = billing.ends
+    assert end.outcome is StreamOutcome.COMPLETED and end.usage is not None and end.usage.anomaly
+    assert out[1]["usage"]["prompt_tokens"] == 3 and out[1]["usage"]["completion_tokens"] == 5  # the estimate

@@ -77,6 +77,8 @@ class Command(BaseCommand):
             help="closed: refuse (503) while Redis is down; open: serve within a small allowance per process.",
         )
         parser.add_argument("--expires", default="", help="ISO 8601 date-time; without an offset it is UTC.")
+        parser.add_argument("--rpm", type=int, default=None, help="Requests per minute; default: no limit.")
+        parser.add_argument("--tpm", type=int, default=None, help="Tokens per minute; default: no limit.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         budget = parse_budget(options["budget"])
@@ -85,6 +87,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--strategy {options['strategy']!r} is unknown; use one of: {', '.join(strategy_names())}"
             )
+        for flag in ("rpm", "tpm"):
+            if options[flag] is not None and options[flag] < 1:
+                raise CommandError(f"--{flag} must be a positive integer")
         if options["team"]:
             try:
                 Team._meta.get_field("name").clean(options["team"], None)
@@ -104,6 +109,8 @@ class Command(BaseCommand):
                     budget_period=options["budget_period"],
                     budget_when_redis_down=options["budget_when_redis_down"],
                     expires_at=expires,
+                    rpm_limit=options["rpm"],
+                    tpm_limit=options["tpm"],
                 )
         except ValidationError as error:
             raise CommandError(f"the key was not issued: {_messages(error)}") from None
