@@ -90,7 +90,9 @@ class ClientKeyForm(forms.ModelForm):
         current = self.initial.get("strategy")
         if current and current not in dict(choices):  # keep a strategy that has since been removed visible
             choices.append((current, f"{current} (unknown)"))
-        self.fields["strategy"].choices = choices
+        strategy = self.fields["strategy"]
+        assert isinstance(strategy, forms.ChoiceField)  # the model field has choices
+        strategy.choices = choices
         if "budget_usd" in self.fields:
             self.fields["budget_usd"].label = "Budget (USD)"
         if "budget_when_redis_down" in self.fields:  # omitted: the default (closed)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TypedDict
 
 import dj_database_url
 
-from gatewaysite.env import env_bool, env_float, env_int, env_list, env_rate, env_str, local_secret
+from gatewaysite.env import GatewaySettings, env_bool, env_float, env_int, env_list, env_rate, env_str, local_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GATEWAY_VAR_DIR", str(BASE_DIR / "var")))
@@ -180,41 +179,6 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 
 # --- gateway behaviour -------------------------------------------------------------
-class GatewaySettings(TypedDict):
-    """The types of ``GATEWAY``'s values (each explained where it is set, below), for the type checker."""
-
-    MAX_BODY_BYTES: int
-    MAX_ADMIN_BODY_BYTES: int
-    CPU_THREADS: int
-    BODY_READ_SECONDS: float
-    CONFIG_POLL_SECONDS: float
-    CONFIG_PROPAGATION_SECONDS: float
-    USAGE_STREAM: str
-    USAGE_MAX_ATTEMPTS: int
-    RECORDING_ENABLED: bool
-    LOGIN_RATE: tuple[int, int]
-    DEMO_SETUP: bool
-    ANTHROPIC_DEFAULT_MAX_TOKENS: int
-    DEFAULT_EXPECTED_OUTPUT_TOKENS: int
-    RETRY_AFTER_MAX_SECONDS: float
-    BUDGET_OUTAGE_SHARE: float
-    SEED_PRICING: bool
-    LATENCY_SAMPLE_RETENTION_DAYS: int
-    LATENCY_WINDOW_SECONDS: int
-    LATENCY_HALF_LIFE_SECONDS: float
-    LATENCY_ERROR_PENALTY_MS: float
-    LATENCY_MIN_SAMPLES: int
-    LATENCY_EXPLORE_EVERY: int
-    METRICS_ENABLED: bool
-    METRICS_DIR: str
-    METRICS_FLUSH_SECONDS: float
-    METRICS_TOKEN: str
-    METRICS_NETWORKS: list[str]
-    REQUEST_LOG: bool
-    READY_CONFIG_MAX_AGE: float
-    READY_USAGE_LAG_SECONDS: float
-
-
 GATEWAY: GatewaySettings = {
     # Largest accepted request body, in bytes (413 above it).
     "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024),

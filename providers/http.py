@@ -96,7 +96,7 @@ class _HTTPSPool(HTTPSConnectionPool):
 
 # maxsize: connections kept per upstream; thousands of concurrent streams each hold one.
 _pool = urllib3.PoolManager(num_pools=64, maxsize=4096, block=False, retries=False)
-_pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}  # type: ignore[assignment]
+_pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 _routes: dict[str, tuple[HTTPConnectionPool, str]] = {}
 
 
@@ -176,7 +176,7 @@ def _deadline_of(response: urllib3.BaseHTTPResponse) -> _Deadline | None:
 
 def _transport_error(target: Target, exc: Exception) -> UpstreamError:
     if isinstance(exc, MaxRetryError) and exc.reason is not None:
-        exc = exc.reason  # type: ignore[assignment]
+        exc = exc.reason
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
         return UpstreamError(f"{target.provider}: timed out", status=504, code="upstream_timeout")
     if isinstance(exc, NewConnectionError | ConnectionError):
@@ -265,7 +265,7 @@ def read_body(target: Target, response: urllib3.BaseHTTPResponse) -> bytes:
         while True:
             if deadline is not None:
                 deadline.before_read(response)
-            chunk = response.read1(65536)  # type: ignore[attr-defined]
+            chunk = response.read1(65536)
             if not chunk:
                 break
             parts.append(chunk)
@@ -306,7 +306,7 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
         while True:
             if deadline is not None:
                 deadline.before_read(response)
-            chunk = response.read1(65536)  # type: ignore[attr-defined]
+            chunk = response.read1(65536)
             if not chunk:
                 break
             buffer += chunk

@@ -62,7 +62,13 @@ class GroupCommitWriter:
         # A forked child has no writer thread: start a new one there on first use. Checked at
         # fork time rather than with getpid()/is_alive() on every request (measured in
         # docs/benchmark.md). The thread itself never exits: each batch's errors go to its waiters.
-        os.register_at_fork(after_in_child=lambda: (writer := this()) is not None and writer._after_fork())
+
+        def after_fork_in_child() -> None:
+            writer = this()
+            if writer is not None:
+                writer._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
     def _after_fork(self) -> None:
         self._queue = []

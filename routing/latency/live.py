@@ -36,6 +36,7 @@ from typing import Any
 from django.conf import settings
 
 from gatewaysite import clock as clock_module
+from gatewaysite.env import GatewaySettings
 from gatewaysite.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class _Totals:
         return other
 
 
-def _accumulate(totals: dict[str, _Totals], buckets: Buckets, now_second: int, conf: dict[str, Any]) -> None:
+def _accumulate(totals: dict[str, _Totals], buckets: Buckets, now_second: int, conf: GatewaySettings) -> None:
     window = conf["LATENCY_WINDOW_SECONDS"]
     half_life = conf["LATENCY_HALF_LIFE_SECONDS"]
     penalty = conf["LATENCY_ERROR_PENALTY_MS"]
@@ -128,7 +129,13 @@ class LiveLatency:
         self._sync_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         this = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (live := this()) is not None and live._after_fork())
+
+        def after_fork_in_child() -> None:
+            live = this()
+            if live is not None:
+                live._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
     # --- the request path ------------------------------------------------------------
 
@@ -176,7 +183,7 @@ class LiveLatency:
 
     # --- sharing ---------------------------------------------------------------------
 
-    def _fold_local(self, now_second: int, conf: dict[str, Any]) -> None:
+    def _fold_local(self, now_second: int, conf: GatewaySettings) -> None:
         """Embedded mode: this process's observations are the whole view (lock held)."""
         if not self._local:
             return

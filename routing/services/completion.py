@@ -282,6 +282,7 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
             continue
         attempt.ok = True
         if route.stream:
+            assert first is not None  # an empty stream raised above
             return _stream_result(call, attempt, upstream, first, started)
         attempt.upstream_ms = (monotonic() - started) * 1000
         _record_attempt(call, attempt, None)
