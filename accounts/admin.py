@@ -74,6 +74,7 @@ class ClientKeyForm(forms.ModelForm):
             "team",
             "allowed_models",
             "strategy",
+            "latency_slo_ms",
             "budget_usd",
             "budget_period",
             "budget_when_redis_down",
@@ -189,7 +190,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
 
     add_fieldsets = [
         (None, {"fields": ["name", "owner", "team"]}),
-        ("Access", {"fields": ["allowed_models", "strategy", "expires_at"]}),
+        ("Access", {"fields": ["allowed_models", "strategy", "latency_slo_ms", "expires_at"]}),
         ("Budget", {"fields": ["budget_usd", "budget_period", "budget_when_redis_down"]}),
         ("Rate limits", {"fields": ["rpm_limit", "tpm_limit"]}),
         (
@@ -202,7 +203,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
     ]
     change_fieldsets = [
         (None, {"fields": ["name", "display_prefix", "owner", "team", "created_at"]}),
-        ("Access", {"fields": ["allowed_models", "strategy", "expires_at", "revoked", "revoked_at"]}),
+        ("Access", {"fields": ["allowed_models", "strategy", "latency_slo_ms", "expires_at", "revoked", "revoked_at"]}),
         ("Budget", {"fields": ["budget_usd", "budget_period", "budget_when_redis_down"]}),
         ("Rate limits", {"fields": ["rpm_limit", "tpm_limit"]}),
         ("Metadata", {"fields": ["metadata"]}),

@@ -49,6 +49,7 @@ class KeyInfo:
     metadata: dict[str, Any]
     budget_when_redis_down: str = "closed"
     team_budget_when_redis_down: str = "closed"
+    latency_slo_ms: int | None = None
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     team_rpm_limit: int | None = None
@@ -128,6 +129,7 @@ class KeyCache:
             team_tpm_limit=team.tpm_limit if team else None,
             previous_secret_hash=row.previous_secret_hash,
             previous_secret_expires_at=row.previous_secret_expires_at,
+            latency_slo_ms=row.latency_slo_ms,
         )
 
     def lookup(self, prefix: str) -> KeyInfo | None:

@@ -68,6 +68,9 @@ class ClientKey(models.Model):
     strategy = models.CharField(
         max_length=40, blank=True, help_text="Routing strategy for this key; empty: the gateway's active strategy."
     )
+    latency_slo_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Latency objective (p95 ms) for the cost-slo strategy; empty: the gateway's."
+    )
     budget_usd = models.DecimalField(
         max_digits=18, decimal_places=6, null=True, blank=True, help_text="Spend limit in USD; empty: no limit."
     )

@@ -21,11 +21,23 @@ status line and headers are read by ``http.client`` in many small reads; under g
 ``gevent.Timeout`` also bounds that phase as a whole. A deadline that passes raises
 ``UpstreamError`` 504 ``upstream_timeout`` (retryable: the next deployment is tried if
 nothing reached the client yet) and closes the connection: it is never reused.
+
+Cancellation (hedged requests, routing/services/hedging.py). An attempt run inside a
+``CancelScope`` (``with cancel_scope(scope):``) has every connection it takes from a
+pool registered there; ``scope.cancel()``, from another greenlet or thread, shuts those
+sockets down, which wakes the attempt's blocked read with an error. Its connection is
+then closed by urllib3 / ``read_body`` / ``iter_sse`` like any broken one, and one
+released into the pool after the cancellation is closed instead: a cancelled attempt's
+connection never goes back to the pool.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import select
+import socket
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -68,6 +80,13 @@ def _real_poll() -> Any:
 class _IdleCheck:
     sock: Any
 
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        scope = _current_scope.get()
+        if scope is not None and scope.cancelled:  # cancelled while connecting: the socket was not there to cut
+            self.close()  # type: ignore[attr-defined]
+            raise AttemptCancelled("the attempt was cancelled")
+
     @property
     def is_connected(self) -> bool:
         """False when the peer closed (or sent something unasked): the connection is not reusable."""
@@ -86,11 +105,87 @@ class _HTTPSConnection(_IdleCheck, HTTPSConnection):
     pass
 
 
-class _HTTPPool(HTTPConnectionPool):
+class AttemptCancelled(ConnectionError):
+    """The attempt's scope was cancelled (a hedged request's other attempt answered first)."""
+
+
+class CancelScope:
+    """The pooled connections one upstream attempt holds, so that another greenlet can cut them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cancelled = False
+        self._connections: set[Any] = set()
+
+    def hold(self, conn: Any) -> bool:
+        """Register ``conn``; False when the scope is already cancelled."""
+        with self.lock:
+            if self.cancelled:
+                return False
+            self._connections.add(conn)
+            return True
+
+    def release(self, conn: Any) -> bool:
+        """Forget ``conn`` (going back to the pool); True when it must be closed instead."""
+        with self.lock:
+            self._connections.discard(conn)
+            return self.cancelled
+
+    def cancel(self) -> int:
+        """Shut down every connection held; returns how many were cut."""
+        with self.lock:
+            self.cancelled = True
+            connections, self._connections = list(self._connections), set()
+        cut = 0
+        for conn in connections:
+            sock = getattr(conn, "sock", None)
+            if sock is None:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                cut += 1
+            except OSError:
+                pass  # already closed
+        return cut
+
+
+_current_scope: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar("upstream_scope", default=None)
+
+
+@contextlib.contextmanager
+def cancel_scope(scope: CancelScope) -> Iterator[CancelScope]:
+    token = _current_scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _current_scope.reset(token)
+
+
+class _ScopedPool:
+    """Registers connections taken inside a ``CancelScope``; closes those released after it was cancelled."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        scope = _current_scope.get()
+        if scope is not None and not scope.hold(conn):
+            conn.close()
+            self._put_conn(None)
+            raise AttemptCancelled("the attempt was cancelled")
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        scope = _current_scope.get()
+        if conn is not None and scope is not None and scope.release(conn):
+            conn.close()
+            conn = None
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _HTTPPool(_ScopedPool, HTTPConnectionPool):
     ConnectionCls = _HTTPConnection
 
 
-class _HTTPSPool(HTTPSConnectionPool):
+class _HTTPSPool(_ScopedPool, HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 

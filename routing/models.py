@@ -31,6 +31,60 @@ class RoutingSettings(models.Model):
         default=3, help_text="Consecutive failures after which a deployment is cooled down."
     )
     cooldown_seconds = models.FloatField(default=30.0)
+    # cost under a latency objective (routing/strategies/cost_slo.py)
+    latency_slo_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Latency objective of the cost-slo strategy (p95 ms; time to first token for streams). "
+        "A rule's or a key's objective takes precedence; empty: none (cost-slo is then plain cost).",
+    )
+    allow_request_latency_slo = models.BooleanField(
+        default=False, help_text="Let clients set the objective per request with the x-gateway-latency-slo-ms header."
+    )
+    slo_min_samples = models.PositiveIntegerField(
+        default=10, help_text="Recent samples a deployment needs before its p95 is trusted (fewer: it is explored)."
+    )
+    slo_explore_percent = models.FloatField(
+        default=2.0, help_text="Share of requests (%) sent to deployments being explored (too few samples, or cheaper)."
+    )
+    # hedged requests (routing/services/hedging.py)
+    hedge_enabled = models.BooleanField(
+        default=False, help_text="Send a second copy of a request that has produced no byte after the hedge delay."
+    )
+    hedge_delay_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Fixed hedge delay; empty: the chosen deployment's live p95."
+    )
+    hedge_budget_percent = models.FloatField(
+        default=10.0, help_text="Extra upstream requests hedging may add, in % of requests (per process)."
+    )
+    # outlier ejection (routing/outlier.py); Envoy's outlier detection is the model
+    outlier_enabled = models.BooleanField(default=False, help_text="Eject deployments that stand out from their peers.")
+    outlier_interval_seconds = models.FloatField(default=10.0, help_text="How often the detectors judge.")
+    outlier_consecutive_5xx = models.PositiveIntegerField(
+        default=5, help_text="Consecutive upstream 5xx/gateway errors that eject at once (0: off)."
+    )
+    outlier_base_ejection_seconds = models.FloatField(
+        default=30.0, help_text="Ejection time, multiplied by the number of times the deployment was ejected."
+    )
+    outlier_max_ejection_seconds = models.FloatField(default=300.0)
+    outlier_max_ejection_percent = models.PositiveIntegerField(
+        default=10, help_text="At most this share of a model's deployments ejected at once (always at least one)."
+    )
+    outlier_success_rate_stdev_factor = models.FloatField(
+        default=1.9, help_text="Eject below mean success rate minus this many standard deviations (0: off)."
+    )
+    outlier_failure_percentage_threshold = models.PositiveIntegerField(
+        default=85, help_text="Eject at this failure percentage or above (0: off)."
+    )
+    outlier_latency_factor = models.FloatField(
+        default=0.0, help_text="Eject when the mean latency is this many times the peers' median (0: off)."
+    )
+    outlier_minimum_hosts = models.PositiveIntegerField(
+        default=5, help_text="Deployments of the model with enough requests before the peer detectors judge."
+    )
+    outlier_request_volume = models.PositiveIntegerField(
+        default=100, help_text="Requests a deployment needs in an interval to be judged against its peers."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -47,6 +101,22 @@ class RoutingSettings(models.Model):
             raise ValidationError({"strategy": f"Unknown strategy; valid: {', '.join(strategy_names())}."})
         if self.max_attempts < 1:
             raise ValidationError({"max_attempts": "At least one attempt."})
+        errors = {}
+        for name in ("slo_explore_percent", "hedge_budget_percent", "outlier_max_ejection_percent"):
+            if not 0 <= getattr(self, name) <= 100:
+                errors[name] = "A percentage between 0 and 100."
+        if self.outlier_failure_percentage_threshold > 100:
+            errors["outlier_failure_percentage_threshold"] = "A percentage between 0 and 100."
+        for name in ("outlier_interval_seconds", "outlier_base_ejection_seconds", "outlier_max_ejection_seconds"):
+            if not getattr(self, name) > 0:
+                errors[name] = "More than zero seconds."
+        for name in ("outlier_success_rate_stdev_factor", "outlier_latency_factor"):
+            if getattr(self, name) < 0:
+                errors[name] = "Zero (off) or more."
+        if self.slo_min_samples < 1:
+            errors["slo_min_samples"] = "At least one sample."
+        if errors:
+            raise ValidationError(errors)
 
 
 class RuleAction(models.TextChoices):
@@ -79,6 +149,15 @@ class RoutingRule(models.Model):
     # action
     action = models.CharField(max_length=16, choices=RuleAction.choices, default=RuleAction.ROUTE)
     strategy = models.CharField(max_length=40, blank=True, help_text="For the 'strategy' action.")
+    latency_slo_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Latency objective (p95 ms) for the cost-slo strategy under this rule."
+    )
+    hedge = models.BooleanField(
+        null=True, blank=True, help_text="Hedge requests this rule routes; empty: as the routing settings say."
+    )
+    hedge_delay_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Hedge delay for this rule; empty: the settings' (or the live p95)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

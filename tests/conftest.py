@@ -17,17 +17,26 @@ def _fresh_gateway_state() -> Iterator[None]:
     from accounts.keycache import key_cache
     from routing.config.cache import config_cache
     from routing.health import health
+    from routing.inflight import in_flight
     from routing.latency.live import live_latency
+    from routing.outlier import outliers
+    from routing.services.hedging import budget
 
     config_cache.reset_for_tests()
     key_cache.clear()
     health.reset()
     live_latency.reset()
+    outliers.reset()
+    in_flight.reset()
+    budget.reset()
     yield
     config_cache.reset_for_tests()
     key_cache.clear()
     health.reset()
     live_latency.reset()
+    outliers.reset()
+    in_flight.reset()
+    budget.reset()
 
 
 @pytest.fixture

@@ -399,3 +399,52 @@ def test_rules_refer_to_client_keys_by_prefix(configured: None, issue_key: Any, 
         CommandError, match=r"rules\[1\] \('beta-header'\): no client key with the prefix 'gwk_zzzzzzzz'"
     ):
         run("import", str(path))
+
+
+@pytest.mark.django_db
+def test_routing_options_of_the_new_strategies_round_trip() -> None:
+    from routing.models import RoutingRule, RoutingSettings
+    from routing.services.config_io import gateway_config_export, gateway_config_import
+
+    document = {
+        "routing": {
+            "strategy": "cost-slo",
+            "latency_slo_ms": 300,
+            "allow_request_latency_slo": True,
+            "hedge_enabled": True,
+            "hedge_delay_ms": 120,
+            "hedge_budget_percent": 8.0,
+            "outlier_enabled": True,
+            "outlier_consecutive_5xx": 4,
+            "outlier_max_ejection_percent": 30,
+        },
+        "rules": [
+            {
+                "name": "slo",
+                "priority": 1,
+                "action": "strategy",
+                "strategy": "cost-slo",
+                "latency_slo_ms": 500,
+                "hedge": False,
+            }
+        ],
+    }
+    report = gateway_config_import(document=document)
+    assert report.changed
+    settings = RoutingSettings.objects.get(pk=1)
+    assert (settings.strategy, settings.latency_slo_ms, settings.hedge_delay_ms) == ("cost-slo", 300, 120)
+    assert settings.outlier_consecutive_5xx == 4 and settings.outlier_max_ejection_percent == 30
+    rule = RoutingRule.objects.get(name="slo")
+    assert rule.latency_slo_ms == 500 and rule.hedge is False
+    exported = gateway_config_export()
+    assert exported["routing"]["hedge_budget_percent"] == 8.0
+    assert exported["rules"][0]["latency_slo_ms"] == 500 and exported["rules"][0]["hedge"] is False
+    assert not gateway_config_import(document=exported).changed
+
+
+@pytest.mark.django_db
+def test_bad_routing_option_names_its_field() -> None:
+    from routing.services.config_io import ConfigImportError, gateway_config_import
+
+    with pytest.raises(ConfigImportError, match="hedge_budget_percent"):
+        gateway_config_import(document={"routing": {"hedge_budget_percent": 150}})

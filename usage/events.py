@@ -49,6 +49,8 @@ class UsageRecordData:
     usage_anomaly: str
     cost_usd: Decimal | None
     pricing_row_id: int | None
+    hedged: bool
+    hedge_cost_usd: Decimal | None
     latency_ms: float
     upstream_ms: float
     ttft_ms: float | None

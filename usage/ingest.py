@@ -60,6 +60,11 @@ def _record(data: dict[str, Any]) -> UsageRecord:
         if not cost.is_finite() or cost < 0:
             raise ValueError(f"cost_usd is {cost}: a cost is never negative")
         values["cost_usd"] = cost
+    if values.get("hedge_cost_usd") is not None:
+        hedge_cost = Decimal(str(values["hedge_cost_usd"]))
+        if not hedge_cost.is_finite() or hedge_cost < 0:
+            raise ValueError(f"hedge_cost_usd is {hedge_cost}: a cost is never negative")
+        values["hedge_cost_usd"] = hedge_cost
     return UsageRecord(client_key_id=client_key_id, **values)
 
 

@@ -51,6 +51,16 @@ class UsageRecord(models.Model):
     )
     cost_usd = models.DecimalField(max_digits=24, decimal_places=12, null=True, blank=True)
     pricing_row_id = models.BigIntegerField(null=True, blank=True)
+    hedged = models.BooleanField(
+        default=False, help_text="A second copy was sent (hedged request); cost_usd includes both attempts."
+    )
+    hedge_cost_usd = models.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text="The part of cost_usd the attempt that did not serve the answer cost (real or estimated).",
+    )
     latency_ms = models.FloatField(default=0)
     upstream_ms = models.FloatField(default=0)
     ttft_ms = models.FloatField(null=True, blank=True)

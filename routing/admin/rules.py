@@ -21,6 +21,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from accounts.models import ClientKey
 from gatewaysite.api.errors import GatewayError
@@ -145,6 +146,7 @@ class RoutingRuleAdmin(admin.ModelAdmin):
             },
         ),
         ("Action", {"fields": ["action", "strategy"]}),
+        ("Latency objective and hedging", {"fields": ["latency_slo_ms", "hedge", "hedge_delay_ms"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RoutingRule]:
@@ -293,7 +295,58 @@ class RoutingSettingsAdmin(admin.ModelAdmin):
     fieldsets = [
         ("Strategy", {"fields": ["strategy", "allow_request_strategy"]}),
         ("Fallback and health", {"fields": ["max_attempts", "cooldown_failures", "cooldown_seconds"]}),
+        (
+            "Cost under a latency objective (cost-slo)",
+            {"fields": ["latency_slo_ms", "allow_request_latency_slo", "slo_min_samples", "slo_explore_percent"]},
+        ),
+        ("Hedged requests", {"fields": ["hedge_enabled", "hedge_delay_ms", "hedge_budget_percent"]}),
+        (
+            "Outlier ejection",
+            {
+                "fields": [
+                    "outlier_enabled",
+                    "outlier_interval_seconds",
+                    "outlier_consecutive_5xx",
+                    ("outlier_base_ejection_seconds", "outlier_max_ejection_seconds"),
+                    "outlier_max_ejection_percent",
+                    "outlier_success_rate_stdev_factor",
+                    "outlier_failure_percentage_threshold",
+                    "outlier_latency_factor",
+                    ("outlier_minimum_hosts", "outlier_request_volume"),
+                    "live_state",
+                ]
+            },
+        ),
     ]
+    readonly_fields = ["live_state"]
+
+    @admin.display(description="state in this process")
+    def live_state(self, obj: RoutingSettings) -> str:
+        """Ejections, in-flight counts and the hedge budget as this admin process sees them."""
+        from django.utils.html import format_html_join
+
+        from routing.inflight import in_flight
+        from routing.outlier import outliers
+        from routing.services.hedging import budget
+
+        rows = [
+            (
+                name,
+                "ejected" if state["ejected"] else "in rotation",
+                f"{state['reason']} {state['seconds_left']} s left" if state["ejected"] else "",
+                state["ejections"],
+            )
+            for name, state in sorted(outliers.status().items())
+        ]
+        busy = ", ".join(f"{name}: {sum(c)}" for name, c in sorted(in_flight.counts().items())) or "none"
+        table = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html(
+            "<table><tr><th>deployment</th><th>state</th><th>why</th><th>ejections</th></tr>{}</table>"
+            "<p>In flight (all processes): {}</p><p>Hedge budget: {}</p>",
+            table,
+            busy,
+            str(budget.status()),
+        )
 
     def get_form(
         self, request: HttpRequest, obj: RoutingSettings | None = None, change: bool = False, **kwargs: Any

@@ -63,6 +63,9 @@ class RuleInfo:
     action: str
     strategy: str
     targets: tuple[str, ...]  # deployment names, in order
+    latency_slo_ms: int | None = None
+    hedge: bool | None = None  # None: as the routing settings say
+    hedge_delay_ms: int | None = None
 
     @property
     def needs_token_count(self) -> bool:
@@ -76,6 +79,24 @@ class RoutingSettingsInfo:
     max_attempts: int = 3
     cooldown_failures: int = 3
     cooldown_seconds: float = 30.0
+    latency_slo_ms: int | None = None
+    allow_request_latency_slo: bool = False
+    slo_min_samples: int = 10
+    slo_explore_percent: float = 2.0
+    hedge_enabled: bool = False
+    hedge_delay_ms: int | None = None
+    hedge_budget_percent: float = 10.0
+    outlier_enabled: bool = False
+    outlier_interval_seconds: float = 10.0
+    outlier_consecutive_5xx: int = 5
+    outlier_base_ejection_seconds: float = 30.0
+    outlier_max_ejection_seconds: float = 300.0
+    outlier_max_ejection_percent: int = 10
+    outlier_success_rate_stdev_factor: float = 1.9
+    outlier_failure_percentage_threshold: int = 85
+    outlier_latency_factor: float = 0.0
+    outlier_minimum_hosts: int = 5
+    outlier_request_volume: int = 100
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,10 @@ class Snapshot:
 
     def models_matching(self, pattern: str) -> list[str]:
         return [m for m in self.models if fnmatch.fnmatchcase(m, pattern)]
+
+
+# RoutingSettings columns copied as they are into RoutingSettingsInfo (max_attempts is clamped)
+SETTINGS_FIELDS = tuple(name for name in RoutingSettingsInfo.__dataclass_fields__ if name != "max_attempts")
 
 
 def price_of(row: object) -> Price:
@@ -127,11 +152,8 @@ def load_snapshot(version: int) -> Snapshot:
     row = RoutingSettings.objects.filter(pk=1).first()
     settings = (
         RoutingSettingsInfo(
-            strategy=row.strategy,
-            allow_request_strategy=row.allow_request_strategy,
+            **{name: getattr(row, name) for name in SETTINGS_FIELDS},
             max_attempts=max(1, row.max_attempts),
-            cooldown_failures=row.cooldown_failures,
-            cooldown_seconds=row.cooldown_seconds,
         )
         if row
         else RoutingSettingsInfo()
@@ -199,6 +221,9 @@ def load_snapshot(version: int) -> Snapshot:
             action=r.action,
             strategy=r.strategy,
             targets=tuple(targets.get(r.id, ())),
+            latency_slo_ms=r.latency_slo_ms,
+            hedge=r.hedge,
+            hedge_delay_ms=r.hedge_delay_ms,
         )
         for r in RoutingRule.objects.filter(enabled=True).order_by("priority")
     )

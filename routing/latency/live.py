@@ -14,6 +14,13 @@ The request path never waits on Redis for it:
   as a time-decayed mean: a second ``age`` seconds old weighs ``0.5 ** (age /
   half_life)``, seconds older than the window do not count. A failed attempt counts as
   ``LATENCY_ERROR_PENALTY_MS``, so a failing deployment looks slow.
+- Each second also holds a log-spaced histogram (routing/latency/histogram.py) per kind
+  of answer: fields ``h{bucket}|{deployment}`` for whole answers, ``t{bucket}|{deployment}``
+  for streams' time to first token. ``quantiles()`` reads a percentile (the p95 of the
+  ``cost-slo`` strategy and of hedging) from the *most recent* seconds that together
+  hold at least ``recent`` samples, so it follows a change within the seconds those
+  samples take, in both directions, instead of averaging the whole window.
+- The same round trip shares the in-flight counts of ``least-busy`` (routing/inflight.py).
 
 So a deployment that slows down loses traffic within about a second on every process,
 and one that was avoided drops out of the window, after which the strategy tries it
@@ -38,14 +45,16 @@ from django.conf import settings
 from gatewaysite import clock as clock_module
 from gatewaysite.env import GatewaySettings
 from gatewaysite.redis import get_redis
+from routing.latency.histogram import Histogram, bucket_of
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "gw:lat:"
 SYNC_INTERVAL_SECONDS = 1.0
 
-# deployment -> epoch second -> [sum of successful microseconds, successes, failures]
-Buckets = dict[str, dict[int, list[int]]]
+# deployment -> epoch second -> [sum of successful microseconds, successes, failures, histogram counts]
+# histogram counts: "h{bucket}" (whole answers) / "t{bucket}" (streams' first token) -> count
+Buckets = dict[str, dict[int, list[Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +64,33 @@ class LiveStat:
     errors: int
 
 
+@dataclass(frozen=True, slots=True)
+class LiveQuantile:
+    """A percentile of the most recent samples of one deployment, and how many it rests on."""
+
+    ms: float
+    samples: int  # samples the percentile was read from (the newest seconds)
+    window_samples: int  # samples in the whole window
+
+
+def _new_bucket() -> list[Any]:
+    return [0, 0, 0, {}]
+
+
 def _merge(into: Buckets, other: Buckets) -> None:
     for deployment, seconds in other.items():
         target = into.setdefault(deployment, {})
-        for second, (sum_us, ok, errors) in seconds.items():
+        for second, (sum_us, ok, errors, hist) in seconds.items():
             bucket = target.get(second)
             if bucket is None:
-                target[second] = [sum_us, ok, errors]
+                target[second] = [sum_us, ok, errors, dict(hist)]
             else:
                 bucket[0] += sum_us
                 bucket[1] += ok
                 bucket[2] += errors
+                counts = bucket[3]
+                for name, count in hist.items():
+                    counts[name] = counts.get(name, 0) + count
 
 
 class _Totals:
@@ -96,7 +121,7 @@ def _accumulate(totals: dict[str, _Totals], buckets: Buckets, now_second: int, c
     penalty = conf["LATENCY_ERROR_PENALTY_MS"]
     for deployment, seconds in buckets.items():
         entry = totals.get(deployment)
-        for second, (sum_us, ok, errors) in seconds.items():
+        for second, (sum_us, ok, errors, _) in seconds.items():
             age = now_second - second
             if age >= window:
                 continue
@@ -139,21 +164,28 @@ class LiveLatency:
 
     # --- the request path ------------------------------------------------------------
 
-    def observe(self, deployment: str, upstream_ms: float, ok: bool) -> None:
-        """Record one attempt (ms: time to first token for streams, upstream time otherwise)."""
+    def observe(self, deployment: str, upstream_ms: float, ok: bool, *, stream: bool = False) -> None:
+        """Record one attempt (ms: time to first token for streams, upstream time otherwise).
+
+        A failed attempt goes into the histogram as ``LATENCY_ERROR_PENALTY_MS``: for a
+        latency objective a deployment that fails is as bad as a slow one.
+        """
         second = int(clock_module.clock.time())
+        sample_ms = upstream_ms if ok else float(settings.GATEWAY["LATENCY_ERROR_PENALTY_MS"])
+        hist_key = f"{'t' if stream else 'h'}{bucket_of(sample_ms)}"
         with self._lock:
             seconds = self._local.get(deployment)
             if seconds is None:
                 seconds = self._local[deployment] = {}
             bucket = seconds.get(second)
             if bucket is None:
-                bucket = seconds[second] = [0, 0, 0]
+                bucket = seconds[second] = _new_bucket()
             if ok:
                 bucket[0] += int(upstream_ms * 1000)
                 bucket[1] += 1
             else:
                 bucket[2] += 1
+            bucket[3][hist_key] = bucket[3].get(hist_key, 0) + 1
         self._ensure_sync()
 
     def live(self) -> dict[str, LiveStat]:
@@ -176,6 +208,55 @@ class LiveLatency:
             for name, entry in totals.items()
             if entry.weight > 0
         }
+
+    def quantiles(self, q: float, *, stream: bool, recent: int) -> dict[str, LiveQuantile]:
+        """Deployment -> the ``q`` percentile of its newest samples (at least ``recent`` when the window has them).
+
+        ``stream``: streams' time to first token, else whole answers. Seconds are taken
+        newest first until they hold ``recent`` samples; a deployment with fewer in the
+        whole window gets the percentile of what there is (``window_samples`` says how
+        many: callers decide whether that is enough).
+        """
+        conf = settings.GATEWAY
+        window = conf["LATENCY_WINDOW_SECONDS"]
+        now_second = int(clock_module.clock.time())
+        prefix = "t" if stream else "h"
+        self._ensure_sync()
+        per_second: dict[str, dict[int, dict[int, int]]] = {}
+        with self._lock:
+            if self._client_factory() is None and self._local:
+                self._fold_local(now_second, conf)
+                self._remote_second = None  # the cached totals of this second lack what was folded
+            for source in (self._remote, self._inflight, self._local):
+                for deployment, seconds in source.items():
+                    target = per_second.setdefault(deployment, {})
+                    for second, bucket in seconds.items():
+                        if now_second - second >= window:
+                            continue
+                        counts = target.setdefault(second, {})
+                        for name, count in bucket[3].items():
+                            if name[0] == prefix:
+                                index = int(name[1:])
+                                counts[index] = counts.get(index, 0) + count
+        result: dict[str, LiveQuantile] = {}
+        for deployment, by_second in per_second.items():
+            histogram = Histogram()
+            used = 0
+            total = sum(sum(second_counts.values()) for second_counts in by_second.values())
+            if not total:
+                continue
+            for second in sorted(by_second, reverse=True):
+                second_counts = by_second[second]
+                if not second_counts:
+                    continue
+                histogram.merge([index, count] for index, count in second_counts.items())
+                used += sum(second_counts.values())
+                if used >= recent:
+                    break
+            value = histogram.percentile(q)
+            if value is not None:
+                result[deployment] = LiveQuantile(ms=value, samples=used, window_samples=total)
+        return result
 
     def stats(self) -> dict[str, tuple[float, int]]:
         """deployment name -> (recent mean upstream ms, recent sample count)."""
@@ -216,7 +297,7 @@ class LiveLatency:
         pipe = client.pipeline(transaction=False)
         keys: set[str] = set()
         for deployment, seconds in batch.items():
-            for second, (sum_us, ok, errors) in seconds.items():
+            for second, (sum_us, ok, errors, hist) in seconds.items():
                 if now_second - second >= window:
                     continue
                 key = f"{KEY_PREFIX}{second}"
@@ -225,12 +306,17 @@ class LiveLatency:
                     pipe.hincrby(key, f"n|{deployment}", ok)
                 if errors:
                     pipe.hincrby(key, f"e|{deployment}", errors)
+                for name, count in hist.items():
+                    pipe.hincrby(key, f"{name}|{deployment}", count)
                 keys.add(key)
         for key in keys:
             pipe.expire(key, window + 10)
         first = now_second - window + 1
         for second in range(first, now_second + 1):
             pipe.hgetall(f"{KEY_PREFIX}{second}")
+        from routing.inflight import in_flight
+
+        shared_commands = in_flight.contribute(pipe, now_second)
         try:
             replies = pipe.execute()
         except BaseException:
@@ -238,12 +324,20 @@ class LiveLatency:
                 _merge(self._local, self._inflight)
                 self._inflight = {}
             raise
+        if shared_commands:
+            in_flight.absorb(replies[-shared_commands:], now_second)
+            replies = replies[:-shared_commands]
         remote: Buckets = {}
         for second, fields in zip(range(first, now_second + 1), replies[-window:], strict=True):
             for raw_field, raw_value in fields.items():
                 kind, _, deployment = raw_field.decode().partition("|")
-                bucket = remote.setdefault(deployment, {}).setdefault(second, [0, 0, 0])
-                bucket["sne".index(kind)] += int(raw_value)
+                bucket = remote.setdefault(deployment, {}).get(second)
+                if bucket is None:
+                    bucket = remote[deployment][second] = _new_bucket()
+                if kind in ("s", "n", "e"):
+                    bucket["sne".index(kind)] += int(raw_value)
+                elif kind[:1] in ("h", "t"):
+                    bucket[3][kind] = bucket[3].get(kind, 0) + int(raw_value)
         with self._lock:
             self._remote = remote
             self._inflight = {}

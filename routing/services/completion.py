@@ -32,7 +32,10 @@ from providers.adapters.registry import adapter_for
 from routing.config.cache import config_cache
 from routing.config.snapshot import DeploymentInfo
 from routing.health import health
+from routing.inflight import in_flight
 from routing.latency.live import live_latency
+from routing.outlier import outliers
+from routing.services import hedging
 from routing.services.planning import plan_route
 from routing.services.stream_billing import StreamEnd, StreamLedger, relay_openai_stream
 from routing.strategies.base import Ranking, RouteRequest
@@ -78,11 +81,16 @@ class _Call:
     reservation: budgets.Reservation | None = None
     admission: Admission | None = None
     finished: bool = False
+    served: Attempt | None = None  # the attempt whose answer the client got (default: the last one)
+    hedge_loser: Attempt | None = None  # a hedged request's other attempt
+    hedge_loser_usage: Usage | None = None  # its real usage, when it finished anyway
 
     def headers(self, deployment: DeploymentInfo | None) -> dict[str, str]:
         headers = {"x-gateway-attempts": str(len(self.attempts))}
         if self.admission is not None:
             headers.update(self.admission.headers())
+        if self.hedge_loser is not None:
+            headers["x-gateway-hedged"] = self.hedge_loser.deployment.name
         if self.ranking is not None:
             headers["x-gateway-strategy"] = self.ranking.strategy
             headers["x-gateway-route-reason"] = self.ranking.reason or self.ranking.strategy
@@ -110,7 +118,7 @@ class _Call:
             return None, None
         self.finished = True
         total_ms = (monotonic() - self.received) * 1000
-        served = self.attempts[-1] if self.attempts else None
+        served = self.served or (self.attempts[-1] if self.attempts else None)
         deployment = served.deployment if served else None
         # the row in effect at receipt, from a snapshot known to hold it (routing/config/notice.py)
         price = (
@@ -125,6 +133,9 @@ class _Call:
             usage = self.estimated_usage(output_text)
             usage_estimated = True
         cost = cost_of(usage, price) if price is not None else None  # a failure before output costs 0
+        hedge_cost = self.hedge_cost()
+        if hedge_cost is not None and cost is not None:
+            cost += hedge_cost  # billed to the key: the upstream charges for both copies
         key = self.route.key
         upstream_total = sum(a.upstream_ms for a in self.attempts)
         record = UsageRecordData(
@@ -155,13 +166,15 @@ class _Call:
             usage_anomaly=anomaly,
             cost_usd=cost,
             pricing_row_id=price.id if price is not None else None,
+            hedged=self.hedge_loser is not None,
+            hedge_cost_usd=hedge_cost,
             latency_ms=round(total_ms, 3),
             upstream_ms=round(upstream_total, 3),
             ttft_ms=served.ttft_ms if served else None,
         )
         samples = []
         for index, attempt in enumerate(self.attempts, start=1):
-            last = index == len(self.attempts)
+            last = attempt is served
             attempt_total = total_ms if last else attempt.upstream_ms
             samples.append(
                 LatencySampleData(
@@ -188,6 +201,20 @@ class _Call:
         values = get_recorder().record(event)
         spend = from_picodollars(values[0]) if values else None
         return cost, spend
+
+    def hedge_cost(self) -> Decimal | None:
+        """What the hedged request's other attempt costs: real when it finished, else its input tokens."""
+        loser = self.hedge_loser
+        if loser is None:
+            return None
+        price = self.route.snapshot.price_for(loser.deployment, self.received_at)
+        if price is None:
+            return None
+        usage = self.hedge_loser_usage
+        if usage is None or usage.anomaly:
+            prompt, _ = self.route.input_tokens()
+            usage = Usage(prompt_tokens=prompt)
+        return cost_of(usage, price)
 
     def estimated_usage(self, output_text: str) -> Usage:
         """The gateway's own count: the request's input estimate and the output it relayed."""
@@ -216,9 +243,19 @@ def _as_gateway_error(error: UpstreamError) -> GatewayError:
 def _record_attempt(call: _Call, attempt: Attempt, error: UpstreamError | None) -> None:
     settings = call.route.snapshot.settings
     name = attempt.deployment.name
+    stream = call.route.stream
     if error is None:
         health.success(name)
-        live_latency.observe(name, attempt.ttft_ms if attempt.ttft_ms is not None else attempt.upstream_ms, True)
+        latency = attempt.ttft_ms if attempt.ttft_ms is not None else attempt.upstream_ms
+        live_latency.observe(name, latency, True, stream=stream)
+        outliers.observe(
+            name,
+            attempt.deployment.model_name,
+            ok=True,
+            server_error=False,
+            latency_ms=latency,
+            snapshot=call.route.snapshot,
+        )
         return
     attempt.ok = False
     attempt.http_status = error.status
@@ -227,7 +264,15 @@ def _record_attempt(call: _Call, attempt: Attempt, error: UpstreamError | None) 
         health.failure(name, threshold=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         if error.retry_after is not None:  # the upstream said when to come back: not before
             health.cool_for(name, min(error.retry_after, float(django_settings.GATEWAY["RETRY_AFTER_MAX_SECONDS"])))
-        live_latency.observe(name, attempt.upstream_ms, False)
+        live_latency.observe(name, attempt.upstream_ms, False, stream=stream)
+        outliers.observe(
+            name,
+            attempt.deployment.model_name,
+            ok=False,
+            server_error=error.status >= 500,
+            latency_ms=attempt.upstream_ms,
+            snapshot=call.route.snapshot,
+        )
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -250,12 +295,26 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
     candidates = call.ranking.candidates
     last_error: UpstreamError | None = None
     index = call.admission.chosen  # candidates before it are at their own rate limit
+    tried: set[str] = set()
+    plan = (
+        hedging.hedge_plan(route, call.ranking, candidates[index : index + max_attempts]) if index is not None else None
+    )
+    if plan is not None and index is not None:
+        result, last_error, tried = _hedged_first_attempt(call, candidates[index], plan)
+        if result is not None:
+            return result
+        retryable = last_error is None or last_error.retryable
+        index = next_candidate(call.admission, route, candidates, index + 1) if retryable else None
     while index is not None and len(call.attempts) < max_attempts:
         deployment = candidates[index]
+        if deployment.name in tried:  # the hedge's second copy failed already
+            index = next_candidate(call.admission, route, candidates, index + 1)
+            continue
         attempt = Attempt(deployment=deployment, started_at=now())
         call.attempts.append(attempt)
         adapter = adapter_for(deployment.kind)
         started = monotonic()
+        in_flight.acquire(deployment.name)
         try:
             if route.stream:
                 upstream = adapter.stream(deployment.target, route.body)
@@ -266,6 +325,7 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
             else:
                 completion = adapter.complete(deployment.target, route.body)
         except UpstreamError as error:
+            in_flight.release(deployment.name)
             attempt.upstream_ms = (monotonic() - started) * 1000
             _record_attempt(call, attempt, error)
             last_error = error
@@ -274,6 +334,7 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
             index = next_candidate(call.admission, route, candidates, index + 1)
             continue
         except Exception:  # an adapter bug must not lose the record or hide the fallback
+            in_flight.release(deployment.name)
             logger.exception("adapter %s failed on deployment %s", deployment.kind, deployment.name)
             attempt.upstream_ms = (monotonic() - started) * 1000
             last_error = UpstreamError(f"{deployment.provider}: the gateway could not translate the answer", status=502)
@@ -284,20 +345,75 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
         if route.stream:
             assert first is not None  # an empty stream raised above
             return _stream_result(call, attempt, upstream, first, started)
+        in_flight.release(deployment.name)
         attempt.upstream_ms = (monotonic() - started) * 1000
-        _record_attempt(call, attempt, None)
-        output_text = _output_text(completion.body)
-        cost, spend = call.finish(status="ok", http_status=200, usage=completion.usage, output_text=output_text)
-        if completion.usage is not None and completion.usage.anomaly:
-            # The client sees the usage it is billed for, never the implausible values (an
-            # upstream that echoes the request may have put a credential there).
-            completion.body["usage"] = call.estimated_usage(output_text).to_openai()
-        headers = call.headers(deployment)
-        headers["content-type"] = "application/json"
-        _cost_headers(headers, cost, spend)
-        return CompletionResult(status=200, headers=headers, body=orjson.dumps(completion.body))
-    assert last_error is not None
+        return _completion_result(call, attempt, completion)
+    if last_error is None:
+        last_error = UpstreamError("No deployment could take this request.", status=502)
     return call.fail_response(_as_gateway_error(last_error))
+
+
+def _completion_result(call: _Call, attempt: Attempt, completion: Any) -> CompletionResult:
+    """A non-streaming answer: record the attempt, price and record the request, answer."""
+    _record_attempt(call, attempt, None)
+    output_text = _output_text(completion.body)
+    cost, spend = call.finish(status="ok", http_status=200, usage=completion.usage, output_text=output_text)
+    if completion.usage is not None and completion.usage.anomaly:
+        # The client sees the usage it is billed for, never the implausible values (an
+        # upstream that echoes the request may have put a credential there).
+        completion.body["usage"] = call.estimated_usage(output_text).to_openai()
+    headers = call.headers(attempt.deployment)
+    headers["content-type"] = "application/json"
+    _cost_headers(headers, cost, spend)
+    return CompletionResult(status=200, headers=headers, body=orjson.dumps(completion.body))
+
+
+def _hedged_first_attempt(
+    call: _Call, primary: DeploymentInfo, plan: hedging.HedgePlan
+) -> tuple[CompletionResult | None, UpstreamError | None, set[str]]:
+    """The first attempt, hedged (routing/services/hedging.py).
+
+    Returns the response when an attempt answered, else the last error and the
+    deployments tried, for the fallback to go on with the others.
+    """
+    legs, winner = hedging.race(call.route, primary, plan)
+    last_error: UpstreamError | None = None
+    for leg in legs:
+        attempt = Attempt(deployment=leg.deployment, started_at=leg.started_at)
+        attempt.upstream_ms = leg.upstream_ms
+        attempt.ttft_ms = leg.ttft_ms
+        call.attempts.append(attempt)
+        if leg is winner:
+            attempt.ok = True
+            call.served = attempt
+            continue
+        if len(legs) > 1 and winner is not None:
+            call.hedge_loser = attempt
+        if leg.cancelled:
+            # Cut before it answered: not the deployment's failure (no cooldown, no ejection), but
+            # its latency is at least this long, which the live p95 should know.
+            attempt.ok = False
+            attempt.http_status = hedging.CANCELLED_STATUS
+            attempt.error_code = hedging.CANCELLED_CODE
+            live_latency.observe(leg.deployment.name, leg.upstream_ms, True, stream=call.route.stream)
+        elif leg.error is not None:
+            _record_attempt(call, attempt, leg.error)
+            last_error = leg.error
+        else:  # it answered too, just later: a real answer, and its real usage is billed
+            attempt.ok = True
+            _record_attempt(call, attempt, None)
+            if leg.completion is not None:
+                call.hedge_loser_usage = leg.completion.usage
+    tried = {leg.deployment.name for leg in legs}
+    if winner is None:
+        return None, last_error, tried
+    served = call.served
+    assert served is not None
+    if call.route.stream:
+        assert winner.upstream is not None and winner.first is not None
+        winner.holds_busy = False  # the stream's end releases it
+        return _stream_result(call, served, winner.upstream, winner.first, winner.started), None, tried
+    return _completion_result(call, served, winner.completion), None, tried
 
 
 def _output_text(body: dict[str, Any]) -> str:
@@ -328,6 +444,9 @@ class CallStreamBilling:
 
     def estimated_usage(self, output_text: str) -> Usage:
         return self.call.estimated_usage(output_text)
+
+    def upstream_closed(self) -> None:
+        in_flight.release(self.deployment)  # held since the attempt started (run_completion, hedging)
 
     def settle(self, end: StreamEnd) -> tuple[Decimal | None, Decimal | None]:
         if self.attempt.upstream_ms == 0:  # the client left or the gateway failed mid-stream

@@ -196,6 +196,9 @@ RULE_FIELDS: dict[str, Parser] = {
     "action": _text,
     "strategy": _text,
     "targets": _names,
+    "latency_slo_ms": _optional_integer,
+    "hedge": _optional_boolean,
+    "hedge_delay_ms": _optional_integer,
 }
 
 ROUTING_FIELDS: dict[str, Parser] = {
@@ -204,6 +207,24 @@ ROUTING_FIELDS: dict[str, Parser] = {
     "max_attempts": _integer,
     "cooldown_failures": _integer,
     "cooldown_seconds": _number,
+    "latency_slo_ms": _optional_integer,
+    "allow_request_latency_slo": _boolean,
+    "slo_min_samples": _integer,
+    "slo_explore_percent": _number,
+    "hedge_enabled": _boolean,
+    "hedge_delay_ms": _optional_integer,
+    "hedge_budget_percent": _number,
+    "outlier_enabled": _boolean,
+    "outlier_interval_seconds": _number,
+    "outlier_consecutive_5xx": _integer,
+    "outlier_base_ejection_seconds": _number,
+    "outlier_max_ejection_seconds": _number,
+    "outlier_max_ejection_percent": _integer,
+    "outlier_success_rate_stdev_factor": _number,
+    "outlier_failure_percentage_threshold": _integer,
+    "outlier_latency_factor": _number,
+    "outlier_minimum_hosts": _integer,
+    "outlier_request_volume": _integer,
 }
 
 PRICE_FIELDS = (

@@ -22,7 +22,7 @@ from routing.services.completion import Attempt, CompletionResult, _as_gateway_e
 from routing.services.dispatch import AttemptsExhausted, first_success
 from routing.services.planning import plan_route
 from routing.strategies.base import RouteRequest
-from usage import budgets
+from usage.admission import admit
 
 MAX_INPUTS = 2048  # OpenAI's limit on the items of one request
 ENCODING_FORMATS = ("float", "base64")
@@ -83,7 +83,8 @@ def validate_embeddings_body(body: Any) -> dict[str, Any]:
 def run_embeddings(route: RouteRequest, *, request_id: str, received: float) -> CompletionResult:
     call = _Call(route=route, request_id=request_id, received=received, received_at=now())
     call.ranking = plan_route(route)
-    call.reservation = budgets.reserve(route.key, route) if budgets.needs_reservation(route.key) else None
+    call.admission = admit(route, call.ranking.candidates)  # rate limits and budget: one round trip
+    call.reservation = call.admission.reservation
 
     def send(deployment: DeploymentInfo, attempt: Attempt, started: float) -> Embeddings:
         return adapter_for(deployment.kind).embed(deployment.target, route.body)

@@ -15,9 +15,13 @@ from accounts.keycache import KeyInfo
 from gatewaysite.clock import now
 from routing.config.snapshot import DeploymentInfo, RuleInfo, Snapshot
 from routing.health import health
+from routing.inflight import in_flight
 from routing.latency.live import live_latency
+from routing.outlier import outliers
+from routing.services.hedging import hedge_plan
 from routing.services.planning import STRATEGY_HEADER, fits_context, plan_route, strategy_for
 from routing.strategies.base import Ranking, RouteRequest
+from routing.strategies.cost_slo import latency_objective
 from routing.strategies.custom import check_rules
 from usage.cost import estimate_cost, format_usd
 from usage.ratelimits import DeploymentLimits, deployment_headroom
@@ -70,6 +74,8 @@ def _excluded_reason(route: RouteRequest, deployment: DeploymentInfo, ranking: R
         return "context_window_exceeded"
     if health.cooling(deployment.name):
         return "cooling_down"
+    if outliers.ejected(deployment.name):
+        return "ejected"
     if ranking.rule is not None:
         return "not_in_rule"
     return "not_ranked"
@@ -86,6 +92,10 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
     moment = now()
     latency = live_latency.stats()
     max_attempts = snapshot.settings.max_attempts
+    min_samples = max(1, snapshot.settings.slo_min_samples)
+    p95 = live_latency.quantiles(0.95, stream=route.stream, recent=min_samples)
+    busy = in_flight.counts()
+    outlier_state = outliers.status()
 
     headroom = deployment_headroom(
         [DeploymentLimits(d.id, d.rpm_limit, d.tpm_limit) for d in ranking.candidates], input_tokens
@@ -112,6 +122,10 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
                 ),
                 "latency_ms": round(mean[0], 3) if mean is not None else None,
                 "latency_samples": mean[1] if mean is not None else 0,
+                "p95_ms": round(p95[deployment.name].ms, 3) if deployment.name in p95 else None,
+                "in_flight": sum(busy.get(deployment.name, (0, 0))),
+                "ejected": outliers.ejected(deployment.name),
+                "outlier": outlier_state.get(deployment.name),
                 "weight": deployment.weight,
                 "priority": deployment.priority,
                 "score": ranking.scores.get(deployment.name, {}),
@@ -129,6 +143,18 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
             snapshot.deployments_for(route.model)
         )
         rules = [check.as_dict() for check in check_rules(route, eligible)]
+    route.rule = ranking.rule
+    objective, objective_source = latency_objective(route)
+    plan = hedge_plan(route, ranking, ranking.candidates[:max_attempts])
+    hedge = None
+    if plan is not None:
+        hedge = {
+            "enabled": True,
+            "delay_ms": round(plan.delay_seconds * 1000, 3) if plan.delay_seconds is not None else None,
+            "delay_source": plan.delay_source,
+            "backup": plan.backup.name,
+            "budget_percent": snapshot.settings.hedge_budget_percent,
+        }
     return {
         "object": "routing.explain",
         "model": route.model,
@@ -144,4 +170,6 @@ def routing_explain(*, route: RouteRequest) -> dict[str, Any]:
         "candidates": candidates,
         "excluded": excluded,
         "rules": rules,
+        "latency_objective": {"ms": objective, "source": objective_source},
+        "hedge": hedge or {"enabled": False},
     }

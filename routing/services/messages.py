@@ -44,7 +44,7 @@ from routing.services.dispatch import AttemptsExhausted, first_success
 from routing.services.planning import check_model_access, plan_route
 from routing.services.stream_billing import StreamLedger
 from routing.strategies.base import RouteRequest
-from usage import budgets
+from usage.admission import admit
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,8 @@ def run_messages(
         if not native_only:
             raise InvalidRequest(request.refusal.message, code=request.refusal.code, param=None)
         call.ranking.candidates = native_only
-    call.reservation = budgets.reserve(route.key, route) if budgets.needs_reservation(route.key) else None
+    call.admission = admit(route, call.ranking.candidates)  # rate limits and budget: one round trip
+    call.reservation = call.admission.reservation
 
     def send(deployment: DeploymentInfo, attempt: Attempt, started: float) -> Any:
         adapter = adapter_for(deployment.kind)

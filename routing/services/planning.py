@@ -9,6 +9,7 @@ import orjson
 from gatewaysite.api.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from routing.config.snapshot import DeploymentInfo
 from routing.health import health
+from routing.outlier import outliers
 from routing.strategies.base import Ranking, RouteRequest
 from routing.strategies.registry import get_strategy, strategy_names
 
@@ -93,10 +94,13 @@ def _sized(request: RouteRequest, deployments: Sequence[DeploymentInfo]) -> list
 
 def plan_route(request: RouteRequest) -> Ranking:
     """Ordered deployments to try. Deployments whose context window cannot hold the request are
-    skipped (400 when all are); deployments in cooldown are skipped unless all are."""
+    skipped (400 when all are); deployments in cooldown or ejected are skipped unless all are."""
     check_model_access(request)
     deployments = _sized(request, request.snapshot.deployments_for(request.model))
-    available = [d for d in deployments if not health.cooling(d.name)] or list(deployments)
+    outliers.tick(request.snapshot)
+    available = [d for d in deployments if not health.cooling(d.name) and not outliers.ejected(d.name)] or list(
+        deployments
+    )
     name, source = strategy_for(request)
     ranking = get_strategy(name).choose(request, available)
     if not ranking.strategy:

@@ -91,6 +91,9 @@ class StreamBilling(Protocol):
         """The gateway's own count: the request's input and ``output_text``."""
         ...
 
+    def upstream_closed(self) -> None:
+        """The upstream connection is closed, however the stream ended: free what the call held."""
+
 
 class StreamLedger:
     """The billing state of one started stream: what it relayed, and its ending once it has one."""
@@ -122,6 +125,9 @@ class StreamLedger:
         """The provider's usage: the upstream call is done, its answer is whole."""
         self.usage = usage
         self._upstream_succeeded()
+
+    def upstream_closed(self) -> None:
+        self._billing.upstream_closed()
 
     def billed_usage(self) -> Usage:
         """The usage the stream is billed with: the provider's, unless missing or implausible (``anomaly``)."""
@@ -213,6 +219,7 @@ def relay_openai_stream(
         close = getattr(upstream, "close", None)
         if close is not None:
             close()
+        ledger.upstream_closed()
         ledger.client_closed()
 
 

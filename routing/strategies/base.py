@@ -29,6 +29,7 @@ class RouteRequest:
     # The API called: "chat" (/v1/chat/completions), "messages" (/v1/messages, ``body`` is its
     # OpenAI translation) or "embeddings" (/v1/embeddings). Chat and messages use chat deployments.
     endpoint: str = "chat"
+    rule: RuleInfo | None = None  # the routing rule that applies, set by ``custom`` before its inner strategy ranks
     _input_tokens: tuple[int, str] | None = field(default=None, repr=False)
 
     @property

@@ -134,6 +134,7 @@ class CustomStrategy(Strategy):
             subset = rule_subset(rule, candidates)
             if not subset:
                 continue
+            request.rule = rule  # per-rule options (latency objective) for the inner strategy
             if rule.action == "strategy":
                 inner = rule.strategy if rule.strategy in strategy_names() and rule.strategy != self.name else None
                 ranking = get_strategy(inner or FALLBACK_STRATEGY).choose(request, subset)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from routing.strategies.balanced import BalancedStrategy
 from routing.strategies.base import Strategy
 from routing.strategies.cost import CostStrategy
+from routing.strategies.cost_slo import CostSloStrategy
 from routing.strategies.custom import CustomStrategy
 from routing.strategies.latency import LatencyStrategy
+from routing.strategies.least_busy import LeastBusyStrategy
 from routing.strategies.model import ModelStrategy
 
 STRATEGY_CLASSES: list[type[Strategy]] = [
@@ -15,6 +17,8 @@ STRATEGY_CLASSES: list[type[Strategy]] = [
     CostStrategy,
     LatencyStrategy,
     CustomStrategy,
+    CostSloStrategy,
+    LeastBusyStrategy,
 ]
 
 STRATEGIES: dict[str, Strategy] = {cls.name: cls() for cls in STRATEGY_CLASSES}

@@ -20,6 +20,7 @@ from gatewaysite.clock import now
 from routing.config.cache import config_cache
 from routing.latency.live import live_latency
 from routing.latency.selectors import latency_report
+from routing.outlier import outliers
 from routing.views.completions import ClientKeyView
 
 DEFAULT_WINDOW = "1h"
@@ -56,14 +57,26 @@ class LatencyView(ClientKeyView):
             allowed = [name for name, model in models.items() if key.may_use(model)]
         providers = latency_report(since=since, deployments=allowed, models=models)
         live = live_latency.live()
+        p95 = live_latency.quantiles(0.95, stream=False, recent=snapshot.settings.slo_min_samples)
+        ttft_p95 = live_latency.quantiles(0.95, stream=True, recent=snapshot.settings.slo_min_samples)
+        ejections = outliers.status()
         for provider in providers:
             for item in provider["deployments"]:
-                stat = live.get(item["deployment"])
+                name = item["deployment"]
+                stat = live.get(name)
                 item["live"] = (
-                    {"mean_ms": round(stat.mean_ms, 3), "samples": stat.samples, "errors": stat.errors}
+                    {
+                        "mean_ms": round(stat.mean_ms, 3),
+                        "samples": stat.samples,
+                        "errors": stat.errors,
+                        "p95_ms": round(p95[name].ms, 3) if name in p95 else None,
+                        "ttft_p95_ms": round(ttft_p95[name].ms, 3) if name in ttft_p95 else None,
+                    }
                     if stat
                     else None
                 )
+                state = ejections.get(name)
+                item["outlier"] = state or {"ejected": False, "ejections": 0}
         body = {
             "object": "routing.latency",
             "window": window_text.strip(),

@@ -316,7 +316,21 @@ def test_admin_routing_settings_is_a_single_row(admin_client_logged: Any) -> Non
         "max_attempts": "2",
         "cooldown_failures": "3",
         "cooldown_seconds": "30",
+        "slo_min_samples": "10",
+        "slo_explore_percent": "2",
+        "hedge_budget_percent": "10",
+        "outlier_interval_seconds": "10",
+        "outlier_consecutive_5xx": "5",
+        "outlier_base_ejection_seconds": "30",
+        "outlier_max_ejection_seconds": "300",
+        "outlier_max_ejection_percent": "10",
+        "outlier_success_rate_stdev_factor": "1.9",
+        "outlier_failure_percentage_threshold": "85",
+        "outlier_latency_factor": "0",
+        "outlier_minimum_hosts": "5",
+        "outlier_request_volume": "100",
     }
+    assert b"In flight (all processes)" in page.content  # outlier ejections, in-flight counts, hedge budget
     assert admin_client_logged.post(response.url, data).status_code == 302
     assert RoutingSettings.objects.get(pk=1).strategy == "custom"
     assert admin_client_logged.post(response.url, {**data, "strategy": "fastest"}).status_code == 200

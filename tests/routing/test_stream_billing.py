@@ -32,6 +32,7 @@ class Billing:
         self.fail = fail
         self.upstream: list[UpstreamError | None] = []
         self.ends: list[StreamEnd] = []
+        self.closed = 0  # upstream_closed calls: exactly one per stream, however it ended
 
     def upstream_ended(self, error: UpstreamError | None) -> None:
         self.upstream.append(error)
@@ -44,6 +45,9 @@ class Billing:
 
     def estimated_usage(self, output_text: str) -> Usage:
         return Usage(prompt_tokens=3, completion_tokens=len(output_text))
+
+    def upstream_closed(self) -> None:
+        self.closed += 1
 
 
 def text(content: str) -> dict[str, Any]:
@@ -92,7 +96,7 @@ def test_completed_with_the_providers_usage_bills_it_before_the_usage_chunk_reac
     assert end == StreamEnd(StreamOutcome.COMPLETED, Usage(prompt_tokens=7, completion_tokens=2), "Hello")
     assert end.outcome.status == "ok"
     assert billing.upstream == [None]  # the upstream call reported once, as a success
-    assert closed == ["closed"]
+    assert closed == ["closed"] and billing.closed == 1
 
 
 def test_completed_without_usage_is_billed_on_the_gateways_count_and_the_usage_chunk_is_dropped() -> None:
@@ -132,7 +136,7 @@ def test_an_upstream_that_breaks_is_billed_then_told_with_an_error_event_and_no_
     assert end == StreamEnd(outcome, None, "Partial", 502, code)
     assert end.outcome.status == status
     assert billing.upstream == [error]  # its health learns of the failure
-    assert closed == ["closed"]
+    assert closed == ["closed"] and billing.closed == 1
 
 
 def test_a_client_that_leaves_is_billed_for_what_was_relayed_and_the_upstream_is_closed() -> None:
@@ -145,7 +149,7 @@ def test_a_client_that_leaves_is_billed_for_what_was_relayed_and_the_upstream_is
     assert end == StreamEnd(StreamOutcome.CLIENT_CLOSED, None, "One two", 200, "client_closed")
     assert end.outcome.status == "client_closed"
     assert billing.upstream == []  # the upstream did not fail: no health report either way
-    assert closed == ["closed"]
+    assert closed == ["closed"] and billing.closed == 1
 
 
 def test_a_client_that_leaves_after_the_usage_chunk_is_not_billed_twice() -> None:
@@ -167,7 +171,7 @@ def test_a_failure_of_the_gateways_own_is_billed_and_told_as_stream_error() -> N
     (end,) = billing.ends
     assert end == StreamEnd(StreamOutcome.GATEWAY_FAILED, None, "Hi", 502, "stream_error")
     assert end.outcome.status == "error"
-    assert closed == ["closed"]
+    assert closed == ["closed"] and billing.closed == 1
 
 
 def test_a_recorder_failure_at_the_end_still_gives_the_client_its_whole_answer() -> None:

@@ -274,7 +274,8 @@ def test_embedded_default_limits_in_process(
 def test_budget_and_rate_limit_take_one_redis_round_trip(
     tmp_path: Path, settings: Any, route: dict[str, Any], issue_key: Any, gateway_url: str
 ) -> None:
-    """On a Redis of its own, the admission of a budgeted, rate-limited request is one EVALSHA."""
+    """On a Redis of its own, the admission of a budgeted, rate-limited request is one EVALSHA
+    (rate limits and budget together); the record is the recorder's own, as for every request."""
     import redis
 
     from gatewaysite.redis import reset_redis
@@ -295,7 +296,9 @@ def test_budget_and_rate_limit_take_one_redis_round_trip(
         for _ in range(5):
             assert _post(gateway_url, secret, max_tokens=20).status_code == 200
         commands = stats.info("commandstats")
-        assert commands["cmdstat_evalsha"]["calls"] == 5
+        # per request: one admission script before the call, and the recorder's batch script
+        # after it (one batch per request here, as they are sent one after another)
+        assert commands["cmdstat_evalsha"]["calls"] == 5 + 5
         assert "cmdstat_eval" not in commands  # (commands run inside the script are counted by name too)
     finally:
         settings.REDIS_URL = original
