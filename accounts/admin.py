@@ -44,7 +44,7 @@ class AllowedModelsField(forms.CharField):
             return ", ".join(str(v) for v in value)
         return value
 
-    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]  # a list where Django's CharField gives a str
         if isinstance(value, list | tuple):
             return [str(v) for v in value]
         return _split_models(super().to_python(value) or "")

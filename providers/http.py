@@ -81,10 +81,10 @@ class _IdleCheck:
     sock: Any
 
     def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
+        super().connect()  # type: ignore[misc]  # a mixin: urllib3's connection class comes after it
         scope = _current_scope.get()
         if scope is not None and scope.cancelled:  # cancelled while connecting: the socket was not there to cut
-            self.close()  # type: ignore[attr-defined]
+            self.close()  # type: ignore[attr-defined]  # urllib3's connection, mixed in
             raise AttemptCancelled("the attempt was cancelled")
 
     @property
@@ -165,7 +165,7 @@ class _ScopedPool:
     """Registers connections taken inside a ``CancelScope``; closes those released after it was cancelled."""
 
     def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        conn = super()._get_conn(timeout)  # type: ignore[misc]  # a mixin: urllib3's pool comes after it
         scope = _current_scope.get()
         if scope is not None and not scope.hold(conn):
             conn.close()
@@ -178,7 +178,7 @@ class _ScopedPool:
         if conn is not None and scope is not None and scope.release(conn):
             conn.close()
             conn = None
-        super()._put_conn(conn)  # type: ignore[misc]
+        super()._put_conn(conn)  # type: ignore[misc]  # a mixin: urllib3's pool comes after it
 
 
 class _HTTPPool(_ScopedPool, HTTPConnectionPool):
@@ -335,7 +335,7 @@ def post_json(
     finally:
         if timer is not None:
             timer.close()
-    response.gateway_deadline = deadline  # type: ignore[attr-defined]
+    response.gateway_deadline = deadline  # type: ignore[attr-defined]  # the gateway's own attribute, read by _deadline_of
     if response.status >= 300:
         try:
             body = read_body(target, response)
@@ -366,7 +366,7 @@ def read_body(target: Target, response: urllib3.BaseHTTPResponse) -> bytes:
             parts.append(chunk)
         finished = True
     except DeadlineExceeded:
-        raise deadline.error(target) from None  # type: ignore[union-attr]
+        raise deadline.error(target) from None  # type: ignore[union-attr]  # only a deadline raises DeadlineExceeded
     except (HTTPError, OSError) as exc:
         if deadline is not None and deadline.at <= monotonic():
             raise deadline.error(target) from None
@@ -426,7 +426,7 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
             yield event, b"\n".join(data_lines)
         finished = True
     except DeadlineExceeded:
-        raise deadline.error(target) from None  # type: ignore[union-attr]
+        raise deadline.error(target) from None  # type: ignore[union-attr]  # only a deadline raises DeadlineExceeded
     except (HTTPError, OSError, ProtocolError) as exc:
         if deadline is not None and deadline.at <= monotonic():
             raise deadline.error(target) from None

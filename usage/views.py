@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from gatewaysite.api.permissions import StaffPermission
 from usage.reports import (
+    ReportParams,
     cost_report,
     detail_csv,
     detail_json,
@@ -24,7 +25,7 @@ from usage.reports import (
 )
 
 
-def _filename(params, suffix: str) -> str:  # type: ignore[no-untyped-def]
+def _filename(params: ReportParams, suffix: str) -> str:
     return f"costs_{params.start:%Y%m%d}_{params.end:%Y%m%d}.{suffix}"
 
 

@@ -163,10 +163,10 @@ def run_messages(
         native = deployment.kind == ANTHROPIC
         if not route.stream:
             if native:
-                return adapter.messages(deployment.target, request.native, beta=request.beta)  # type: ignore[attr-defined]
+                return adapter.messages(deployment.target, request.native, beta=request.beta)  # type: ignore[attr-defined]  # native: an AnthropicAdapter
             return adapter.complete(deployment.target, route.body)
         if native:
-            upstream = adapter.messages_stream(deployment.target, request.native, beta=request.beta)  # type: ignore[attr-defined]
+            upstream = adapter.messages_stream(deployment.target, request.native, beta=request.beta)  # type: ignore[attr-defined]  # native: an AnthropicAdapter
         else:
             upstream = adapter.stream(deployment.target, route.body)
         first = next(upstream, None)

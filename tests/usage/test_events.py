@@ -49,6 +49,8 @@ def record(**changes: object) -> UsageRecordData:
         usage_anomaly="",
         cost_usd=Decimal("0.000001500001"),
         pricing_row_id=3,
+        hedged=True,
+        hedge_cost_usd=Decimal("0.0000005"),
         latency_ms=12.5,
         upstream_ms=10.25,
         ttft_ms=4.0,
