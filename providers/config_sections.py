@@ -95,7 +95,10 @@ class PricingEntry(DocumentEntry):
     cache_write_per_mtok = OptionalMoney()
     cache_write_1h_per_mtok = OptionalMoney()
     effective_from = Moment()
-    source = Text()
+
+
+# ``source`` is also an attribute of every DRF field: declared here, after the class body.
+PricingEntry._declared_fields["source"] = Text()
 
 
 # --- export -----------------------------------------------------------------------------------

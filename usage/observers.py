@@ -10,9 +10,10 @@ does not get called by name: it registers its observer when it starts
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-UsageObserver = Callable[[dict[str, Any], list[dict[str, Any]]], None]
+from usage.events import LatencySampleData, UsageRecordData
+
+UsageObserver = Callable[[UsageRecordData, list[LatencySampleData]], None]
 
 _observers: list[UsageObserver] = []
 
@@ -22,7 +23,7 @@ def on_usage(observer: UsageObserver) -> None:
         _observers.append(observer)
 
 
-def observe_usage(record: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+def observe_usage(record: UsageRecordData, samples: list[LatencySampleData]) -> None:
     """Show a finished usage event to every observer. Observers must not raise: this is the request path."""
     for observer in _observers:
         observer(record, samples)

@@ -112,16 +112,18 @@ def _moment(value: str, name: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class _Moment(serializers.CharField):
+class _Moment(serializers.Field):
+    """An ISO date or date-time (a date: midnight UTC; no offset: UTC)."""
+
     def to_internal_value(self, data: Any) -> datetime:
-        return _moment(str(super().to_internal_value(data)), self.field_name)
+        return _moment(str(data), self.field_name or "value")
 
 
-class _Flag(serializers.CharField):
+class _Flag(serializers.Field):
     """1/true/yes or 0/false/no (empty: no)."""
 
     def to_internal_value(self, data: Any) -> bool:
-        value = str(super().to_internal_value(data)).strip().lower()
+        value = str(data).strip().lower()
         if value in ("", "0", "false", "no"):
             return False
         if value in ("1", "true", "yes"):
@@ -132,12 +134,12 @@ class _Flag(serializers.CharField):
 class ReportParamsSerializer(serializers.Serializer):
     """The cost report's query parameters (``/v1/reports/costs`` and the admin's report form)."""
 
-    start = _Moment(required=False, allow_blank=True)
-    end = _Moment(required=False, allow_blank=True)  # exclusive
+    start = _Moment()  # required: checked first, with one message for both
+    end = _Moment()  # exclusive
     group_by = serializers.CharField(required=False, allow_blank=True, default="")
     format = serializers.CharField(required=False, allow_blank=True, default="json")
-    detail = _Flag(required=False, allow_blank=True, default=False)
-    totals = _Flag(required=False, allow_blank=True, default=False)
+    detail = _Flag(required=False, default=False)
+    totals = _Flag(required=False, default=False)
 
     def to_internal_value(self, data: Any) -> Any:
         missing = [name for name in ("start", "end") if not data.get(name)]

@@ -233,7 +233,12 @@ def require_unique(label_of: Iterable[tuple[str, Any]], what: str) -> None:
 
 
 def model_defaults(model: type[models.Model], names: Iterable[str]) -> dict[str, Any]:
-    return {name: model._meta.get_field(name).get_default() for name in names}
+    result = {}
+    for name in names:
+        model_field = model._meta.get_field(name)
+        assert isinstance(model_field, models.Field)  # a column, not a reverse relation
+        result[name] = model_field.get_default()
+    return result
 
 
 def model_clean(obj: models.Model, label: str, *, validate_unique: bool = True) -> None:
@@ -290,7 +295,7 @@ class ImportReport:
         validate_unique: bool = True,
     ) -> tuple[Any, bool]:
         """Create the row, or update only the fields that differ; (row, created)."""
-        obj = model.objects.filter(**lookup).first()
+        obj = model._default_manager.filter(**lookup).first()
         if obj is None:
             obj = model(**lookup, **values)
             model_clean(obj, label, validate_unique=validate_unique)
