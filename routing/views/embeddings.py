@@ -7,7 +7,9 @@ from typing import Any
 from django.http import HttpResponse
 from rest_framework.request import Request
 
+from accounts.authentication import client_key
 from gatewaysite.clock import monotonic
+from gatewaysite.middleware import request_id_of
 from routing.config.cache import config_cache
 from routing.services.embeddings import run_embeddings, validate_embeddings_body
 from routing.services.validation import validate_chat_body
@@ -21,7 +23,7 @@ def embeddings_route(request: Request, body: dict[str, Any]) -> RouteRequest:
         model=body["model"],
         body=body,
         stream=False,
-        key=request.user,
+        key=client_key(request),
         snapshot=config_cache.current(),
         headers={k.lower(): v for k, v in request.headers.items()},
         endpoint="embeddings",
@@ -47,7 +49,7 @@ class EmbeddingsView(ClientKeyView):
     def post(self, request: Request) -> HttpResponse:
         received = monotonic()
         route = embeddings_route(request, read_json(request, validate_embeddings_body))
-        result = run_embeddings(route, request_id=request._request.request_id, received=received)
+        result = run_embeddings(route, request_id=request_id_of(request._request), received=received)
         response = HttpResponse(result.body, status=result.status)
         for name, value in result.headers.items():
             response[name] = value
