@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("routing", "0005_scale_sample_once"),
         ("gatewaysite", "0001_layers_config_version"),
-        ("usage", "0009_layers_latency_models"),
+        ("usage", "0010_layers_latency_models"),
         ("contenttypes", "0002_remove_content_type_name"),
         # Earlier migrations read the models under their old app: they run first.
         ("providers", "0007_api_embedding_prices"),

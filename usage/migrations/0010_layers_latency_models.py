@@ -13,7 +13,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("usage", "0008_scale_partitions"),
+        ("usage", "0009_hosts_rollup_group_stats"),
         ("routing", "0005_scale_sample_once"),
     ]
 
