@@ -26,7 +26,7 @@ import requests
 
 from tests.fakes.http_server import Reply
 from tests.fakes.openai_server import FakeOpenAI, completion_json
-from tests.live_gunicorn import LiveGunicorn, PrivateRedis
+from tests.procs import PrivateRedis, start_gateway
 from usage import budgets
 from usage.consumer import drain
 from usage.models import UsageRecord
@@ -68,7 +68,7 @@ def test_fifty_concurrent_requests_without_max_tokens_spend_at_most_the_budget_p
     key, secret = issue_key(budget_usd=Decimal("0.01"), budget_period="day")
     # every answer is 5,000 tokens long, and slow enough that all 50 requests are in flight together
     upstream.queue(*[Reply(json=completion_json(completion_tokens=5000), delay=0.3) for _ in range(50)])
-    server = LiveGunicorn(tmp_path, workers=2).wait_healthy()
+    server = start_gateway(tmp_path, workers=2).wait_healthy()
     try:
         start = threading.Barrier(50)
 
@@ -175,10 +175,8 @@ def test_with_redis_down_budgets_fail_closed_or_open_as_each_says(
     _, closed = issue_key("closed", budget_usd=Decimal("1"), budget_period="day")
     _, opened = issue_key("open", budget_usd=Decimal("1"), budget_period="day", budget_when_redis_down="open")
     _, free = issue_key("free")
-    redis = PrivateRedis(tmp_path).start()
-    server = LiveGunicorn(
-        tmp_path, workers=2, redis_url=redis.url, env={"GATEWAY_BUDGET_OUTAGE_SHARE": "0.1"}
-    ).wait_healthy()
+    redis = PrivateRedis(tmp_path / "redis", durable=False).start()
+    server = start_gateway(tmp_path, workers=2, redis_url=redis.url, GATEWAY_BUDGET_OUTAGE_SHARE="0.1").wait_healthy()
     try:
         for secret in (closed, opened, free):
             assert _post(server.url, secret, max_tokens=100).status_code == 200
