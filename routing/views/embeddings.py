@@ -12,7 +12,7 @@ from routing.config.cache import config_cache
 from routing.services.embeddings import run_embeddings, validate_embeddings_body
 from routing.services.validation import validate_chat_body
 from routing.strategies.base import RouteRequest
-from routing.views.completions import ClientKeyView, chat_route, read_json
+from routing.views.completions import ClientKeyView, chat_route, read_json, result_response
 
 
 def embeddings_route(request: Request, body: dict[str, Any]) -> RouteRequest:
@@ -47,8 +47,4 @@ class EmbeddingsView(ClientKeyView):
     def post(self, request: Request) -> HttpResponse:
         received = monotonic()
         route = embeddings_route(request, read_json(request, validate_embeddings_body))
-        result = run_embeddings(route, request_id=request._request.request_id, received=received)
-        response = HttpResponse(result.body, status=result.status)
-        for name, value in result.headers.items():
-            response[name] = value
-        return response
+        return result_response(run_embeddings(route, request_id=request._request.request_id, received=received))

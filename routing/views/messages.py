@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from rest_framework.request import Request
 
 from accounts.authentication import ClientKeyAuthentication
@@ -23,7 +23,7 @@ from providers.adapters import anthropic_inbound as inbound
 from routing.config.cache import config_cache
 from routing.services.messages import count_tokens, messages_request, run_messages, validate_messages_body
 from routing.strategies.base import RouteRequest
-from routing.views.completions import ClientKeyView, read_json
+from routing.views.completions import ClientKeyView, read_json, result_response
 
 
 class AnthropicKeyAuthentication(ClientKeyAuthentication):
@@ -85,14 +85,7 @@ class MessagesView(AnthropicView):
     def post(self, request: Request) -> HttpResponse:
         received = monotonic()
         route, messages = self.route(request, read_json(request))
-        result = run_messages(route, messages, request_id=request._request.request_id, received=received)
-        if result.stream is not None:
-            response: HttpResponse = StreamingHttpResponse(result.stream, status=result.status)
-        else:
-            response = HttpResponse(result.body, status=result.status)
-        for name, value in result.headers.items():
-            response[name] = value
-        return response
+        return result_response(run_messages(route, messages, request_id=request._request.request_id, received=received))
 
 
 class CountTokensView(AnthropicView):
