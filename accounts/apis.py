@@ -65,13 +65,16 @@ def _log(request: Request, obj: Model, flag: int, message: str) -> None:
     )
 
 
+MAX_ID = 2**63 - 1  # the largest primary key Postgres stores; larger ids name nothing
+
+
 def _limit_offset(request: Request) -> tuple[int, int]:
     try:
         limit = int(request.query_params.get("limit", 100))
         offset = int(request.query_params.get("offset", 0))
     except ValueError:
         raise InvalidRequest("limit and offset must be integers.", param="limit") from None
-    if not 1 <= limit <= 1000 or offset < 0:
+    if not 1 <= limit <= 1000 or not 0 <= offset <= MAX_ID:
         raise InvalidRequest("limit must be 1 to 1000 and offset at least 0.", param="limit")
     return limit, offset
 
@@ -89,7 +92,7 @@ def _key(prefix: str) -> ClientKey:
 
 
 def _team(team_id: int) -> Team:
-    team = Team.objects.filter(pk=team_id).first()
+    team = Team.objects.filter(pk=team_id).first() if team_id <= MAX_ID else None
     if team is None:
         raise NotFound(f"No team with the id {team_id}.", code="team_not_found")
     return team
@@ -107,7 +110,8 @@ class KeyListView(AdminAPIView):
         keys: QuerySet[ClientKey] = ClientKey.objects.select_related("team").order_by("-created_at", "-id")
         team = request.query_params.get("team")
         if team:
-            keys = keys.filter(team_id=int(team)) if team.isdigit() else keys.filter(team__name=team)
+            by_id = team.isascii() and team.isdigit() and int(team) <= MAX_ID
+            keys = keys.filter(team_id=int(team)) if by_id else keys.filter(team__name=team)
         status = request.query_params.get("status")
         moment = now()
         if status == "active":

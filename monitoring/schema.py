@@ -678,3 +678,212 @@ class CheckedTokenRefreshSerializerExtension(TokenRefreshSerializerExtension):
     """``/api/token/refresh/``: the refresh token goes in, an access token comes out."""
 
     target_class = "accounts.jwt.CheckedTokenRefreshSerializer"
+
+
+# --- keys and teams over HTTP (accounts/apis.py) ---------------------------------------------------
+
+_LIMIT = _nullable("integer", minimum=1)
+_BUDGET_FIELDS: dict[str, Any] = {
+    "budget_usd": {"oneOf": [USD, {"type": "null"}]},
+    "budget_period": {"type": "string", "enum": ["day", "month"]},
+    "budget_when_redis_down": {"type": "string", "enum": ["closed", "open"]},
+    "rpm_limit": _LIMIT,
+    "tpm_limit": _LIMIT,
+}
+_KEY_WRITABLE: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1},
+    "owner": {"type": "string"},
+    "team": {"type": ["string", "integer", "null"], "description": "A team's name or id."},
+    "allowed_models": {"type": "array", "items": {"type": "string"}},
+    "strategy": {"type": "string"},
+    **_BUDGET_FIELDS,
+    "expires_at": _nullable("string", format="date-time"),
+    "metadata": {"type": "object"},
+}
+_TEAM_WRITABLE: dict[str, Any] = {"name": {"type": "string", "minLength": 1}, **_BUDGET_FIELDS}
+SCHEMAS.update(
+    {
+        "ClientKey": {
+            "type": "object",
+            "required": ["object", "id", "prefix", "name", "status", "created_at"],
+            "properties": {
+                "object": {"const": "client_key"},
+                "id": {"type": "integer"},
+                "prefix": {"type": "string"},
+                "display_prefix": {"type": "string"},
+                **_KEY_WRITABLE,
+                "team": {
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+                        },
+                    ]
+                },
+                "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
+                "revoked_at": _nullable("string"),
+                "rotated_at": _nullable("string"),
+                "previous_secret_valid_until": _nullable("string"),
+                "created_at": {"type": "string"},
+                "expires_at": _nullable("string"),
+                "secret": {"type": "string", "description": "Only in the answers to create and rotate."},
+            },
+        },
+        "ClientKeyList": {
+            "type": "object",
+            "required": ["object", "data", "has_more"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _ref("ClientKey")},
+                "has_more": {"type": "boolean"},
+            },
+        },
+        "ClientKeyCreate": {"type": "object", "required": ["name"], "properties": _KEY_WRITABLE},
+        "ClientKeyUpdate": {"type": "object", "properties": _KEY_WRITABLE},
+        "KeyRotation": {
+            "type": "object",
+            "properties": {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 2592000}},
+        },
+        "Team": {
+            "type": "object",
+            "required": ["object", "id", "name", "key_count", "created_at"],
+            "properties": {
+                "object": {"const": "team"},
+                "id": {"type": "integer"},
+                **_TEAM_WRITABLE,
+                "key_count": {"type": "integer", "minimum": 0},
+                "created_at": {"type": "string"},
+            },
+        },
+        "TeamList": {
+            "type": "object",
+            "required": ["object", "data", "has_more"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _ref("Team")},
+                "has_more": {"type": "boolean"},
+            },
+        },
+        "TeamCreate": {"type": "object", "required": ["name"], "properties": _TEAM_WRITABLE},
+        "TeamUpdate": {"type": "object", "properties": _TEAM_WRITABLE},
+    }
+)
+ADMIN_API_ERRORS = {
+    400: _error("Invalid field (param names it)."),
+    401: _error("Missing or invalid staff JWT."),
+    403: _error("The staff user lacks the model permission."),
+}
+_PAGING = [
+    OpenApiParameter("limit", int, description="1 to 1000 (default 100)."),
+    OpenApiParameter("offset", int, description="At least 0."),
+]
+_PREFIX = [
+    OpenApiParameter("prefix", str, OpenApiParameter.PATH, description="The key's prefix, with or without gwk_.")
+]
+_TEAM_ID = [OpenApiParameter("team_id", int, OpenApiParameter.PATH)]
+_KEY_NOT_FOUND = {404: _error("No key with this prefix.")}
+_TEAM_NOT_FOUND = {404: _error("No team with this id.")}
+
+_replace(
+    "accounts.apis.KeyListView",
+    get=extend_schema(
+        operation_id="admin_keys_list",
+        parameters=[
+            OpenApiParameter("team", str, description="A team's name or id."),
+            OpenApiParameter("status", str, enum=["active", "revoked", "expired"]),
+            *_PAGING,
+        ],
+        responses={200: _json("ClientKeyList"), **ADMIN_API_ERRORS},
+        tags=["keys"],
+    ),
+    post=extend_schema(
+        operation_id="admin_keys_create",
+        request={"application/json": _ref("ClientKeyCreate")},
+        responses={201: _json("ClientKey", "The key, with its secret (shown once)."), **ADMIN_API_ERRORS},
+        tags=["keys"],
+    ),
+)
+_replace(
+    "accounts.apis.KeyDetailView",
+    get=extend_schema(
+        operation_id="admin_keys_retrieve",
+        parameters=_PREFIX,
+        responses={200: _json("ClientKey"), **ADMIN_API_ERRORS, **_KEY_NOT_FOUND},
+        tags=["keys"],
+    ),
+    patch=extend_schema(
+        operation_id="admin_keys_update",
+        parameters=_PREFIX,
+        request={"application/json": _ref("ClientKeyUpdate")},
+        responses={200: _json("ClientKey"), **ADMIN_API_ERRORS, **_KEY_NOT_FOUND},
+        tags=["keys"],
+    ),
+)
+_replace(
+    "accounts.apis.KeyRevokeView",
+    post=extend_schema(
+        operation_id="admin_keys_revoke",
+        parameters=_PREFIX,
+        request=None,
+        responses={200: _json("ClientKey"), **ADMIN_API_ERRORS, **_KEY_NOT_FOUND},
+        tags=["keys"],
+    ),
+)
+_replace(
+    "accounts.apis.KeyRotateView",
+    post=extend_schema(
+        operation_id="admin_keys_rotate",
+        parameters=_PREFIX,
+        request={"application/json": _ref("KeyRotation")},
+        responses={
+            200: _json("ClientKey", "The key, with its new secret (shown once)."),
+            **ADMIN_API_ERRORS,
+            **_KEY_NOT_FOUND,
+            409: _error("A revoked key cannot be rotated."),
+        },
+        tags=["keys"],
+    ),
+)
+_replace(
+    "accounts.apis.TeamListView",
+    get=extend_schema(
+        operation_id="admin_teams_list",
+        parameters=_PAGING,
+        responses={200: _json("TeamList"), **ADMIN_API_ERRORS},
+        tags=["keys"],
+    ),
+    post=extend_schema(
+        operation_id="admin_teams_create",
+        request={"application/json": _ref("TeamCreate")},
+        responses={201: _json("Team"), **ADMIN_API_ERRORS, 409: _error("A team with this name exists.")},
+        tags=["keys"],
+    ),
+)
+_replace(
+    "accounts.apis.TeamDetailView",
+    get=extend_schema(
+        operation_id="admin_teams_retrieve",
+        parameters=_TEAM_ID,
+        responses={200: _json("Team"), **ADMIN_API_ERRORS, **_TEAM_NOT_FOUND},
+        tags=["keys"],
+    ),
+    patch=extend_schema(
+        operation_id="admin_teams_update",
+        parameters=_TEAM_ID,
+        request={"application/json": _ref("TeamUpdate")},
+        responses={200: _json("Team"), **ADMIN_API_ERRORS, **_TEAM_NOT_FOUND, 409: _error("The name is taken.")},
+        tags=["keys"],
+    ),
+    delete=extend_schema(
+        operation_id="admin_teams_delete",
+        parameters=_TEAM_ID,
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            **ADMIN_API_ERRORS,
+            **_TEAM_NOT_FOUND,
+            409: _error("The team still has keys."),
+        },
+        tags=["keys"],
+    ),
+)

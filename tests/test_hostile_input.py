@@ -54,7 +54,7 @@ def routed(fake_openai: Any, make_provider: Any, make_deployment: Any, make_pric
     """``gpt-4o`` (tiktoken's ``o200k_base``) on the loopback OpenAI upstream, priced; a plain key,
     a budgeted key (its requests are tokenized for the reservation) and a ``cost``-strategy key."""
     provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
-    make_deployment(provider, MODEL)
+    make_deployment(provider, MODEL, max_output_tokens=16_384)  # budgets hold the output limit
     make_price("openai", MODEL, "2.50", "10.00")
     return {
         "plain": issue_key(name="plain")[1],

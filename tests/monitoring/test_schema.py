@@ -30,6 +30,12 @@ PATHS = {
     "/admin/routing/strategy",
     "/api/token/",
     "/api/token/refresh/",
+    "/v1/admin/keys",
+    "/v1/admin/keys/{prefix}",
+    "/v1/admin/keys/{prefix}/revoke",
+    "/v1/admin/keys/{prefix}/rotate",
+    "/v1/admin/teams",
+    "/v1/admin/teams/{team_id}",
 }
 
 
@@ -142,5 +148,28 @@ def test_live_responses_match_the_schema(openai_route: dict[str, Any], gateway_u
     assert call("GET", report, "/v1/reports/costs", headers=jwt).status_code == 200
     assert call("GET", "/v1/reports/costs?start=x", "/v1/reports/costs", headers=jwt).status_code == 400
     assert call("GET", report, "/v1/reports/costs", headers=key).status_code == 401
+
+    # keys and teams over HTTP
+    team = call("POST", "/v1/admin/teams", json={"name": "search", "rpm_limit": 60}, headers=jwt)
+    assert team.status_code == 201
+    team_path = "/v1/admin/teams/{team_id}"
+    assert call("GET", "/v1/admin/teams", headers=jwt).status_code == 200
+    assert call("PATCH", f"/v1/admin/teams/{team.json()['id']}", team_path, json={"tpm_limit": 9}, headers=jwt).ok
+    assert call("GET", "/v1/admin/teams/999999", team_path, headers=jwt).status_code == 404
+    created = call("POST", "/v1/admin/keys", json={"name": "k", "team": "search", "budget_usd": "5"}, headers=jwt)
+    assert created.status_code == 201 and created.json()["secret"]
+    prefix = created.json()["prefix"]
+    assert call("GET", "/v1/admin/keys?status=active", "/v1/admin/keys", headers=jwt).status_code == 200
+    assert call("GET", "/v1/admin/keys?status=nope", "/v1/admin/keys", headers=jwt).status_code == 400
+    assert call("GET", "/v1/admin/keys", headers=key).status_code == 401
+    detail = "/v1/admin/keys/{prefix}"
+    assert call("GET", f"/v1/admin/keys/{prefix}", detail, headers=jwt).status_code == 200
+    assert call("PATCH", f"/v1/admin/keys/{prefix}", detail, json={"rpm_limit": 5}, headers=jwt).status_code == 200
+    assert call("GET", "/v1/admin/keys/nope", detail, headers=jwt).status_code == 404
+    rotate = call("POST", f"/v1/admin/keys/{prefix}/rotate", detail + "/rotate", json={"grace_seconds": 0}, headers=jwt)
+    assert rotate.status_code == 200 and rotate.json()["secret"]
+    assert call("POST", f"/v1/admin/keys/{prefix}/revoke", detail + "/revoke", headers=jwt).status_code == 200
+    assert call("POST", f"/v1/admin/keys/{prefix}/rotate", detail + "/rotate", headers=jwt).status_code == 409
+    assert call("DELETE", f"/v1/admin/teams/{team.json()['id']}", team_path, headers=jwt).status_code == 409
 
     assert {path for path, _, _ in validator.checked} == PATHS
