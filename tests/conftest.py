@@ -131,30 +131,25 @@ def openai_for(gateway_url: str) -> Any:
 
 @pytest.fixture
 def make_openai_route(
-    fake_openai: FakeOpenAI,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
-    issue_key: Any,
-    redis_client: Any,
+    fake_openai: FakeOpenAI, make_provider: Any, make_deployment: Any, make_price: Any, issue_key: Any
 ) -> Any:
     """``make(model, input_per_mtok, output_per_mtok, **deployment)``: ``model`` routed to the
-    loopback OpenAI upstream (provider ``up``), priced, and a new key: ``{"secret": ..., "fake": ...}``."""
+    loopback OpenAI upstream (provider ``up``), priced, and a new key: ``{"key", "secret", "fake"}``."""
 
     def make(model: str, input_per_mtok: str, output_per_mtok: str, **deployment: Any) -> dict[str, Any]:
         provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
         make_deployment(provider, model, **deployment)
         make_price("openai", model, input_per_mtok, output_per_mtok)
-        _, secret = issue_key()
-        return {"secret": secret, "fake": fake_openai}
+        key, secret = issue_key()
+        return {"key": key, "secret": secret, "fake": fake_openai}
 
     return make
 
 
 @pytest.fixture
-def openai_route(make_openai_route: Any) -> dict[str, Any]:
+def openai_route(make_openai_route: Any, redis_client: Any) -> dict[str, Any]:
     """``gpt-4o-mini`` routed to the loopback OpenAI upstream (provider ``up``), priced, and a key:
-    ``{"secret": ..., "fake": ...}``."""
+    ``{"key", "secret", "fake"}``."""
     return make_openai_route("gpt-4o-mini", "0.15", "0.60")
 
 

@@ -18,7 +18,7 @@ from django.db import connection
 
 from accounts.services import key_issue
 from tests.procs import LiveGateway
-from tests.test_revocation_processes import HELLO, gunicorn  # noqa: F401 - the fixture
+from tests.test_revocation_processes import _call, gunicorn  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,14 +30,6 @@ def _client(url: str, secret: str) -> openai.OpenAI:
     return openai.OpenAI(
         api_key=secret, base_url=url + "/v1", max_retries=0, timeout=10.0, default_headers={"Connection": "close"}
     )
-
-
-def _call(client: openai.OpenAI) -> str:
-    try:
-        client.chat.completions.create(model="mock-gpt", messages=HELLO)
-    except openai.AuthenticationError as exc:
-        return str(exc.body.get("code") if isinstance(exc.body, dict) else exc.body)
-    return "ok"
 
 
 def _status_for(outcome: str) -> int:

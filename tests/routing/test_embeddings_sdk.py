@@ -35,7 +35,7 @@ def _records() -> list[UsageRecord]:
 
 
 @pytest.fixture
-def embed_route(make_openai_route: Any) -> dict[str, Any]:
+def embed_route(make_openai_route: Any, redis_client: Any) -> dict[str, Any]:
     return make_openai_route(MODEL, "0.02", "0", endpoint="embeddings")
 
 

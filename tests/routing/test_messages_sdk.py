@@ -52,7 +52,12 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def routes(
-    fake_anthropic: FakeAnthropic, make_openai_route: Any, make_provider: Any, make_deployment: Any, make_price: Any
+    fake_anthropic: FakeAnthropic,
+    make_openai_route: Any,
+    make_provider: Any,
+    make_deployment: Any,
+    make_price: Any,
+    redis_client: Any,
 ) -> dict[str, Any]:
     claude = make_provider("claude", kind="anthropic", base_url=fake_anthropic.url, api_key=KEY, vendor="anthropic")
     make_deployment(claude, CLAUDE, provider_model="claude-sonnet-4-5")
