@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8084
 export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/data/tiktoken)
 
-.PHONY: run test lint format worker beat bench bench-full smoke migrate clean
+.PHONY: run test lint format worker beat bench bench-full bench-peers smoke migrate clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -52,6 +52,10 @@ bench: $(VENV)/.installed
 
 bench-full: $(VENV)/.installed
 	bash bench/run.sh
+
+## bench-peers: the quick run plus Portkey's gateway and LiteLLM's proxy beside it (pinned; installed once into bench/.peers/)
+bench-peers: $(VENV)/.installed
+	bash bench/run.sh --quick --peers
 
 ## smoke: start the embedded default in a scratch directory, one completion through the mock provider, stop
 smoke: $(VENV)/.installed

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench import large_bodies, procs
+from bench import large_bodies, peers, procs
 from bench.report import (
     STREAM_MARKER,
     check_targets,
@@ -29,8 +30,10 @@ from bench.report import (
     parse_meminfo_gib,
     parse_wrk,
     render_markdown,
+    render_peers,
     summarize_collapsed,
     summarize_compare,
+    summarize_peers,
 )
 
 ROOT = procs.ROOT
@@ -38,8 +41,11 @@ RESULTS = ROOT / "bench" / "results"
 DOCS = (ROOT / "docs" / "benchmark.md", ROOT / "README.md")  # each gets the latest table between the markers
 DOC_START = "<!-- bench:latest:start -->"
 DOC_END = "<!-- bench:latest:end -->"
+PEERS_START = "<!-- bench:peers:start -->"  # the peer table has its own block: a peer run rewrites only it
+PEERS_END = "<!-- bench:peers:end -->"
 MODEL = "bench-model"
 STREAM_MODEL = "bench-stream"
+UPSTREAM_REPLY = "Hello! This is a fixed benchmark reply."  # bench/nginx.conf's message
 LARGE_MODEL = "large-gpt-4o"  # not matched by the bench rule (bench-*)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -131,14 +137,23 @@ def usage_records() -> int:
 # --- measuring --------------------------------------------------------------------------
 
 
-def probe(url: str, key: str, model: str) -> dict[str, str]:
+def probe(url: str, key: str, model: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    return probe_reply(url, key, model, headers)[0]
+
+
+def probe_reply(
+    url: str, key: str, model: str, headers: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """One completion; the response headers and the parsed JSON body."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
     request = urllib.request.Request(
-        url, data=body, headers={"authorization": f"Bearer {key}", "content-type": "application/json"}
+        url,
+        data=body,
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json", **(headers or {})},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
-        return {k.lower(): v for k, v in response.headers.items()}
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = json.loads(response.read())
+        return {k.lower(): v for k, v in response.headers.items()}, payload
 
 
 def wait_for_strategy(url: str, key: str, name: str, timeout: float = 10.0) -> tuple[str, int]:
@@ -155,11 +170,20 @@ def wait_for_strategy(url: str, key: str, name: str, timeout: float = 10.0) -> t
 
 
 def measure(
-    url: str, *, connections: int, duration: float, key: str, pids: list[int], threads: int = 1
+    url: str,
+    *,
+    connections: int,
+    duration: float,
+    key: str,
+    pids: list[int],
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     before = procs.cpu_ticks(pids)
     with procs.RssSampler(pids) as sampler:
-        output = procs.run_wrk(url, connections=connections, duration=duration, key=key, model=MODEL, threads=threads)
+        output = procs.run_wrk(
+            url, connections=connections, duration=duration, key=key, model=MODEL, threads=threads, headers=headers
+        )
     result = parse_wrk(output)
     if pids:
         cpu_seconds = (procs.cpu_ticks(pids) - before) / CLK_TCK
@@ -196,6 +220,15 @@ def commit() -> str:
         return sha.strip() + ("+changes" if dirty.strip() else "")
     except OSError:
         return "?"
+
+
+def replace_block(path: Path, start: str, end: str, body: str) -> None:
+    """Rewrite what lies between the ``start`` and ``end`` markers of ``path``, if it has them."""
+    doc = path.read_text() if path.exists() else ""
+    if start in doc and end in doc:
+        head, _, rest = doc.partition(start)
+        _, _, tail = rest.partition(end)
+        path.write_text(f"{head}{start}\n{body.strip()}\n{end}{tail}")
 
 
 # --- phases -----------------------------------------------------------------------------
@@ -436,6 +469,97 @@ class Bench:
             rounds, direct, roots={label: str(root) for label, root in variants}
         )
 
+    def install_peers(self) -> dict[str, str]:
+        log(f"peers: Portkey gateway {peers.PORTKEY_VERSION}, LiteLLM proxy {peers.LITELLM_VERSION} (bench/.peers/)")
+        return {"portkey": peers.install_portkey(), "litellm": peers.install_litellm()}
+
+    def peer_targets(self, versions: dict[str, str]) -> list[peers.Target]:
+        """The gateway (one process, every record on), Portkey and LiteLLM, all running;
+        each answers one completion with the upstream's reply before it is measured."""
+        args = self.args
+        workdir = self.tmp / "peers"
+        _gateway, pids = self.gateway()
+        targets = [peers.Target("gateway", self.gateway_url, self.key, pids=pids, version=self.results["commit"])]
+        portkey = self.start(peers.start_portkey(args.portkey_port, workdir))
+        targets.append(
+            peers.Target(
+                "portkey",
+                f"http://127.0.0.1:{args.portkey_port}/v1/chat/completions",
+                peers.UPSTREAM_KEY,
+                headers=peers.portkey_headers(args.upstream_port),
+                pids=[portkey.pid],
+                version=versions["portkey"],
+            )
+        )
+        master_key = "sk-litellm-" + secrets.token_hex(16)
+        litellm = self.start(peers.start_litellm(args.litellm_port, args.upstream_port, MODEL, master_key, workdir))
+        targets.append(
+            peers.Target(
+                "litellm",
+                f"http://127.0.0.1:{args.litellm_port}/v1/chat/completions",
+                master_key,
+                pids=[litellm.pid],
+                version=versions["litellm"],
+            )
+        )
+        for target in targets:
+            _headers, reply = probe_reply(target.url, target.key, MODEL, target.headers)
+            content = (reply.get("choices") or [{}])[0].get("message", {}).get("content")
+            if content != UPSTREAM_REPLY:
+                raise RuntimeError(f"{target.label} did not answer with the upstream's reply: {reply}")
+            if target.label == "gateway":
+                self.count(1)
+            log(f"  {target.label} {target.version} up, pids {target.pids}")
+        return targets
+
+    def run_peers(self, versions: dict[str, str]) -> None:
+        """Gateway, Portkey and LiteLLM in alternated rounds on the same upstream: each round
+        measures nginx directly at 1 connection, then each server at 1 and 16 connections."""
+        args = self.args
+        log("peers: starting the gateway, Portkey and LiteLLM")
+        targets = self.peer_targets(versions)
+        rounds: dict[str, list[dict[str, Any]]] = {t.label: [] for t in targets}
+        direct: list[dict[str, Any]] = []
+        for round_number in range(args.peer_rounds):
+            result = measure(self.direct_url, connections=1, duration=args.duration, key=self.key, pids=[])
+            direct.append({"c1": result})
+            log(f"peers round {round_number + 1}: direct c1 p50 {result['p50_ms']} ms")
+            for target in targets:
+                log(f"peers round {round_number + 1}: {target.label}")
+                warm = procs.run_wrk(
+                    target.url,
+                    connections=16,
+                    duration=args.warmup,
+                    key=target.key,
+                    model=MODEL,
+                    headers=target.headers,
+                )
+                out = {}
+                for conns in (1, 16):
+                    out[f"c{conns}"] = result = measure(
+                        target.url,
+                        connections=conns,
+                        duration=args.duration,
+                        key=target.key,
+                        pids=target.pids,
+                        headers=target.headers,
+                    )
+                    log(
+                        f"  c{conns}: {result['rps']} req/s, p50 {result['p50_ms']} ms, errors {result['errors']}, "
+                        f"CPU {result.get('cpu_us_per_req')} us/req"
+                    )
+                rounds[target.label].append(out)
+                if target.label == "gateway":
+                    self.count(parse_wrk(warm)["requests"] + out["c1"]["requests"] + out["c16"]["requests"])
+                    drain_usage()
+        self.results["peers"] = summarize_peers(rounds, direct, versions={t.label: t.version for t in targets})
+        for label, ratios in self.results["peers"]["ratios"].items():
+            log(f"peers: gateway / {label}: req/s x{ratios['rps']}, added p50 x{ratios['added_p50']}")
+        for service in reversed(list(self.services)):
+            if service.name in ("portkey", "litellm") or service.name.startswith("gateway"):
+                self.stop(service)
+        drain_usage()
+
     def run_ratelimit(self) -> None:
         """One key without limits against one with RPM and TPM limits it never reaches, alternated."""
         from accounts.services import key_issue
@@ -510,26 +634,49 @@ class Bench:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         (RESULTS / f"run-{stamp}.json").write_text(text)
         markdown = render_markdown(self.results)
-        if not {"http", "streams"} & self.args.phases:  # a code comparison only: keep the latest results
+        peer_results = self.results.get("peers")
+        if peer_results:
+            self.write_peers(peer_results)
+        if not {"http", "streams"} & self.args.phases:  # a code comparison or peers only: keep the latest results
             print(markdown)
             return
         (RESULTS / "latest.json").write_text(text)
         (RESULTS / "latest.md").write_text(markdown)
-        body = markdown.split("\n", 2)[2] if markdown.startswith("# ") else markdown
+        # the docs' latest block leaves the peers out: they have their own block
+        body = render_markdown({k: v for k, v in self.results.items() if k != "peers"})
+        body = body.split("\n", 2)[2] if body.startswith("# ") else body
         body = body.replace("\n## ", "\n### ")
         for path in DOCS if self.args.docs else ():
-            doc = path.read_text() if path.exists() else ""
-            if DOC_START in doc and DOC_END in doc:
-                head, _, rest = doc.partition(DOC_START)
-                _, _, tail = rest.partition(DOC_END)
-                path.write_text(f"{head}{DOC_START}\n{body.strip()}\n{DOC_END}{tail}")
+            replace_block(path, DOC_START, DOC_END, body)
         print(markdown)
+
+    def write_peers(self, peer_results: dict[str, Any]) -> None:
+        """bench/results/peers.{json,md} and the docs' peer block, whichever phases ran."""
+        machine = self.results["machine"]
+        info = (
+            f"- date: {machine['date']}; {machine['nproc']} CPUs ({machine['cpu_model']}), "
+            f"load average at start {', '.join(str(x) for x in machine['load_avg_at_start'])}; "
+            f"{self.args.duration} s per wrk run"
+        )
+        table = "\n".join([info, "", *render_peers(peer_results, heading=None)])
+        (RESULTS / "peers.json").write_text(
+            json.dumps({"machine": machine, "commit": self.results["commit"], "peers": peer_results}, indent=2) + "\n"
+        )
+        (RESULTS / "peers.md").write_text("# Gateway benchmark: beside other gateways\n\n" + table + "\n")
+        for path in DOCS if self.args.docs else ():
+            replace_block(path, PEERS_START, PEERS_END, table)
 
     def run(self) -> None:
         django_setup()
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
-            if {"http", "streams"} & self.args.phases or self.args.compare_root or self.args.profile:
+            # installed first: a missing tool fails the run before the long phases
+            versions = self.install_peers() if "peers" in self.args.phases else {}
+            if (
+                {"http", "streams", "peers", "ratelimit"} & self.args.phases
+                or self.args.compare_root
+                or self.args.profile
+            ):
                 self.start(procs.start_nginx(self.args.upstream_port, self.tmp / "nginx"))
             self.key = configure_gateway(self.args.upstream_port, self.args.stream_port)
             if "http" in self.args.phases:
@@ -538,6 +685,8 @@ class Bench:
                 self.run_streams()
             if "large" in self.args.phases:
                 self.run_large()
+            if "peers" in self.args.phases:
+                self.run_peers(versions)
             if "ratelimit" in self.args.phases:
                 self.run_ratelimit()
             if self.args.compare_root:
@@ -565,8 +714,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         default="http,streams,large",
-        help="http, streams, large, ratelimit (comma-separated; see docs/benchmark.md)",
+        help="http, streams, large, ratelimit, peers (comma-separated; see docs/benchmark.md)",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="add the peer phase: Portkey's gateway and LiteLLM's proxy beside the gateway (installs them once)",
+    )
+    parser.add_argument("--peer-rounds", type=int, default=3, help="alternated rounds of the peer phase")
+    parser.add_argument("--portkey-port", type=int, default=18086)
+    parser.add_argument("--litellm-port", type=int, default=18087)
     parser.add_argument("--no-workers2", dest="workers2", action="store_false")
     parser.add_argument("--profile", action="store_true", help="also profile the worker with py-spy")
     parser.add_argument("--profile-seconds", type=float, default=15.0)
@@ -588,6 +745,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.ramp is None:
         args.ramp = 8.0 if args.quick else 10.0
     args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    if args.peers:
+        args.phases.add("peers")
     return args
 
 

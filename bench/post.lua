@@ -1,11 +1,19 @@
 -- wrk script: POST a chat completion with a client key, print a JSON summary.
--- Environment: BENCH_KEY (bearer secret), BENCH_MODEL (model name).
+-- Environment: BENCH_KEY (bearer secret), BENCH_MODEL (model name), BENCH_HEADERS
+-- (optional extra request headers, one "Name: value" per line).
 local key = os.getenv("BENCH_KEY") or "sk-bench"
 local model = os.getenv("BENCH_MODEL") or "bench-model"
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. key
+local extra = os.getenv("BENCH_HEADERS") or ""
+for line in extra:gmatch("[^\n]+") do
+  local name, value = line:match("^%s*([^:]+):%s*(.-)%s*$")
+  if name then
+    wrk.headers[name] = value
+  end
+end
 wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
 
 function done(summary, latency, requests)

@@ -196,8 +196,18 @@ class RssSampler:
         return round(self.peak_kb / 1024, 1)
 
 
-def run_wrk(url: str, *, connections: int, duration: float, key: str, model: str, threads: int = 1) -> str:
-    env = dict(os.environ, BENCH_KEY=key, BENCH_MODEL=model)
+def run_wrk(
+    url: str,
+    *,
+    connections: int,
+    duration: float,
+    key: str,
+    model: str,
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
+) -> str:
+    extra = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
+    env = dict(os.environ, BENCH_KEY=key, BENCH_MODEL=model, BENCH_HEADERS=extra)
     cmd = [
         "wrk",
         f"-t{min(threads, connections)}",

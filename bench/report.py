@@ -178,6 +178,58 @@ def summarize_compare(
     return out
 
 
+PEER_NAMES = {
+    "gateway": "this gateway, every record on",
+    "portkey": "Portkey gateway (`@portkey-ai/gateway`, node)",
+    "litellm": "LiteLLM proxy (`litellm[proxy]`)",
+}
+
+
+def summarize_peers(
+    rounds: dict[str, list[dict[str, Any]]], direct: list[dict[str, Any]], *, versions: dict[str, str]
+) -> dict[str, Any]:
+    """The peer phase: best of the alternated rounds per server (highest req/s at 16
+    connections, lowest p50 at 1 connection and CPU per request: the rounds least disturbed
+    by other load), the added p50 against the best direct p50, and the first server's
+    ratios to each other one (req/s: above 1 is faster; added p50: below 1 adds less)."""
+    labels = list(rounds)
+    base_p50 = _best([d["c1"]["p50_ms"] for d in direct if "c1" in d], min)
+    out: dict[str, Any] = {
+        "labels": labels,
+        "versions": versions,
+        "rounds": len(rounds[labels[0]]) if labels else 0,
+        "direct_p50_c1_ms": _r(base_p50, 3),
+        "servers": {},
+        "ratios": {},
+    }
+    for label in labels:
+        c16 = [r["c16"] for r in rounds[label] if "c16" in r]
+        c1 = [r["c1"] for r in rounds[label] if "c1" in r]
+        p50 = _best([r["p50_ms"] for r in c1], min)
+        out["servers"][label] = {
+            "rps_c16": _r(_best([r["rps"] for r in c16], max), 1),
+            "rps_c16_rounds": [r["rps"] for r in c16],
+            "p50_c1_ms": _r(p50, 3),
+            "added_p50_c1_ms": added(p50, base_p50),
+            "p99_c1_ms": _r(_best([r["p99_ms"] for r in c1 if "p99_ms" in r], min), 3),
+            "cpu_us_per_req_c16": _r(
+                _best([r["cpu_us_per_req"] for r in c16 if r.get("cpu_us_per_req") is not None], min), 1
+            ),
+            "peak_rss_mb": _best([r["peak_rss_mb"] for r in c1 + c16 if r.get("peak_rss_mb") is not None], max),
+            "errors": sum(r.get("errors", 0) for r in c1 + c16),
+        }
+    if labels:
+        first = out["servers"][labels[0]]
+        for label in labels[1:]:
+            other = out["servers"][label]
+            out["ratios"][label] = {
+                "rps": ratio(first["rps_c16"], other["rps_c16"]),
+                "added_p50": ratio(first["added_p50_c1_ms"], other["added_p50_c1_ms"]),
+                "cpu": ratio(first["cpu_us_per_req_c16"], other["cpu_us_per_req_c16"]),
+            }
+    return out
+
+
 # --- summary and targets ----------------------------------------------------------------
 
 TARGETS = [
@@ -228,6 +280,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     large = results.get("large_bodies")
     if large:
         out["large_bodies_probe_p99_ms"] = large.get("probe_loaded", {}).get("p99_ms")
+    for label, ratios in results.get("peers", {}).get("ratios", {}).items():
+        out[f"rps_ratio_vs_{label}"] = ratios.get("rps")
+        out[f"added_p50_ratio_vs_{label}"] = ratios.get("added_p50")
     return out
 
 
@@ -309,6 +364,57 @@ def http_rows(results: dict[str, Any]) -> list[list[Any]]:
     if "c32" in runs.get("workers2", {}):
         row("gateway, 2 processes", "c32", runs["workers2"]["c32"], processes=2, compare=False)
     return rows
+
+
+def render_peers(peers: dict[str, Any], *, heading: str | None = "##") -> list[str]:
+    """The peer table: each server's figures and the gateway's ratio to each peer
+    (``heading=None``: no heading, for a document that has its own)."""
+    labels = peers.get("labels", [])
+    if not labels:
+        return []
+    servers, ratios, versions = peers.get("servers", {}), peers.get("ratios", {}), peers.get("versions", {})
+    lines = [f"{heading} Beside other gateways", ""] if heading else []
+    lines += [
+        f"One process each on the same nginx upstream, {_fmt(peers.get('rounds'))} alternated rounds "
+        f"({', '.join(labels)}); best round of each (highest req/s, lowest p50 and CPU). "
+        f"Upstream direct p50 at 1 connection: {_fmt(peers.get('direct_p50_c1_ms'), 3)} ms. "
+        f"Ratios are {labels[0]} ÷ peer: req/s above 1 is faster, added p50 below 1 adds less.",
+        "",
+    ]
+    rows = []
+    for label in labels:
+        s = servers.get(label, {})
+        r = ratios.get(label, {})
+        rows.append(
+            [
+                PEER_NAMES.get(label, label),
+                f"`{versions.get(label, '?')}`",
+                s.get("rps_c16"),
+                r.get("rps") if r else "–",
+                s.get("p50_c1_ms"),
+                s.get("added_p50_c1_ms"),
+                r.get("added_p50") if r else "–",
+                s.get("cpu_us_per_req_c16"),
+                s.get("peak_rss_mb"),
+                s.get("errors"),
+            ]
+        )
+    lines += _table(
+        [
+            "server",
+            "version",
+            "req/s, 16 conns",
+            "req/s ratio",
+            "p50 ms, 1 conn",
+            "added p50 ms",
+            "added p50 ratio",
+            "CPU µs/req",
+            "peak RSS MB",
+            "errors",
+        ],
+        rows,
+    )
+    return lines
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -464,6 +570,9 @@ def render_markdown(results: dict[str, Any]) -> str:
             [[label, r.get("rps"), r.get("p50_ms"), r.get("cpu_us_per_req")] for label, r in limited["best"].items()],
         )
         lines += ["", f"Throughput with limits / without: **{limited['rps_ratio']}** (target: at least 0.9)."]
+    peers = results.get("peers")
+    if peers:
+        lines += ["", *render_peers(peers)]
     checks = results.get("targets", [])
     if checks:
         lines += ["", "## Targets", ""]

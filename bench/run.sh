@@ -2,6 +2,8 @@
 # The gateway benchmark, one command: bash bench/run.sh [--quick] [--profile] [...]
 # (make bench). Options: .venv/bin/python -m bench.bench --help. Results go to
 # bench/results/latest.{json,md} and the table into docs/benchmark.md.
+# --peers (make bench-peers) adds Portkey's gateway and LiteLLM's proxy beside the gateway:
+# pinned versions installed once into bench/.peers/ (npm and PyPI; see bench/peers.py).
 #
 # Uses its own Postgres database and Redis DB (dropped and recreated on every run):
 #   BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/gw_bench)

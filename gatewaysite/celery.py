@@ -34,10 +34,10 @@ app.conf.beat_schedule = {
         "schedule": 30.0,
         "options": {"queue": "latency", "expires": 25},
     },
-    "monitoring-rollup-spend": {
-        "task": "monitoring.rollup_spend",
-        "schedule": 60.0,
-        "options": {"queue": "default", "expires": 50},
+    "usage-maintain-partitions": {
+        "task": "usage.maintain_partitions",
+        "schedule": 60.0 * 60,
+        "options": {"queue": "default", "expires": 50 * 60},
     },
     "latency-prune-samples": {
         "task": "routing.prune_samples",

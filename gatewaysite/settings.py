@@ -6,12 +6,16 @@ and in-process fallbacks for shared counters, the usage stream and latency stati
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from gatewaysite.env import env_bool, env_float, env_int, env_list, env_rate, env_str, local_secret
+from gatewaysite.redis import celery_broker
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GATEWAY_VAR_DIR", str(BASE_DIR / "var")))
@@ -121,7 +125,7 @@ REDIS_URL = env_str("REDIS_URL", "")
 # The cache holds the login throttle's counters (accounts/throttling.py): shared by every
 # process through Redis when configured, per process in the embedded default.
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "gatewaysite.cache.GatewayRedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -170,7 +174,19 @@ SIMPLE_JWT = {
 
 # Celery: broker is Redis when configured; in the embedded default there is no worker
 # and the usage pipeline runs in process (see usage/recorder.py).
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
+# The broker is REDIS_URL's Redis unless CELERY_BROKER_URL says otherwise; a Sentinel
+# REDIS_URL becomes kombu's sentinel:// broker; a Cluster one needs CELERY_BROKER_URL
+# (kombu has no Cluster transport; docs/scaling.md).
+if os.environ.get("CELERY_BROKER_URL"):
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
+    if CELERY_BROKER_URL.startswith("sentinel://"):
+        CELERY_BROKER_TRANSPORT_OPTIONS = {"master_name": env_str("CELERY_BROKER_MASTER_NAME", "mymaster")}
+else:
+    try:
+        CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = celery_broker(REDIS_URL)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
@@ -195,7 +211,9 @@ GATEWAY = {
     # notice a new price gets: "now" for a price means its write time plus this.
     "CONFIG_PROPAGATION_SECONDS": env_float("GATEWAY_CONFIG_PROPAGATION_SECONDS", 2.0, minimum=0.5),
     # Redis stream that carries usage events from the request path to the workers.
-    "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "gw:usage"),
+    # Its name carries the {gw} hash tag: the recorder's script writes it together with the
+    # spend and budget counters (one hash slot on Redis Cluster; docs/scaling.md).
+    "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "{gw}:usage"),
     # Failed ingestions of one stream entry before it moves to the dead letters (UsageDeadLetter).
     "USAGE_MAX_ATTEMPTS": env_int("GATEWAY_USAGE_MAX_ATTEMPTS", 3, minimum=1),
     # Benchmark-only switch: skip usage/latency recording (see bench/README.md).
@@ -221,7 +239,13 @@ GATEWAY = {
     # Load the shipped price list on `migrate` (providers/pricing/seed_prices.json, docs/cost.md).
     "SEED_PRICING": env_bool("GATEWAY_SEED_PRICING", True),
     # Latency (docs/latency.md): raw samples older than this are pruned; rollups are kept.
+    # On Postgres whole daily partitions are dropped (docs/scaling.md).
     "LATENCY_SAMPLE_RETENTION_DAYS": env_int("GATEWAY_LATENCY_SAMPLE_RETENTION_DAYS", 7, minimum=1),
+    # Postgres partitions (usage/partitions.py, docs/scaling.md): created this far ahead by
+    # usage.maintain_partitions; usage records kept this many whole months (0: forever).
+    "USAGE_PARTITIONS_AHEAD_MONTHS": env_int("GATEWAY_USAGE_PARTITIONS_AHEAD_MONTHS", 2, minimum=1),
+    "SAMPLE_PARTITIONS_AHEAD_DAYS": env_int("GATEWAY_SAMPLE_PARTITIONS_AHEAD_DAYS", 7, minimum=1),
+    "USAGE_RETENTION_MONTHS": env_int("GATEWAY_USAGE_RETENTION_MONTHS", 0, minimum=0),
     # Latency strategy: live window and half-life of its decay, what a failed attempt counts as,
     # samples a deployment needs to be ranked, and one request in N that tries one without them.
     "LATENCY_WINDOW_SECONDS": env_int("GATEWAY_LATENCY_WINDOW_SECONDS", 60, minimum=2),

@@ -10,7 +10,7 @@ class MonitoringConfig(AppConfig):
         from django.conf import settings
         from django.core.signals import request_finished
 
-        from monitoring import schema, tasks  # noqa: F401 - registers the OpenAPI extensions and the task
+        from monitoring import schema  # noqa: F401 - registers the OpenAPI extensions
         from monitoring.middleware import clear_request_context
         from monitoring.recording import process_metrics
 

@@ -1,88 +1,34 @@
-"""Spend per day by team, key and model: the rollup the overview reads (docs/observability.md).
+"""Spend per day by team, key and model for the operator overview (docs/observability.md).
 
-- ``spend_rollup_refresh(days=...)`` recomputes whole days from the usage records in one
-  transaction: idempotent, and exact for the records present when it ran.
-- The Celery task ``monitoring.rollup_spend`` (every minute) recomputes yesterday and
-  today, so records that arrive late (a drained backlog, a replayed spool) are counted
-  within a minute, up to a day late. ``manage.py rollup_spend --since DATE`` recomputes
-  older days after replaying something older.
-- ``spend_summary`` answers "today" and "this month": closed days from the rollup
-  (computing any day that has none yet), today straight from the records of today
-  (an indexed range on ``created_at``).
+Read from the hourly usage rollups (``usage.models.UsageRollup``, the one home of
+rollups; usage/rollups.py): they are kept exact as records are ingested, late ones
+included, so "today" and "this month" are sums over at most ~750 hours of cells, never a
+scan of the records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Sum
 
 from gatewaysite.clock import now
-from monitoring.models import SpendRollup, SpendRollupDay
 
 _GROUP = ("team", "client_key_id", "key_name", "key_prefix", "model")
 
 
-def _day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(0), tzinfo=UTC)
-    return start, start + timedelta(days=1)
-
-
 def _aggregate(start: datetime, end: datetime) -> list[dict[str, Any]]:
-    from usage.models import UsageRecord
+    from usage.models import UsageRollup
 
     return list(
-        UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
+        UsageRollup.objects.filter(hour__gte=start, hour__lt=end)
         .values(*_GROUP)
-        .annotate(
-            requests=Count("id"),
-            unpriced_requests=Count("id", filter=Q(cost_usd__isnull=True)),
-            cost_usd=Sum("cost_usd"),
-        )
+        .annotate(requests=Sum("requests"), unpriced_requests=Sum("unpriced_requests"), cost_usd=Sum("cost_usd"))
         .order_by()
     )
-
-
-def spend_rollup_refresh(*, days: Iterable[date]) -> int:
-    """Recompute the rollup of each day; return the rows written."""
-    written = 0
-    for day in sorted(set(days)):
-        start, end = _day_bounds(day)
-        rows = _aggregate(start, end)
-        with transaction.atomic():
-            SpendRollup.objects.filter(day=day).delete()
-            SpendRollup.objects.bulk_create(
-                [
-                    SpendRollup(
-                        day=day,
-                        team=row["team"],
-                        client_key_id=row["client_key_id"],
-                        key_name=row["key_name"],
-                        key_prefix=row["key_prefix"],
-                        model=row["model"],
-                        requests=row["requests"],
-                        unpriced_requests=row["unpriced_requests"],
-                        cost_usd=row["cost_usd"] or Decimal(0),
-                    )
-                    for row in rows
-                ],
-                batch_size=1000,
-            )
-            SpendRollupDay.objects.update_or_create(
-                day=day, defaults={"refreshed_at": now(), "records": sum(r["requests"] for r in rows)}
-            )
-        written += len(rows)
-    return written
-
-
-def spend_rollup_recent() -> int:
-    today = now().astimezone(UTC).date()
-    return spend_rollup_refresh(days=[today - timedelta(days=1), today])
 
 
 @dataclass
@@ -118,20 +64,12 @@ class SpendBreakdown:
 def spend_summary(*, at: datetime | None = None) -> tuple[SpendBreakdown, SpendBreakdown]:
     """(today, this month) by team, key and model."""
     moment = (at or now()).astimezone(UTC)
-    today = moment.date()
+    today = datetime.combine(moment.date(), time(0), tzinfo=UTC)
     month_start = today.replace(day=1)
-    closed = [month_start + timedelta(days=n) for n in range((today - month_start).days)]
-    done = set(SpendRollupDay.objects.filter(day__in=closed).values_list("day", flat=True))
-    missing = [day for day in closed if day not in done]
-    if missing:
-        spend_rollup_refresh(days=missing)  # first view, or no Celery beat (the embedded default)
-    today_rows = _aggregate(*_day_bounds(today))
     today_spend, month_spend = SpendBreakdown(), SpendBreakdown()
-    for row in today_rows:
+    for row in _aggregate(today, today + timedelta(days=1)):
         today_spend.add(row)
         month_spend.add(row)
-    for row in SpendRollup.objects.filter(day__gte=month_start, day__lt=today).values(
-        *_GROUP, "requests", "unpriced_requests", "cost_usd"
-    ):
+    for row in _aggregate(month_start, today):
         month_spend.add(row)
     return today_spend, month_spend

@@ -215,7 +215,11 @@ class LatencySample(models.Model):
     overhead_ms = models.FloatField(help_text="total minus upstream: what the gateway added.")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["request_id", "attempt"], name="latency_sample_unique")]
+        # Partitioned by day on Postgres (usage/partitions.py): the unique key holds the
+        # partition key; ``created_at`` comes from the usage event, so a replay hits it.
+        constraints = [
+            models.UniqueConstraint(fields=["request_id", "attempt", "created_at"], name="latency_sample_once")
+        ]
         indexes = [models.Index(fields=["deployment", "created_at"])]
 
 

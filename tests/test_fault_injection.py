@@ -131,8 +131,8 @@ def test_kills_of_a_worker_the_consumer_and_redis_lose_and_duplicate_nothing(
         while drain(claim_idle_ms=0):
             pass
         client = redis.client()
-        assert client.xlen("gw:usage") == 0 and client.xpending("gw:usage", GROUP)["pending"] == 0
-        spend = int(client.get(f"gw:spend:key:{key.id}") or 0)
+        assert client.xlen("{gw}:usage") == 0 and client.xpending("{gw}:usage", GROUP)["pending"] == 0
+        spend = int(client.get(f"{{gw}}:spend:key:{key.id}") or 0)
     finally:
         consumer.kill()
         gateway.stop()

@@ -32,10 +32,10 @@ from usage.reports import (
     cost_report,
     detail_csv,
     parse_report_params,
+    range_total,
     records_between,
     report_csv,
     report_json,
-    report_total,
 )
 
 
@@ -180,7 +180,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
                 name = f"costs_{params.start:%Y%m%d}_{params.end:%Y%m%d}"
                 if params.row_level:
                     records = records_between(params.start, params.end)
-                    total = report_total(records) if params.totals else None
+                    total = range_total(params.start, params.end) if params.totals else None
                     response: HttpResponse = StreamingHttpResponse(detail_csv(records, total), content_type="text/csv")
                     response["content-disposition"] = f'attachment; filename="{name}.csv"'
                     return response

@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError
 
 from accounts.keycache import KeyInfo
 from gatewaysite.api.errors import RateLimited
-from gatewaysite.redis import get_redis
+from gatewaysite.redis import SLOT, get_redis, slot_client
 from providers.adapters.base import Usage
 from routing.config.snapshot import DeploymentInfo
 from routing.strategies.base import RouteRequest
@@ -80,7 +80,7 @@ class AdmissionBatcher:
 
     @staticmethod
     def _send(client: Any, sha: str, calls: list[ScriptCall]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
+        pipe = slot_client(client).pipeline(transaction=False)
         for call in calls:
             pipe.evalsha(sha, len(call.keys), *call.keys, *call.args)
         return pipe.execute(raise_on_error=False)
@@ -266,7 +266,7 @@ def _choose(admission: Admission, route: RouteRequest, deployments: list[Deploym
         return
     admission.chosen = index - 1
     chosen = deployments[index - 1]
-    admission.deployment_token_base = f"gw:rl:deployment:{chosen.deployment_id}:{TOKENS}" if chosen.tpm else None
+    admission.deployment_token_base = f"{SLOT}:rl:deployment:{chosen.deployment_id}:{TOKENS}" if chosen.tpm else None
 
 
 def _admit_local(
@@ -321,7 +321,7 @@ def _local_pick(deployments: Sequence[DeploymentLimits], tokens: int, at: int) -
         for kind, limit, need in ((REQUESTS, d.rpm, 1), (TOKENS, d.tpm, tokens)):
             if limit is None:
                 continue
-            used, counts, first = local_windows.window(f"gw:rl:deployment:{d.deployment_id}:{kind}", at)
+            used, counts, first = local_windows.window(f"{SLOT}:rl:deployment:{d.deployment_id}:{kind}", at)
             if used + need > limit:
                 worst = max(worst, wait_ms(counts, first, used, need, limit, at) or 1)
         if worst == 0:
@@ -335,9 +335,9 @@ def _local_take(deployments: Sequence[DeploymentLimits], index: int, tokens: int
         return
     d = deployments[index - 1]
     if d.rpm is not None:
-        local_windows.add(f"gw:rl:deployment:{d.deployment_id}:{REQUESTS}", 1, at)
+        local_windows.add(f"{SLOT}:rl:deployment:{d.deployment_id}:{REQUESTS}", 1, at)
     if d.tpm is not None:
-        local_windows.add(f"gw:rl:deployment:{d.deployment_id}:{TOKENS}", tokens, at)
+        local_windows.add(f"{SLOT}:rl:deployment:{d.deployment_id}:{TOKENS}", tokens, at)
 
 
 def next_candidate(
@@ -373,5 +373,5 @@ def next_candidate(
             _local_take(deployments, picked, tokens, at)
             index = picked
     chosen = deployments[index - 1]
-    admission.deployment_token_base = f"gw:rl:deployment:{chosen.deployment_id}:{TOKENS}" if chosen.tpm else None
+    admission.deployment_token_base = f"{SLOT}:rl:deployment:{chosen.deployment_id}:{TOKENS}" if chosen.tpm else None
     return start + index - 1

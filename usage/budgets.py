@@ -23,8 +23,8 @@ recorder's pipeline together with the usage event: the actual cost is added to t
 period's spend and the hold is released, in the same round trip.
 
 Counters are integer pico-dollars (``usage/cost.py``), so increments are exact:
-- ``gw:spend:key:<id>``: the key's spend since it was issued (``x-gateway-key-spend-usd``);
-- ``gw:budget:<key|team>:<id>:<period>``: spend of one budget period (``2026-11-26``, ``2026-11``);
+- ``{gw}:spend:key:<id>``: the key's spend since it was issued (``x-gateway-key-spend-usd``);
+- ``{gw}:budget:<key|team>:<id>:<period>``: spend of one budget period (``2026-11-26``, ``2026-11``);
 - ``...:<period>:hold:<slot>``: cost held by requests in flight, in 10-minute slots. A
   reservation checks the current and the previous slot, so the hold of a request that
   dies without settling (a killed process) lapses within 20 minutes.
@@ -52,7 +52,7 @@ from django.conf import settings
 from accounts.keycache import KeyInfo
 from gatewaysite.api.errors import BudgetExceeded, BudgetUnavailable, InvalidRequest
 from gatewaysite.clock import now
-from gatewaysite.redis import get_redis
+from gatewaysite.redis import SLOT, get_redis
 from usage.events import CounterIncrement
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def _script(client: Any, which: int) -> Any:
 
 
 def key_spend_counter(key_id: int) -> str:
-    return f"gw:spend:key:{key_id}"
+    return f"{SLOT}:spend:key:{key_id}"
 
 
 # --- periods --------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class Budget:
 
     def counters(self, at: datetime) -> BudgetCounters:
         pid = period_id(self.period, at)
-        base = f"gw:budget:{self.scope}:{self.scope_id}:{pid}"
+        base = f"{SLOT}:budget:{self.scope}:{self.scope_id}:{pid}"
         slot = int(at.timestamp()) // HOLD_SLOT_SECONDS
         _, end = period_bounds(self.period, at)
         ttl = int((end - at).total_seconds()) + 86_400  # every counter of the period ends a day after it
@@ -483,7 +483,7 @@ _key_spend_checked: dict[int, float] = {}
 
 
 def _ensure_key_spend_seeded(key_id: int) -> None:
-    """Seed ``gw:spend:key:<id>`` from Postgres if it is missing (new process, or Redis restarted).
+    """Seed ``{gw}:spend:key:<id>`` from Postgres if it is missing (new process, or Redis restarted).
 
     Checked once a minute per key per process: one EXISTS, and a query only when missing.
     """

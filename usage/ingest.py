@@ -1,7 +1,11 @@
 """Turns usage events into rows: ``UsageRecord`` and ``LatencySample``. Idempotent.
 
-``request_id`` is unique on usage records and ``(request_id, attempt)`` on samples, and
-inserts ignore conflicts, so a redelivered or replayed event changes nothing.
+``(request_id, created_at)`` is unique on usage records and ``(request_id, attempt,
+created_at)`` on samples (the partition key must be part of a unique key on Postgres;
+``created_at`` comes from the event, so a replay has the same key), and inserts ignore
+conflicts, so a redelivered or replayed event changes nothing. The records an insert
+really inserted (``RETURNING``) are added to their hourly rollups in the same
+transaction (usage/rollups.py): a replay adds nothing there either.
 
 An event that cannot be a row (a negative token count or cost, a count past the column,
 a missing field) raises ``ValueError``/``KeyError``/``TypeError``: the consumer then
@@ -15,11 +19,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from routing.models import LatencySample
 from usage.models import UsageRecord
+from usage.rollups import rollup_add
 
 _RECORD_FIELDS = {f.name for f in UsageRecord._meta.concrete_fields} - {"id", "client_key"}
 _SAMPLE_FIELDS = {f.name for f in LatencySample._meta.concrete_fields} - {"id"}
@@ -62,6 +67,55 @@ def _sample(data: dict[str, Any]) -> LatencySample:
     return LatencySample(**values)
 
 
+_INSERT_FIELDS = [f for f in UsageRecord._meta.concrete_fields if f.name != "id"]
+
+
+def insert_new_records(records: list[UsageRecord]) -> list[UsageRecord]:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the records that were not there yet."""
+    if not records:
+        return []
+    table = UsageRecord._meta.db_table
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in _INSERT_FIELDS)
+    row_sql = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
+    step = 500 if connection.vendor == "sqlite" else 1000  # SQLite: bound parameters per statement
+    inserted: dict[tuple[str, datetime], int] = {}
+    for record in records:
+        record.created_at = _when(record.created_at)
+    with connection.cursor() as cursor:
+        for at in range(0, len(records), step):
+            chunk = records[at : at + step]
+            params: list[Any] = []
+            for record in chunk:
+                params.extend(f.get_db_prep_save(getattr(record, f.attname), connection) for f in _INSERT_FIELDS)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
+                "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING id, request_id, created_at",
+                params,
+            )
+            for pk, request_id, created_at in cursor.fetchall():
+                if isinstance(created_at, str):  # SQLite answers text
+                    created_at = connection.ops.convert_datetimefield_value(created_at, None, connection)
+                inserted[(request_id, created_at)] = pk
+    new = []
+    for record in records:
+        pk = inserted.pop((record.request_id, record.created_at), None)  # pop: a batch's duplicate adds once
+        if pk is not None:
+            record.id = pk
+            new.append(record)
+    return new
+
+
+def records_insert(records: list[UsageRecord]) -> list[UsageRecord]:
+    """Insert usage records (those not there yet) and add them to their hourly rollups, atomically.
+
+    The one way records are written: the consumer, the embedded writer, imports and tests.
+    """
+    with transaction.atomic():
+        inserted = insert_new_records(records)
+        rollup_add(inserted)
+    return inserted
+
+
 def ingest_events(events: Iterable[dict[str, Any]]) -> set[tuple[str, datetime]]:
     """Insert the rows of ``events``; return the (deployment, minute) buckets they touch."""
     records: list[UsageRecord] = []
@@ -70,8 +124,7 @@ def ingest_events(events: Iterable[dict[str, Any]]) -> set[tuple[str, datetime]]
         records.append(_record(event["record"]))
         samples.extend(_sample(s) for s in event.get("samples") or [])
     with transaction.atomic():
-        if records:
-            UsageRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=1000)
+        records_insert(records)
         if samples:
             LatencySample.objects.bulk_create(samples, ignore_conflicts=True, batch_size=1000)
     return {(s.deployment, s.created_at.replace(second=0, microsecond=0)) for s in samples}

@@ -6,12 +6,19 @@ from django.db import models
 class UsageRecord(models.Model):
     """What one client request used and cost. Exactly one row per ``request_id``.
 
+    On Postgres the table is partitioned by month on ``created_at`` (usage/partitions.py),
+    and a unique constraint on a partitioned table must hold the partition key: the
+    constraint is ``(request_id, created_at)``. ``created_at`` is the moment in the usage
+    event, set once by the gateway when the request arrived, so every redelivery, spool
+    replay or dead-letter replay of an event carries the same pair and lands on the
+    same row (docs/scaling.md, "Exactly once with partitions").
+
     Names (key, team, provider, deployment, model) are copied, not only linked, so a
     report of last year still reads right after a provider is renamed or deleted.
     ``cost_usd`` is NULL when no price was known: unknown, never zero.
     """
 
-    request_id = models.CharField(max_length=40, unique=True)
+    request_id = models.CharField(max_length=40, db_index=True)
     created_at = models.DateTimeField(db_index=True)
     client_key = models.ForeignKey(
         "accounts.ClientKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
@@ -66,6 +73,7 @@ class UsageRecord(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True)
 
     class Meta:
+        constraints = [models.UniqueConstraint(fields=["request_id", "created_at"], name="usage_record_once")]
         indexes = [
             models.Index(fields=["client_key", "created_at"]),
             models.Index(fields=["team", "created_at"]),
@@ -76,6 +84,60 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class UsageRollup(models.Model):
+    """Usage of one UTC hour per (key, team, provider, deployment, model, endpoint): the one home of rollups.
+
+    Kept exact by construction: the consumer adds a record to its hour's row in the
+    transaction that inserts the record, and only when the insert really inserted it
+    (a replay that hits the unique constraint adds nothing), so every row equals the sum
+    of its raw records to the last decimal, late records included. Re-pricing and
+    ``manage.py usage_rollups rebuild`` recompute hours from the raw records.
+    ``client_key_id`` is 0 for records without a key (a unique key of plain columns
+    behaves the same on Postgres and SQLite). ``cost_usd`` sums the priced records only;
+    ``requests - unpriced_requests`` of them.
+    """
+
+    hour = models.DateTimeField()
+    client_key_id = models.BigIntegerField(default=0)
+    key_name = models.CharField(max_length=100, blank=True)
+    key_prefix = models.CharField(max_length=16, blank=True)
+    team = models.CharField(max_length=100, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    deployment = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=200)
+    endpoint = models.CharField(max_length=16, default="chat")
+    requests = models.PositiveBigIntegerField(default=0)
+    unpriced_requests = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_1h_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=30, decimal_places=12, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "hour",
+                    "client_key_id",
+                    "key_name",
+                    "key_prefix",
+                    "team",
+                    "provider",
+                    "deployment",
+                    "model",
+                    "endpoint",
+                ],
+                name="usage_rollup_cell",
+            )
+        ]
+        indexes = [models.Index(fields=["hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.key_name} {self.model}"
 
 
 class UsageDeadLetter(models.Model):

@@ -3,7 +3,7 @@
 The window is a sliding minute cut into 60 buckets of one second: a limit holds over the
 last 60 whole buckets (the current one included), so it is exact to one second and, unlike
 a fixed per-minute window, a burst across a minute boundary gets no second allowance. Each
-bucket is one Redis integer (``gw:rl:<scope>:<id>:<r|t>:<bucket>``) that expires two
+bucket is one Redis integer (``{gw}:rl:<scope>:<id>:<r|t>:<bucket>``) that expires two
 windows after it was last written.
 
 Admission is one Lua script, in one round trip, together with the budget reservation
@@ -35,6 +35,7 @@ from django.conf import settings
 
 from accounts.keycache import KeyInfo
 from gatewaysite.clock import clock
+from gatewaysite.redis import SLOT
 from usage.events import CounterIncrement
 
 BUCKETS = 60
@@ -75,14 +76,14 @@ def client_limits(key: KeyInfo) -> list[Limit]:
         if scope_id is None:
             continue
         if rpm is not None:
-            limits.append(Limit(scope, name, f"gw:rl:{scope}:{scope_id}:{REQUESTS}", REQUESTS, rpm))
+            limits.append(Limit(scope, name, f"{SLOT}:rl:{scope}:{scope_id}:{REQUESTS}", REQUESTS, rpm))
         if tpm is not None:
-            limits.append(Limit(scope, name, f"gw:rl:{scope}:{scope_id}:{TOKENS}", TOKENS, tpm))
+            limits.append(Limit(scope, name, f"{SLOT}:rl:{scope}:{scope_id}:{TOKENS}", TOKENS, tpm))
     return limits
 
 
 def deployment_limits(deployment_id: int, rpm: int | None, tpm: int | None) -> tuple[Limit | None, Limit | None]:
-    base = f"gw:rl:deployment:{deployment_id}"
+    base = f"{SLOT}:rl:deployment:{deployment_id}"
     return (
         Limit("deployment", str(deployment_id), f"{base}:{REQUESTS}", REQUESTS, rpm) if rpm is not None else None,
         Limit("deployment", str(deployment_id), f"{base}:{TOKENS}", TOKENS, tpm) if tpm is not None else None,
@@ -323,7 +324,10 @@ def script_call(
     for limit, amount in zip(limits, amounts, strict=True):
         args += [limit.limit, amount]
     for d in deployments:
-        keys += [f"gw:rl:deployment:{d.deployment_id}:{REQUESTS}", f"gw:rl:deployment:{d.deployment_id}:{TOKENS}"]
+        keys += [
+            f"{SLOT}:rl:deployment:{d.deployment_id}:{REQUESTS}",
+            f"{SLOT}:rl:deployment:{d.deployment_id}:{TOKENS}",
+        ]
         args += [d.rpm if d.rpm is not None else -1, d.tpm if d.tpm is not None else -1]
     return ScriptCall(keys=keys, args=args, n_client=len(limits))
 
@@ -426,14 +430,14 @@ def deployment_headroom(
         try:
             pipe = client.pipeline(transaction=False)
             for d, kind, _ in wanted:
-                base = f"gw:rl:deployment:{d.deployment_id}:{kind}"
+                base = f"{SLOT}:rl:deployment:{d.deployment_id}:{kind}"
                 pipe.mget([f"{base}:{first + j}" for j in range(BUCKETS)])
             used = [sum(int(v or 0) for v in values) for values in pipe.execute()]
         except Exception:  # noqa: BLE001 - explain shows unknown headroom rather than failing
             used = []
     else:
         with local_windows.lock:
-            used = [local_windows.window(f"gw:rl:deployment:{d.deployment_id}:{k}", at)[0] for d, k, _ in wanted]
+            used = [local_windows.window(f"{SLOT}:rl:deployment:{d.deployment_id}:{k}", at)[0] for d, k, _ in wanted]
     result: dict[int, dict[str, int | bool | None]] = {
         d.deployment_id: {
             "rpm_limit": d.rpm,

@@ -3,7 +3,8 @@
 The recorder's writer numbers its batches (``writer id``, ``seq``: one writer per
 process, its batches in order). One Lua script applies a batch atomically - an XADD per
 event and its counter increments - and remembers the writer's last applied ``seq``
-(``gw:usage:seq:<writer>``, kept 7 days). A batch whose ``seq`` is already applied
+(``{gw}:usage:seq:<writer>``, kept 7 days; every key of the script carries the
+``{gw}`` hash tag, one slot on Redis Cluster). A batch whose ``seq`` is already applied
 changes nothing and returns nil. So a batch is applied once whatever happens to the
 reply: the client library's retry after a lost reply, or a spooled batch (Redis failed
 after it had applied it) replayed later, cannot count the spend twice.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from gatewaysite.redis import SLOT
 
 SEQ_TTL_SECONDS = 7 * 86_400
 
@@ -48,7 +51,7 @@ _script: Any = None
 
 
 def seq_key(writer: str) -> str:
-    return f"gw:usage:seq:{writer}"
+    return f"{SLOT}:usage:seq:{writer}"
 
 
 def apply_batch(

@@ -11,6 +11,12 @@ spreadsheet or ``pandas.read_csv(...).cost_usd.sum()`` totals it right and id co
 stay integers; ``totals=1`` appends a ``TOTAL`` line for people reading the file by eye.
 JSON always carries ``total``. The row-level export streams over a server-side cursor, so
 a million records export in bounded memory.
+
+Grouped reports and totals read the hourly rollups (``UsageRollup``, usage/rollups.py)
+for the whole hours of the range and the raw records only for the parts of an hour at
+either end (a range on whole hours or days reads no raw record at all), so their cost
+grows with hours x groups, not with records. The rollups are exact, so the answer is the
+same to the last decimal as summing the records (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -18,18 +24,19 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models.functions import Trunc, TruncDate
 from django.utils.dateparse import parse_date, parse_datetime
 
 from gatewaysite.api.errors import InvalidRequest
 from usage.cost import format_usd
-from usage.models import UsageRecord
+from usage.models import UsageRecord, UsageRollup
+from usage.rollups import hour_of
 
 GROUPS: dict[str, list[str]] = {
     "day": ["day"],
@@ -172,22 +179,108 @@ def report_total(records: QuerySet[UsageRecord]) -> dict[str, Any]:
     return _clean(records.aggregate(**_metrics()))
 
 
+def _rollup_metrics() -> dict[str, Any]:
+    return {name: Sum(name) for name in ("requests", "unpriced_requests", *TOKEN_METRICS, "cost_usd")}
+
+
+def _whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole hours inside ``[start, end)``: ``[first, last)``, empty when first >= last."""
+    first = hour_of(start)
+    if first < start:
+        first += timedelta(hours=1)
+    return first, max(first, hour_of(end))
+
+
+def _parts(start: datetime, end: datetime) -> tuple[list[tuple[datetime, datetime]], tuple[datetime, datetime]]:
+    """(raw ranges at the ends, rollup range of whole hours)."""
+    first, last = _whole_hours(start, end)
+    if first >= last:
+        return [(start, end)], (first, first)
+    raw = [(a, b) for a, b in ((start, first), (last, end)) if a < b]
+    return raw, (first, last)
+
+
+def _rollup_rows(first: datetime, last: datetime, fields: list[str], day: bool) -> list[dict[str, Any]]:
+    if first >= last:
+        return []
+    cells = UsageRollup.objects.filter(hour__gte=first, hour__lt=last)
+    if day:
+        cells = cells.annotate(day=Trunc("hour", "day", tzinfo=UTC))
+    if not fields:
+        total = cells.aggregate(**_rollup_metrics())
+        return [total] if total["requests"] else []
+    return list(cells.values(*fields).annotate(**_rollup_metrics()).order_by())
+
+
+def _raw_rows(start: datetime, end: datetime, fields: list[str], day: bool) -> list[dict[str, Any]]:
+    records = records_between(start, end)
+    if day:
+        records = records.annotate(day=TruncDate("created_at", tzinfo=UTC))
+    if not fields:
+        total = records.aggregate(**_metrics())
+        return [{**total, "cost_usd": total["cost_usd"] or Decimal(0)}] if total["requests"] else []
+    rows = []
+    for row in records.values(*fields).annotate(**_metrics()).order_by():
+        rows.append({**row, "cost_usd": row["cost_usd"] or Decimal(0)})
+    return rows
+
+
+def _group_value(name: str, value: Any) -> Any:
+    if name == "client_key_id":
+        return value or None  # rollups say 0 for "no key"
+    if name == "day" and isinstance(value, datetime):
+        return value.date()
+    return value
+
+
+def _merged(start: datetime, end: datetime, fields: list[str], day: bool) -> list[dict[str, Any]]:
+    raw_ranges, (first, last) = _parts(start, end)
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    sources = [_rollup_rows(first, last, fields, day)] + [_raw_rows(a, b, fields, day) for a, b in raw_ranges]
+    for rows in sources:
+        for row in rows:
+            group = tuple(_group_value(f, row[f]) for f in fields)
+            into = sums.get(group)
+            if into is None:
+                into = sums[group] = {"requests": 0, "unpriced_requests": 0, "cost_usd": Decimal(0)}
+                into.update(dict.fromkeys(TOKEN_METRICS, 0))
+            for name in ("requests", "unpriced_requests", *TOKEN_METRICS):
+                into[name] += int(row[name] or 0)
+            into["cost_usd"] += row["cost_usd"] or Decimal(0)
+    out = []
+    for group in sorted(sums, key=lambda g: tuple((v is None, "" if v is None else v) for v in g)):
+        metrics = sums[group]
+        if metrics["requests"] and metrics["requests"] == metrics["unpriced_requests"]:
+            metrics["cost_usd"] = None  # no record of the group has a known cost: unknown, not zero
+        row = dict(zip(fields, group, strict=True)) | metrics
+        out.append(_clean(row))
+    return out
+
+
+def range_total(start: datetime, end: datetime) -> dict[str, Any]:
+    """The totals of ``[start, end)`` from rollups and the raw records of partial hours."""
+    rows = _merged(start, end, [], False)
+    return rows[0] if rows else _clean({"requests": 0})
+
+
 def cost_report(params: ReportParams, records: QuerySet[UsageRecord] | None = None) -> dict[str, Any]:
-    """Grouped totals: ``{"rows": [...], "total": {...}}``, summed in the database."""
-    records = records if records is not None else records_between(params.start, params.end)
+    """Grouped totals: ``{"rows": [...], "total": {...}}``, from the rollups (or ``records``, summed as given)."""
     fields = [f for g in params.group_by for f in GROUPS[g]]
-    grouped = records
-    if "day" in params.group_by:
-        grouped = grouped.annotate(day=TruncDate("created_at", tzinfo=UTC))
-    grouped = grouped.values(*fields).annotate(**_metrics()).order_by(*fields)
-    rows = [_clean(r) for r in grouped]
+    day = "day" in params.group_by
+    if records is None:
+        rows = _merged(params.start, params.end, fields, day)
+        total = range_total(params.start, params.end)
+    else:
+        grouped = records.annotate(day=TruncDate("created_at", tzinfo=UTC)) if day else records
+        rows = [_clean(r) for r in grouped.values(*fields).annotate(**_metrics()).order_by(*fields)]
+        total = report_total(records)
     return {
         "start": params.start.isoformat(),
         "end": params.end.isoformat(),
         "group_by": list(params.group_by),
         "currency": "USD",
         "rows": rows,
-        "total": report_total(records),
+        "total": total,
     }
 
 

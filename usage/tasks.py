@@ -32,3 +32,19 @@ def replay_spool() -> int:
     from usage.spool import spool_replay
 
     return spool_replay()
+
+
+@shared_task(
+    name="usage.maintain_partitions",
+    queue="default",
+    acks_late=True,
+    expires=50 * 60,  # hourly
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+)
+def maintain_partitions() -> dict[str, list[str]]:
+    """Create the coming partitions, drop those past retention (Postgres; docs/scaling.md)."""
+    from usage.partitions import partitions_maintain
+
+    return partitions_maintain()

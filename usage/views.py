@@ -16,10 +16,10 @@ from usage.reports import (
     detail_csv,
     detail_json,
     parse_report_params,
+    range_total,
     records_between,
     report_csv,
     report_json,
-    report_total,
 )
 
 
@@ -39,7 +39,7 @@ class CostReportView(APIView):
         params = parse_report_params(request.query_params)
         if params.row_level:
             records = records_between(params.start, params.end)
-            total = report_total(records)
+            total = range_total(params.start, params.end)
             if params.format == "csv":
                 response: HttpResponse = StreamingHttpResponse(
                     detail_csv(records, total if params.totals else None), content_type="text/csv; charset=utf-8"

@@ -21,7 +21,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -59,11 +59,13 @@ class RepriceResult:
 
 def _recost(rows: list[Any], result: RepriceResult) -> None:
     from accounts.models import Team
+    from gatewaysite.redis import SLOT
     from providers.models import PricingRow, Provider
     from routing.config.snapshot import price_of
     from usage.budgets import key_spend_counter, period_id
     from usage.cost import cost_of, to_picodollars
     from usage.models import UsageRecord
+    from usage.rollups import hour_of, rollup_rebuild
 
     since: dict[tuple[str, str], datetime] = {}
     for row in rows:
@@ -74,6 +76,7 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
         providers_by_vendor[provider.pricing_vendor].append(provider.name)
     teams = dict(Team.objects.values_list("name", "id"))
     deltas: dict[str, int] = defaultdict(int)
+    hours: set[datetime] = set()
     for (vendor, model), start in since.items():
         history = [
             price_of(r) for r in PricingRow.objects.filter(vendor=vendor, model=model).order_by("-effective_from")
@@ -103,10 +106,11 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
                 deltas[key_spend_counter(record.client_key_id)] += delta
                 for period in ("day", "month"):
                     pid = period_id(period, record.created_at)
-                    deltas[f"gw:budget:key:{record.client_key_id}:{pid}"] += delta
+                    deltas[f"{SLOT}:budget:key:{record.client_key_id}:{pid}"] += delta
                     if record.team in teams:
-                        deltas[f"gw:budget:team:{teams[record.team]}:{pid}"] += delta
+                        deltas[f"{SLOT}:budget:team:{teams[record.team]}:{pid}"] += delta
             record.cost_usd, record.pricing_row_id = cost, price_id
+            hours.add(hour_of(record.created_at))
             changed.append(record)
             if len(changed) >= 1000:
                 UsageRecord.objects.bulk_update(changed, ["cost_usd", "pricing_row_id"])
@@ -115,6 +119,8 @@ def _recost(rows: list[Any], result: RepriceResult) -> None:
         if changed:
             UsageRecord.objects.bulk_update(changed, ["cost_usd", "pricing_row_id"])
             result.records_recosted += len(changed)
+    for hour in sorted(hours):  # the hourly rollups of the re-costed records, from the records
+        rollup_rebuild(hour, hour + timedelta(hours=1))
     result.counter_deltas = {k: v for k, v in deltas.items() if v}
 
 
@@ -129,8 +135,10 @@ def _move_counters(deltas: dict[str, int]) -> None:
             if local_counters.get(name) is not None:
                 local_counters.incr(name, delta)
         return
+    from gatewaysite.redis import slot_client
+
     script = client.register_script(_INCR_IF_EXISTS)
-    pipe = client.pipeline(transaction=False)
+    pipe = slot_client(client).pipeline(transaction=False)
     for name, delta in deltas.items():
         script(keys=[name], args=[delta], client=pipe)
     pipe.execute()

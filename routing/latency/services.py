@@ -14,7 +14,9 @@ def latency_samples_prune(*, older_than: datetime | None = None, batch_size: int
     """Delete raw samples created before ``older_than`` (default: the retention setting), in batches.
 
     Small batches keep each DELETE short, so the ingest path never waits long on it.
-    Returns the number of rows deleted.
+    Returns the number of rows deleted. On Postgres the table is partitioned by day and
+    ``usage.maintain_partitions`` drops whole days past retention first; this deletes what
+    is left (the default partition, the part of a day past the cutoff).
     """
     if older_than is None:
         older_than = now() - timedelta(days=settings.GATEWAY["LATENCY_SAMPLE_RETENTION_DAYS"])

@@ -218,3 +218,144 @@ def test_recording_cost_is_also_given_in_cpu_per_request() -> None:
     results["runs"]["strategies"]["model"]["c16"]["cpu_us_per_req"] = 700.0
     results["runs"]["recording_off"]["c16"]["cpu_us_per_req"] = 595.0
     assert headline(results)["recording_cost_cpu"] == 0.15
+
+
+def _peer_round(rps: float, p50: float, cpu: float, rss: float = 100.0, errors: int = 0) -> dict:
+    return {
+        "c1": {"rps": 1000 / p50, "p50_ms": p50, "p99_ms": p50 * 2, "errors": 0, "peak_rss_mb": rss},
+        "c16": {"rps": rps, "p50_ms": 10.0, "cpu_us_per_req": cpu, "errors": errors, "peak_rss_mb": rss + 10},
+    }
+
+
+def _peer_summary() -> dict:
+    from bench.report import summarize_peers
+
+    rounds = {
+        "gateway": [_peer_round(1400.0, 0.80, 700.0), _peer_round(1500.0, 0.90, 650.0)],
+        "portkey": [_peer_round(1450.0, 0.70, 690.0, rss=150.0), _peer_round(1000.0, 0.75, 900.0)],
+        "litellm": [_peer_round(90.0, 9.0, 11000.0, rss=300.0, errors=2), _peer_round(91.0, 10.0, 10500.0)],
+    }
+    direct = [{"c1": {"p50_ms": 0.05}}, {"c1": {"p50_ms": 0.04}}]
+    versions = {"gateway": "abc1234", "portkey": "1.15.2", "litellm": "1.106.12"}
+    return summarize_peers(rounds, direct, versions=versions)
+
+
+def test_peers_take_the_best_round_of_each_server_and_ratio_the_gateway_to_each_peer() -> None:
+    out = _peer_summary()
+    assert out["labels"] == ["gateway", "portkey", "litellm"]
+    assert out["rounds"] == 2
+    assert out["direct_p50_c1_ms"] == 0.04
+    gateway, portkey, litellm = (out["servers"][k] for k in out["labels"])
+    assert gateway["rps_c16"] == 1500.0  # highest of the rounds
+    assert gateway["rps_c16_rounds"] == [1400.0, 1500.0]
+    assert gateway["p50_c1_ms"] == 0.8  # lowest of the rounds
+    assert gateway["added_p50_c1_ms"] == 0.76  # 0.80 - 0.04
+    assert gateway["cpu_us_per_req_c16"] == 650.0
+    assert portkey["added_p50_c1_ms"] == 0.66
+    assert portkey["peak_rss_mb"] == 160.0  # highest over every run
+    assert litellm["errors"] == 2
+    assert "gateway" not in out["ratios"]
+    assert out["ratios"]["portkey"]["rps"] == 1.034  # 1500 / 1450
+    assert out["ratios"]["portkey"]["added_p50"] == 1.152  # 0.76 / 0.66: the gateway adds more
+    assert out["ratios"]["litellm"]["rps"] == 16.484  # 1500 / 91
+    assert out["ratios"]["litellm"]["cpu"] == 0.062  # 650 / 10500
+
+
+def test_peer_ratios_reach_the_headline_and_the_table() -> None:
+    results = _results(peers=_peer_summary())
+    figures = headline(results)
+    assert figures["rps_ratio_vs_portkey"] == 1.034
+    assert figures["added_p50_ratio_vs_litellm"] == 0.085  # 0.76 / 8.96
+    text = render_markdown(results)
+    assert "## Beside other gateways" in text
+    rows = [line for line in text.splitlines() if line.startswith("| Portkey gateway")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == "`1.15.2`"
+    assert cells[2] == "1,450.00"  # req/s at 16 connections
+    assert cells[3] == "1.03"  # gateway / Portkey req/s
+    assert cells[6] == "1.15"  # gateway / Portkey added p50
+    assert "| this gateway, every record on | `abc1234` | 1,500.00 | – |" in text
+
+
+def test_peer_table_without_heading_for_the_docs_block() -> None:
+    from bench.report import render_peers
+
+    lines = render_peers(_peer_summary(), heading=None)
+    assert lines[0].startswith("One process each on the same nginx upstream, 2 alternated rounds")
+    assert not any(line.startswith("#") for line in lines)
+    assert render_peers({"labels": []}) == []
+
+
+def test_litellm_config_points_the_model_at_the_upstream_with_a_master_key() -> None:
+    import yaml
+
+    from bench.peers import LITELLM_COMPROMISED, LITELLM_VERSION, litellm_config
+
+    config = yaml.safe_load(litellm_config(18090, "bench-model", "sk-litellm-x"))
+    (entry,) = config["model_list"]
+    assert entry["model_name"] == "bench-model"
+    assert entry["litellm_params"]["api_base"] == "http://127.0.0.1:18090/v1"
+    assert entry["litellm_params"]["model"].startswith("openai/")
+    assert config["general_settings"] == {"master_key": "sk-litellm-x"}
+    assert LITELLM_VERSION not in LITELLM_COMPROMISED
+
+
+def test_wrk_script_sends_the_extra_headers(tmp_path) -> None:
+    """post.lua under wrk against a loopback server that echoes what it received."""
+    import json
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench.procs import run_wrk
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (bench/run.sh installs it)")
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["content-length"]))
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            body = json.dumps({"ok": True}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+        headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": "http://127.0.0.1:1/v1"}
+        output = run_wrk(url, connections=1, duration=1, key="sk-peer", model="bench-model", headers=headers)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert parse_wrk(output)["requests"] >= 1
+    assert seen
+    assert seen[0]["x-portkey-provider"] == "openai"
+    assert seen[0]["x-portkey-custom-host"] == "http://127.0.0.1:1/v1"
+    assert seen[0]["authorization"] == "Bearer sk-peer"
+
+
+def test_replace_block_rewrites_only_between_its_markers(tmp_path) -> None:
+    from bench.bench import DOC_END, DOC_START, PEERS_END, PEERS_START, replace_block
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{DOC_START}\nold latest\n{DOC_END}\nmiddle\n{PEERS_START}\nold peers\n{PEERS_END}\nend\n")
+    replace_block(doc, PEERS_START, PEERS_END, "new peers table\n")
+    assert doc.read_text() == (
+        f"intro\n{DOC_START}\nold latest\n{DOC_END}\nmiddle\n{PEERS_START}\nnew peers table\n{PEERS_END}\nend\n"
+    )
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    replace_block(bare, PEERS_START, PEERS_END, "table")
+    assert bare.read_text() == "no markers\n"

@@ -26,25 +26,31 @@ def frozen(monkeypatch: Any) -> datetime:
 
 
 def record(when: datetime, cost: str | None, *, team: str = "red", key: str = "svc", model: str = "gpt-4o") -> Any:
+    from usage.ingest import records_insert
     from usage.models import UsageRecord
 
-    return UsageRecord.objects.create(
-        request_id=f"req_{next(_ids)}",
-        created_at=when,
-        key_name=key,
-        key_prefix=f"p{key}",
-        team=team,
-        model=model,
-        deployment=f"d-{model}",
-        provider="up",
-        status="ok",
-        cost_usd=Decimal(cost) if cost is not None else None,
+    [made] = records_insert(
+        [
+            UsageRecord(
+                request_id=f"req_{next(_ids)}",
+                created_at=when,
+                key_name=key,
+                key_prefix=f"p{key}",
+                team=team,
+                model=model,
+                deployment=f"d-{model}",
+                provider="up",
+                status="ok",
+                cost_usd=Decimal(cost) if cost is not None else None,
+            )
+        ]
     )
+    return made
 
 
 def test_spend_today_and_this_month_are_exact(frozen: datetime) -> None:
-    from monitoring.models import SpendRollup
-    from monitoring.spend import spend_rollup_recent, spend_summary
+    from monitoring.spend import spend_summary
+    from usage.models import UsageRollup
 
     record(NOW - timedelta(days=30), "100")  # February: not this month
     record(datetime(2026, 3, 2, 8, tzinfo=UTC), "0.000000000001", team="blue", key="etl", model="claude")
@@ -62,19 +68,14 @@ def test_spend_today_and_this_month_are_exact(frozen: datetime) -> None:
     assert month.by_key["etl (petl)"].requests == 2
     assert month.by_model["claude"].cost_usd == Decimal("0.750000000001")
     assert month.by_model["mystery"].cost_usd == 0 and month.by_model["mystery"].unpriced_requests == 1
-    # closed days were rolled up (once), today was not
-    assert set(SpendRollup.objects.values_list("day", flat=True)) == {
-        datetime(2026, 3, 2).date(),
-        datetime(2026, 3, 10).date(),
-    }
+    # the overview read the hourly rollups: one cell per record here (distinct hours)
+    assert UsageRollup.objects.count() == 6
 
-    # A record that arrives late for yesterday is counted at the next minute's rollup.
+    # A record that arrives late for yesterday is counted at once, in its own hour's cell.
     record(datetime(2026, 3, 14, 22, tzinfo=UTC), "5")
-    spend_rollup_recent()
     _, month = spend_summary()
     assert month.total.cost_usd == Decimal("9.100000000001")
-    spend_rollup_recent()  # twice: the same rows
-    assert SpendRollup.objects.filter(day=datetime(2026, 3, 14).date()).count() == 1
+    assert UsageRollup.objects.get(hour=datetime(2026, 3, 14, 22, tzinfo=UTC)).cost_usd == Decimal("5")
 
 
 @pytest.fixture
@@ -169,16 +170,14 @@ def test_latency_chart_draws_a_single_point(staff_client: Any) -> None:
     assert html.count("<circle") == 2  # p50 and p95
 
 
-def test_rollup_task_states_its_policy(frozen: datetime) -> None:
+def test_partition_task_states_its_policy(frozen: datetime) -> None:
     from django.db import OperationalError
 
     from gatewaysite.celery import app
-    from monitoring.models import SpendRollupDay
-    from monitoring.tasks import rollup_spend
+    from usage.tasks import maintain_partitions
 
-    record(NOW - timedelta(days=1), "1")
-    assert rollup_spend.apply().get() == 1
-    assert set(SpendRollupDay.objects.values_list("day", flat=True)) == {NOW.date(), (NOW - timedelta(days=1)).date()}
-    assert rollup_spend.acks_late is True and rollup_spend.expires and rollup_spend.autoretry_for == (OperationalError,)
-    [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == "monitoring.rollup_spend"]
-    assert entry["schedule"] == 60.0 and entry["options"]["queue"] == rollup_spend.queue
+    assert maintain_partitions.acks_late is True and maintain_partitions.expires
+    assert maintain_partitions.autoretry_for == (OperationalError,)
+    [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == "usage.maintain_partitions"]
+    assert entry["schedule"] == 3600.0 and entry["options"]["queue"] == maintain_partitions.queue
+    assert not [e for e in app.conf.beat_schedule.values() if e["task"] == "monitoring.rollup_spend"]

@@ -29,20 +29,25 @@ def test_pages_screenshot(
     from decimal import Decimal
 
     from gatewaysite.clock import now
+    from usage.ingest import records_insert
     from usage.models import UsageRecord
 
     for n, (team, model, cost) in enumerate(
         [("red", "gpt-4o", "12.5"), ("blue", "claude", "7.25"), ("red", "mini", "0.4")]
     ):
-        UsageRecord.objects.create(
-            request_id=f"req_shot{n}",
-            created_at=now() - timedelta(minutes=n),
-            key_name=f"svc-{n}",
-            key_prefix=f"k{n}",
-            team=team,
-            model=model,
-            status="ok",
-            cost_usd=Decimal(cost),
+        records_insert(
+            [
+                UsageRecord(
+                    request_id=f"req_shot{n}",
+                    created_at=now() - timedelta(minutes=n),
+                    key_name=f"svc-{n}",
+                    key_prefix=f"k{n}",
+                    team=team,
+                    model=model,
+                    status="ok",
+                    cost_usd=Decimal(cost),
+                )
+            ]
         )
     settings.WHITENOISE_USE_FINDERS = True  # the live server serves the apps' static files
     settings.WHITENOISE_AUTOREFRESH = True

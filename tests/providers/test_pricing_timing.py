@@ -18,26 +18,32 @@ from gatewaysite.clock import now
 from providers.models import PriceRepricing, PricingRow
 from providers.pricing.formats import PriceEntry
 from providers.pricing.services import PricingTimeError, pricing_import, pricing_row_delete, pricing_row_save
+from usage.ingest import records_insert
 from usage.models import UsageRecord
 
 NOTICE = timedelta(seconds=2)  # GATEWAY_CONFIG_PROPAGATION_SECONDS
 
 
 def _record(at: datetime, *, cost: str | None, row: PricingRow | None, key: int = 7) -> UsageRecord:
-    return UsageRecord.objects.create(
-        request_id=f"req_{uuid.uuid4().hex}",
-        created_at=at,
-        client_key_id=key,
-        provider="up",
-        model="gpt-4o",
-        provider_model="gpt-4o",
-        status="ok",
-        prompt_tokens=1000,
-        completion_tokens=100,
-        cached_tokens=200,
-        cost_usd=Decimal(cost) if cost is not None else None,
-        pricing_row_id=row.pk if row else None,
+    [record] = records_insert(
+        [
+            UsageRecord(
+                request_id=f"req_{uuid.uuid4().hex}",
+                created_at=at,
+                client_key_id=key,
+                provider="up",
+                model="gpt-4o",
+                provider_model="gpt-4o",
+                status="ok",
+                prompt_tokens=1000,
+                completion_tokens=100,
+                cached_tokens=200,
+                cost_usd=Decimal(cost) if cost is not None else None,
+                pricing_row_id=row.pk if row else None,
+            )
+        ]
     )
+    return record
 
 
 def _entry(effective_from: datetime | None, price: str = "1") -> PriceEntry:
@@ -218,7 +224,7 @@ def test_reprice_backdates_recosts_records_and_keeps_an_audit_entry(
     assert (audit.cost_before_usd, audit.cost_after_usd) == (Decimal("0.00325"), Decimal("0.0026"))
     assert audit.rows[0]["id"] == new_row.pk
     assert int(redis_client.get(counter)) == to_picodollars(Decimal("0.0065") - Decimal("0.00065"))
-    assert not redis_client.keys("gw:budget:*")  # missing counters are not created (seeded when needed)
+    assert not redis_client.keys("{gw}:budget:*")  # missing counters are not created (seeded when needed)
     # running it again adds nothing and changes nothing
     call_command("pricing", "reprice", str(path), "--reason", "again")
     assert "0 created" in capsys.readouterr().out and PricingRow.objects.count() == 2

@@ -19,7 +19,7 @@ from usage.models import UsageDeadLetter, UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-STREAM = "gw:usage"
+STREAM = "{gw}:usage"
 
 
 def _event(request_id: str, **record: Any) -> bytes:

@@ -53,7 +53,7 @@ def _post(gateway_url: str, secret: str, **body: Any) -> requests.Response:
 
 def _tokens_counted(redis_client: Any, key_id: int) -> int:
     """The key's token window: its buckets, which must agree with the running sum."""
-    base = f"gw:rl:key:{key_id}:t"
+    base = f"{{gw}}:rl:key:{key_id}:t"
     buckets = sum(
         int(redis_client.get(k)) for k in redis_client.keys(base + ":*") if k.decode().rsplit(":", 1)[1].isdigit()
     )
@@ -314,7 +314,7 @@ def test_the_window_slides_by_the_second_in_redis(redis_client: Any) -> None:
     from usage import budgets
     from usage.ratelimits import REQUESTS, Limit, script_call
 
-    limit = Limit("key", "k", "gw:rl:key:424242:r", REQUESTS, 3)
+    limit = Limit("key", "k", "{gw}:rl:key:424242:r", REQUESTS, 3)
     start = 1_700_000_000_000  # a whole second, in ms
 
     def admit_at(ms: int) -> list[int]:

@@ -54,9 +54,9 @@ def _event(request_id: str, cost_pico: int) -> PendingEvent:
         "cost_usd": str(Decimal(cost_pico) / 10**12),
     }
     counters = [
-        CounterIncrement("gw:spend:key:7", cost_pico),
-        CounterIncrement("gw:budget:key:7:2026-11", cost_pico, 3600),
-        CounterIncrement("gw:budget:key:7:2026-11:hold:1", -1000, 1800),
+        CounterIncrement("{gw}:spend:key:7", cost_pico),
+        CounterIncrement("{gw}:budget:key:7:2026-11", cost_pico, 3600),
+        CounterIncrement("{gw}:budget:key:7:2026-11:hold:1", -1000, 1800),
     ]
     return PendingEvent(record=record, samples=[], counters=counters)
 
@@ -69,17 +69,17 @@ def test_the_recorder_spools_while_redis_is_stopped_and_replays_exactly_once(pri
     assert recorder.record(_event("req_3", 3)) == []
     spooled = b"".join(path.read_bytes() for path in spool_dir().glob("usage-*"))
     lines = sorted((orjson.loads(line) for line in spooled.splitlines()), key=lambda line: line["batch"][1])
-    assert [line["counters"][0] for line in lines] == [["gw:spend:key:7", 20, 0], ["gw:spend:key:7", 3, 0]]
+    assert [line["counters"][0] for line in lines] == [["{gw}:spend:key:7", 20, 0], ["{gw}:spend:key:7", 3, 0]]
     assert lines[0]["batch"][1] + 1 == lines[1]["batch"][1]  # two batches, in order
 
     private_redis.start()
     # the next write replays what this process spooled: the counters get what they missed
     assert recorder.record(_event("req_4", 4000))[0] == 4123
     client = private_redis.client()
-    assert int(client.get("gw:spend:key:7")) == 4123
-    assert int(client.get("gw:budget:key:7:2026-11")) == 4123
-    assert int(client.get("gw:budget:key:7:2026-11:hold:1")) == -4000
-    assert client.ttl("gw:budget:key:7:2026-11") > 0
+    assert int(client.get("{gw}:spend:key:7")) == 4123
+    assert int(client.get("{gw}:budget:key:7:2026-11")) == 4123
+    assert int(client.get("{gw}:budget:key:7:2026-11:hold:1")) == -4000
+    assert client.ttl("{gw}:budget:key:7:2026-11") > 0
     assert not list(spool_dir().iterdir())
     assert drain() == 4
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == ["req_1", "req_2", "req_3", "req_4"]
@@ -87,7 +87,7 @@ def test_the_recorder_spools_while_redis_is_stopped_and_replays_exactly_once(pri
     # a replay that is interrupted and runs again (the same lines twice) changes nothing
     spool_dir().joinpath("usage-1.jsonl").write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     assert spool_replay() == 2
-    assert int(client.get("gw:spend:key:7")) == 4123
+    assert int(client.get("{gw}:spend:key:7")) == 4123
     assert drain() == 0
 
 
@@ -185,5 +185,5 @@ def test_redis_stopped_under_load_behind_live_gunicorn(
     records = UsageRecord.objects.filter(request_id__in=ids)
     assert records.count() == len(ids) == UsageRecord.objects.count()
     assert sum(r.cost_usd for r in records) == sum(r[1] for r in results)
-    spend = int(private_redis.client().get(f"gw:spend:key:{key.id}"))
+    spend = int(private_redis.client().get(f"{{gw}}:spend:key:{key.id}"))
     assert spend == to_picodollars(sum(r[1] for r in results))  # the counter missed nothing

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.http import StreamingHttpResponse
 
+from usage.ingest import records_insert
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +51,7 @@ def records() -> list[UsageRecord]:
         _record(DAY + timedelta(days=2), "5", key=1),  # == end: excluded
         _record(DAY - timedelta(seconds=1), "7", key=1),  # before start: excluded
     ]
-    return UsageRecord.objects.bulk_create(rows)
+    return records_insert(rows)
 
 
 @pytest.fixture
@@ -155,7 +156,7 @@ def test_row_level_export_streams_every_record_and_the_total(staff: Any, records
 
 def _bulk(n: int) -> None:
     at = DAY + timedelta(hours=1)
-    UsageRecord.objects.bulk_create((_record(at, "0.000001") for _ in range(n)), batch_size=5000)
+    records_insert([_record(at, "0.000001") for _ in range(n)])
 
 
 def _peak_while_streaming(client: Any) -> tuple[int, int]:
@@ -230,7 +231,7 @@ def admin_client_logged(client: Any, django_user_model: Any) -> Any:
 def test_usage_admin_is_read_only_and_cheap(
     admin_client_logged: Any, records: list[UsageRecord], django_assert_max_num_queries: Any
 ) -> None:
-    UsageRecord.objects.bulk_create(_record(DAY, "0.01", key=k) for k in range(10, 60))
+    records_insert([_record(DAY, "0.01", key=k) for k in range(10, 60)])
     with django_assert_max_num_queries(12):
         page = admin_client_logged.get("/admin/usage/usagerecord/")
     assert page.status_code == 200
@@ -291,6 +292,6 @@ def test_unfiltered_admin_count_comes_from_table_statistics(
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE usage_usagerecord")
     monkeypatch.setattr(EstimatedCountPaginator, "ESTIMATE_ABOVE", -1)
-    UsageRecord.objects.bulk_create([_record(DAY, "1")])  # not yet in the statistics
+    records_insert([_record(DAY, "1")])  # not yet in the statistics
     assert EstimatedCountPaginator(UsageRecord.objects.all(), 10).count == len(records)
     assert EstimatedCountPaginator(UsageRecord.objects.filter(cost_usd=Decimal("1")), 10).count == 1  # exact

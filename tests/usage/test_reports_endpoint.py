@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from usage.ingest import records_insert
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +42,7 @@ def _record(endpoint: str, cost: str, hours: int) -> UsageRecord:
 
 
 def test_group_by_endpoint(staff: Any) -> None:
-    UsageRecord.objects.bulk_create(
+    records_insert(
         [
             _record("chat", "0.1", 1),
             _record("chat", "0.2", 2),

@@ -55,7 +55,7 @@ def test_every_adapter_checks_usage_and_the_anomaly_survives_translation() -> No
 
 
 def _spend(redis_client: Any, key_id: int) -> int:
-    return int(redis_client.get(f"gw:spend:key:{key_id}") or 0)
+    return int(redis_client.get(f"{{gw}}:spend:key:{key_id}") or 0)
 
 
 @pytest.mark.django_db(transaction=True)

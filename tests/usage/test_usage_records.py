@@ -45,20 +45,20 @@ def test_a_consumer_killed_between_commit_and_ack_loses_and_duplicates_nothing(
 
     with pytest.raises(Killed):
         drain(after_insert=crash)  # inserted and committed, never acknowledged
-    assert redis_client.xpending("gw:usage", "gw-ingest")["pending"] == 5
+    assert redis_client.xpending("{gw}:usage", "gw-ingest")["pending"] == 5
     ids += _complete(openai_for, openai_route["secret"], 2)
     # the next worker claims the stale entries and inserts them again: no-ops
     assert drain(claim_idle_ms=0) == 7
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == sorted(ids)
-    assert redis_client.xpending("gw:usage", "gw-ingest")["pending"] == 0
+    assert redis_client.xpending("{gw}:usage", "gw-ingest")["pending"] == 0
     assert drain(claim_idle_ms=0) == 0
 
 
 def test_duplicate_delivery_makes_one_record(openai_route: dict[str, Any], openai_for: Any, redis_client: Any) -> None:
     (request_id,) = _complete(openai_for, openai_route["secret"], 1)
-    entries = redis_client.xrange("gw:usage")
+    entries = redis_client.xrange("{gw}:usage")
     assert len(entries) == 1
-    redis_client.xadd("gw:usage", entries[0][1])  # the same event delivered again
+    redis_client.xadd("{gw}:usage", entries[0][1])  # the same event delivered again
     drain(claim_idle_ms=0)
     assert list(UsageRecord.objects.values_list("request_id", flat=True)) == [request_id]
     assert UsageRecord.objects.get().cost_usd == Decimal("0.000006")
