@@ -9,7 +9,7 @@ from django.db import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-# Both run late-acknowledged on the usage queue and retry, backing off, while Redis or Postgres is away.
+# The stream tasks run late-acknowledged on the usage queue and retry, backing off, while Redis or Postgres is away.
 _USAGE_TASK: dict[str, Any] = {
     "queue": "usage",
     "acks_late": True,
