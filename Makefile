@@ -26,11 +26,13 @@ run: $(VENV)/.installed
 ## test: install and run the whole test suite (Postgres and Redis: DATABASE_URL / REDIS_URL or the local defaults)
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest --create-db $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .

@@ -44,7 +44,7 @@ class AllowedModelsField(forms.CharField):
             return ", ".join(str(v) for v in value)
         return value
 
-    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]  # a list where Django's CharField gives a str
         if isinstance(value, list | tuple):
             return [str(v) for v in value]
         return _split_models(super().to_python(value) or "")
@@ -91,7 +91,9 @@ class ClientKeyForm(forms.ModelForm):
         current = self.initial.get("strategy")
         if current and current not in dict(choices):  # keep a strategy that has since been removed visible
             choices.append((current, f"{current} (unknown)"))
-        self.fields["strategy"].choices = choices
+        strategy = self.fields["strategy"]
+        assert isinstance(strategy, forms.ChoiceField)  # the model field has choices
+        strategy.choices = choices
         if "budget_usd" in self.fields:
             self.fields["budget_usd"].label = "Budget (USD)"
         if "budget_when_redis_down" in self.fields:  # omitted: the default (closed)

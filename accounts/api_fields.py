@@ -54,7 +54,7 @@ def _budget(field: str, value: Any) -> Decimal | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise field_error(field, 'must be an amount in USD, e.g. "25.50"') from None
-    if not amount.is_finite() or not 0 <= amount < 10**12 or amount.normalize().as_tuple().exponent < -6:  # type: ignore[operator]
+    if not amount.is_finite() or not 0 <= amount < 10**12 or _decimals(amount) > 6:
         raise field_error(field, "must be from 0 to 10^12 USD with at most 6 decimals")
     return amount
 
@@ -227,3 +227,9 @@ def team_json(team: Team, *, key_count: int | None = None) -> dict[str, Any]:
         "key_count": key_count if key_count is not None else team.keys.count(),
         "created_at": _iso(team.created_at),
     }
+
+
+def _decimals(amount: Decimal) -> int:
+    """Digits after the point of a finite amount, trailing zeros aside."""
+    exponent = amount.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0

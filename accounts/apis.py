@@ -60,8 +60,10 @@ class AdminAPIView(APIView):
 
 
 def _log(request: Request, obj: Model, flag: int, message: str) -> None:
+    user_id = request.user.pk
+    assert user_id is not None  # only authenticated staff reach these views (IsAdminUser)
     LogEntry.objects.log_actions(
-        user_id=request.user.pk, queryset=[obj], action_flag=flag, change_message=message, single_object=True
+        user_id=user_id, queryset=[obj], action_flag=flag, change_message=message, single_object=True
     )
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import TypedDict
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -114,3 +115,45 @@ def env_rate(name: str, default: str) -> tuple[int, int]:
     if number < 1:
         raise ImproperlyConfigured(f"{name} must allow at least 1 per period, got {value!r}")
     return number, seconds
+
+
+class GatewaySettings(TypedDict):
+    """The types of ``settings.GATEWAY``'s values (each explained in gatewaysite/settings.py), for the type checker.
+
+    A key read but missing here, or set there but not declared here, fails ``mypy``."""
+
+    MAX_BODY_BYTES: int
+    MAX_ADMIN_BODY_BYTES: int
+    CPU_THREADS: int
+    BODY_READ_SECONDS: float
+    CONFIG_POLL_SECONDS: float
+    CONFIG_PROPAGATION_SECONDS: float
+    USAGE_STREAM: str
+    USAGE_MAX_ATTEMPTS: int
+    RECORDING_ENABLED: bool
+    LOGIN_RATE: tuple[int, int]
+    DEMO_SETUP: bool
+    ANTHROPIC_DEFAULT_MAX_TOKENS: int
+    DEFAULT_EXPECTED_OUTPUT_TOKENS: int
+    RETRY_AFTER_MAX_SECONDS: float
+    BUDGET_OUTAGE_SHARE: float
+    SEED_PRICING: bool
+    LATENCY_SAMPLE_RETENTION_DAYS: int
+    LATENCY_WINDOW_SECONDS: int
+    LATENCY_HALF_LIFE_SECONDS: float
+    LATENCY_ERROR_PENALTY_MS: float
+    LATENCY_MIN_SAMPLES: int
+    LATENCY_EXPLORE_EVERY: int
+    METRICS_ENABLED: bool
+    METRICS_DIR: str
+    METRICS_FLUSH_SECONDS: float
+    METRICS_TOKEN: str
+    METRICS_NETWORKS: list[str]
+    REQUEST_LOG: bool
+    READY_CONFIG_MAX_AGE: float
+    READY_USAGE_LAG_SECONDS: float
+    RATE_LIMIT_WINDOW_SECONDS: float
+    KEY_ROTATION_GRACE_SECONDS: int
+    USAGE_PARTITIONS_AHEAD_MONTHS: int
+    SAMPLE_PARTITIONS_AHEAD_DAYS: int
+    USAGE_RETENTION_MONTHS: int

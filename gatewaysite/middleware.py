@@ -7,14 +7,16 @@ import io
 import logging
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.contrib.auth.middleware import AuthenticationMiddleware as _AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware as _MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware as _SessionMiddleware
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware as _CsrfViewMiddleware
+from django.utils.deprecation import MiddlewareMixin
 
 from gatewaysite.api.errors import error_response
 from gatewaysite.offload import gevent_patched
@@ -51,10 +53,16 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = new_request_id()
-        request.request_id = request_id  # type: ignore[attr-defined]
+        request.request_id = request_id  # type: ignore[attr-defined]  # the gateway's own attribute; read it with request_id_of
         response = self.get_response(request)
         response["x-request-id"] = request_id
         return response
+
+
+def request_id_of(request: HttpRequest) -> str:
+    """The id ``RequestIdMiddleware`` gave ``request``."""
+    request_id: str = request.request_id  # type: ignore[attr-defined]  # set by RequestIdMiddleware, not Django's
+    return request_id
 
 
 def api_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -92,7 +100,7 @@ def api_server_error(request: HttpRequest) -> HttpResponse:
     )
 
 
-class _BrowserOnly:
+class _BrowserOnly(MiddlewareMixin):
     """Skips the wrapped browser middleware on the API's paths (see ``API_PREFIX``).
 
     API clients authenticate with keys in a header and send no cookies, so sessions,
@@ -101,12 +109,10 @@ class _BrowserOnly:
     XFrameOptionsMiddleware) still apply to every response.
     """
 
-    get_response: Callable[[HttpRequest], HttpResponse]
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
-        return super().__call__(request)  # type: ignore[misc]
+        return super().__call__(request)
 
 
 class SessionMiddleware(_BrowserOnly, _SessionMiddleware):
@@ -223,7 +229,7 @@ class RequestBodyMiddleware:
                 return self._error(request, api, 400, "The Content-Length header is not a number.", "invalid_length")
             if int(length_header) > limit:
                 return self._too_large(request, api, limit)
-            stream = request._stream  # type: ignore[attr-defined]  # Django's LimitedStream over the input
+            stream = request._stream  # Django's LimitedStream over the input
         try:
             body = _read_body(stream, limit, gateway["BODY_READ_SECONDS"])
         except BodyTooLarge:
@@ -234,8 +240,8 @@ class RequestBodyMiddleware:
             _stop_reading(request)
             logger.info("request body unreadable (%s): %s", type(exc).__name__, request.path)
             return self._error(request, api, 400, "The request body could not be read.", "invalid_body")
-        request._body = body  # type: ignore[attr-defined]
-        request._stream = io.BytesIO(body)  # type: ignore[attr-defined]
+        request._body = body
+        request._stream = io.BytesIO(body)
         meta["CONTENT_LENGTH"] = str(len(body))
         return self.get_response(request)
 

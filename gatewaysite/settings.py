@@ -14,7 +14,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from gatewaysite.env import env_bool, env_float, env_int, env_list, env_rate, env_str, local_secret
+from gatewaysite.env import GatewaySettings, env_bool, env_float, env_int, env_list, env_rate, env_str, local_secret
 from gatewaysite.redis import celery_broker
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -114,7 +114,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "gateway.sqlite3",
+            "NAME": str(VAR_DIR / "gateway.sqlite3"),
             "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
         }
     }
@@ -193,8 +193,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
+
 # --- gateway behaviour -------------------------------------------------------------
-GATEWAY = {
+GATEWAY: GatewaySettings = {
     # Largest accepted request body, in bytes (413 above it).
     "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024),
     # Largest body elsewhere (admin forms, price-list uploads), in bytes (413 above it).

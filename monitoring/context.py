@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from usage.events import UsageRecordData
 
 
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
-    record: dict[str, Any] | None = None  # the usage record, once the completion is priced
+    record: UsageRecordData | None = None  # the usage record, once the completion is priced
 
 
 current_request: ContextVar[RequestContext | None] = ContextVar("gateway_request", default=None)

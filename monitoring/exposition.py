@@ -150,5 +150,5 @@ class _Collector:
 
 def render() -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())  # type: ignore[arg-type]
+    registry.register(_Collector())
     return generate_latest(registry)

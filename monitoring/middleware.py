@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from accounts.keycache import KeyInfo
 from gatewaysite.clock import monotonic
+from gatewaysite.middleware import request_id_of
 from monitoring.context import RequestContext, current_request
 from monitoring.recording import process_metrics
 
@@ -73,7 +74,7 @@ class ObservabilityMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = monotonic()
-        context = RequestContext(request_id=request.request_id)  # type: ignore[attr-defined]
+        context = RequestContext(request_id=request_id_of(request))
         current_request.set(context)
         response = self.get_response(request)
         status = response.status_code
@@ -120,6 +121,6 @@ class ObservabilityMiddleware:
         record = context.record
         if record is not None:
             for name in _RECORD_FIELDS:
-                fields[name] = record.get(name)
-            fields["outcome"] = record.get("status")
+                fields[name] = getattr(record, name)
+            fields["outcome"] = record.status
         request_logger.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": fields})

@@ -32,6 +32,7 @@ from django.conf import settings
 
 from monitoring import catalog
 from monitoring.context import current_request
+from usage.events import LatencySampleData, UsageRecordData
 
 logger = logging.getLogger(__name__)
 
@@ -106,46 +107,50 @@ class ProcessMetrics:
 
     # --- the hot path ---------------------------------------------------------------
 
-    def usage(self, record: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+    def usage(self, record: UsageRecordData, samples: list[LatencySampleData]) -> None:
         """One completion, from its usage record and its attempts' latency samples."""
         if not self._thread_started:
             self._start_flusher()
-        model = record["model"]
-        deployment = record["deployment"]
-        provider = record["provider"]
-        cost = record["cost_usd"]
+        model = record.model
+        deployment = record.deployment
+        provider = record.provider
+        cost = record.cost_usd
         with self._lock:
-            key = (model, deployment, provider, record["strategy"], _STATUS_TEXT.get(record["http_status"], "0"))
-            key += (record["status"],)
+            status = _STATUS_TEXT.get(record.http_status, "0")
+            key = (model, deployment, provider, record.strategy, status, record.status)
             self._requests[key] = self._requests.get(key, 0) + 1
             if deployment:
                 served = (model, deployment, provider)
                 if cost is not None:
-                    self._cost[served] = self._cost.get(served, Decimal(0)) + Decimal(cost)
+                    self._cost[served] = self._cost.get(served, Decimal(0)) + cost
                 else:
                     self._unpriced[(deployment,)] = self._unpriced.get((deployment,), 0) + 1
-                for kind in ("prompt", "completion", "cached", "cache_creation"):
-                    amount = record[kind + "_tokens"]
+                for kind, amount in (
+                    ("prompt", record.prompt_tokens),
+                    ("completion", record.completion_tokens),
+                    ("cached", record.cached_tokens),
+                    ("cache_creation", record.cache_creation_tokens),
+                ):
                     if amount:
                         tkey = served + (kind,)
                         self._tokens[tkey] = self._tokens.get(tkey, 0) + amount
             last = len(samples)
             for index, sample in enumerate(samples, start=1):
-                where = (sample["deployment"], sample["provider"])
-                if sample["ok"]:
+                where = (sample.deployment, sample.provider)
+                if sample.ok:
                     akey = where + ("ok",)
-                    self._upstream.observe(where, sample["upstream_ms"] / 1000)
-                    ttft = sample["ttft_ms"]
+                    self._upstream.observe(where, sample.upstream_ms / 1000)
+                    ttft = sample.ttft_ms
                     if ttft is not None:
                         self._ttft.observe(where, ttft / 1000)
                 else:
                     akey = where + ("error",)
                     if index < last:
-                        fkey = (where[0], _fallback_reason(sample["http_status"]))
+                        fkey = (where[0], _fallback_reason(sample.http_status))
                         self._fallbacks[fkey] = self._fallbacks.get(fkey, 0) + 1
                 self._attempts[akey] = self._attempts.get(akey, 0) + 1
-            if last and record["status"] == "ok":
-                self._overhead.observe(("true" if record["stream"] else "false",), samples[-1]["overhead_ms"] / 1000)
+            if last and record.status == "ok":
+                self._overhead.observe(("true" if record.stream else "false",), samples[-1].overhead_ms / 1000)
 
     def http(self, route: str, method: str, status: int, seconds: float) -> None:
         if not self._thread_started:
@@ -220,7 +225,7 @@ class ProcessMetrics:
 process_metrics = ProcessMetrics()
 
 
-def observe_usage(record: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+def observe_usage(record: UsageRecordData, samples: list[LatencySampleData]) -> None:
     """The request path's one call, where a completion's usage event is finished.
 
     Counts it in the metrics and hands the record to the request log line.

@@ -334,10 +334,12 @@ class ClientKeyScheme(OpenApiAuthenticationExtension):
 
 def _replace(target: str, **methods: Any) -> type[OpenApiViewExtension]:
     class Extension(OpenApiViewExtension):
-        target_class = target
+        target_class: str | type[object] | None = target
 
         def view_replacement(self) -> Any:
-            return extend_schema_view(**methods)(self.target_class)
+            view = self.target_class
+            assert isinstance(view, type)  # drf-spectacular imported the dotted path when it loaded the extension
+            return extend_schema_view(**methods)(view)
 
     Extension.__name__ = f"Schema_{target.rsplit('.', 1)[-1]}"
     return Extension

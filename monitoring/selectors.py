@@ -61,12 +61,14 @@ def budget_utilization(*, at: datetime | None = None) -> list[BudgetUse]:
         for pk, name, prefix, limit, period in ClientKey.objects.filter(
             budget_usd__isnull=False, revoked=False
         ).values_list("id", "name", "prefix", "budget_usd", "budget_period")
+        if limit is not None  # the filter's promise, spelled out for the type checker
     ]
     budgets += [
         Budget("team", pk, name, limit, period or "month")
         for pk, name, limit, period in Team.objects.filter(budget_usd__isnull=False).values_list(
             "id", "name", "budget_usd", "budget_period"
         )
+        if limit is not None
     ]
     if not budgets:
         return []
@@ -106,7 +108,8 @@ def usage_stream_state() -> StreamState | None:
     length, oldest, groups = pipe.execute(raise_on_error=False)
     if isinstance(length, Exception):
         raise length
-    pending, lag_entries = 0, int(length)  # no consumer group yet: nothing was ever read
+    pending = 0
+    lag_entries: int | None = int(length)  # no consumer group yet: nothing was ever read
     for group in groups if isinstance(groups, list) else ():
         if group.get("name") in (GROUP, GROUP.encode()):
             pending = int(group.get("pending") or 0)

@@ -81,10 +81,10 @@ class _IdleCheck:
     sock: Any
 
     def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
+        super().connect()  # type: ignore[misc]  # a mixin: urllib3's connection class comes after it
         scope = _current_scope.get()
         if scope is not None and scope.cancelled:  # cancelled while connecting: the socket was not there to cut
-            self.close()  # type: ignore[attr-defined]
+            self.close()  # type: ignore[attr-defined]  # urllib3's connection, mixed in
             raise AttemptCancelled("the attempt was cancelled")
 
     @property
@@ -165,11 +165,11 @@ class _ScopedPool:
     """Registers connections taken inside a ``CancelScope``; closes those released after it was cancelled."""
 
     def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        conn = super()._get_conn(timeout)  # type: ignore[misc]  # a mixin: urllib3's pool comes after it
         scope = _current_scope.get()
         if scope is not None and not scope.hold(conn):
             conn.close()
-            self._put_conn(None)  # type: ignore[attr-defined]
+            self._put_conn(None)
             raise AttemptCancelled("the attempt was cancelled")
         return conn
 
@@ -178,7 +178,7 @@ class _ScopedPool:
         if conn is not None and scope is not None and scope.release(conn):
             conn.close()
             conn = None
-        super()._put_conn(conn)  # type: ignore[misc]
+        super()._put_conn(conn)  # type: ignore[misc]  # a mixin: urllib3's pool comes after it
 
 
 class _HTTPPool(_ScopedPool, HTTPConnectionPool):
@@ -191,7 +191,7 @@ class _HTTPSPool(_ScopedPool, HTTPSConnectionPool):
 
 # maxsize: connections kept per upstream; thousands of concurrent streams each hold one.
 _pool = urllib3.PoolManager(num_pools=64, maxsize=4096, block=False, retries=False)
-_pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}  # type: ignore[assignment]
+_pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 _routes: dict[str, tuple[HTTPConnectionPool, str]] = {}
 
 
@@ -271,7 +271,7 @@ def _deadline_of(response: urllib3.BaseHTTPResponse) -> _Deadline | None:
 
 def _transport_error(target: Target, exc: Exception) -> UpstreamError:
     if isinstance(exc, MaxRetryError) and exc.reason is not None:
-        exc = exc.reason  # type: ignore[assignment]
+        exc = exc.reason
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
         return UpstreamError(f"{target.provider}: timed out", status=504, code="upstream_timeout")
     if isinstance(exc, NewConnectionError | ConnectionError):
@@ -335,7 +335,7 @@ def post_json(
     finally:
         if timer is not None:
             timer.close()
-    response.gateway_deadline = deadline  # type: ignore[attr-defined]
+    response.gateway_deadline = deadline  # type: ignore[attr-defined]  # the gateway's own attribute, read by _deadline_of
     if response.status >= 300:
         try:
             body = read_body(target, response)
@@ -356,7 +356,7 @@ def _chunks(response: urllib3.BaseHTTPResponse, deadline: _Deadline | None) -> I
     while True:
         if deadline is not None:
             deadline.before_read(response)
-        chunk = response.read1(65536)  # type: ignore[attr-defined]
+        chunk = response.read1(65536)
         if not chunk:
             return
         yield chunk
@@ -379,7 +379,7 @@ def read_body(target: Target, response: urllib3.BaseHTTPResponse) -> bytes:
             parts.append(chunk)
         finished = True
     except DeadlineExceeded:
-        raise deadline.error(target) from None  # type: ignore[union-attr]
+        raise deadline.error(target) from None  # type: ignore[union-attr]  # only a deadline raises DeadlineExceeded
     except (HTTPError, OSError) as exc:
         raise _read_error(target, deadline, exc) from None
     finally:
@@ -432,7 +432,7 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
             yield event, b"\n".join(data_lines)
         finished = True
     except DeadlineExceeded:
-        raise deadline.error(target) from None  # type: ignore[union-attr]
+        raise deadline.error(target) from None  # type: ignore[union-attr]  # only a deadline raises DeadlineExceeded
     except (HTTPError, OSError, ProtocolError) as exc:
         error = _read_error(target, deadline, exc)
         if error.status != 504:  # the connection broke mid-stream: the answer is cut short

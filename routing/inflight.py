@@ -46,7 +46,13 @@ class InFlight:
         self._absorbed = False  # read the others' reports at least once
         self._process = _process_id()
         this = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (me := this()) is not None and me._after_fork())
+
+        def after_fork_in_child() -> None:
+            me = this()
+            if me is not None:
+                me._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
     # --- the request path ------------------------------------------------------------
 

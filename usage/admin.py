@@ -18,6 +18,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.functional import cached_property
@@ -60,12 +61,12 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        query = getattr(self.object_list, "query", None)
-        if query is not None and not query.where and connection.vendor == "postgresql":
+        rows = self.object_list
+        if isinstance(rows, QuerySet) and not rows.query.where and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                    [self.object_list.model._meta.db_table],
+                    [rows.model._meta.db_table],
                 )
                 row = cursor.fetchone()
             if row and row[0] > self.ESTIMATE_ABOVE:
@@ -157,7 +158,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         own = [path("report/", self.admin_site.admin_view(self.report_view), name="usage_usagerecord_report")]
         return own + super().get_urls()
 
-    def report_view(self, request: HttpRequest) -> HttpResponse:
+    def report_view(self, request: HttpRequest) -> HttpResponseBase:
         """The finance report of ``GET /v1/reports/costs``, from a form."""
         if not self.has_cost_reports_permission(request):
             raise PermissionDenied
@@ -181,7 +182,9 @@ class UsageRecordAdmin(admin.ModelAdmin):
                 if params.row_level:
                     records = records_between(params.start, params.end)
                     total = range_total(params.start, params.end) if params.totals else None
-                    response: HttpResponse = StreamingHttpResponse(detail_csv(records, total), content_type="text/csv")
+                    response: HttpResponseBase = StreamingHttpResponse(
+                        detail_csv(records, total), content_type="text/csv"
+                    )
                     response["content-disposition"] = f'attachment; filename="{name}.csv"'
                     return response
                 report = cost_report(params)

@@ -61,7 +61,7 @@ class AdmissionBatcher:
     def __init__(self) -> None:
         from usage.recorder import GroupCommitWriter
 
-        self._writer = GroupCommitWriter(self._flush, "admission-writer")  # type: ignore[arg-type]
+        self._writer: GroupCommitWriter[ScriptCall, list[Any]] = GroupCommitWriter(self._flush, "admission-writer")
 
     def _flush(self, calls: list[ScriptCall]) -> list[list[Any]]:
         client = get_redis()
@@ -86,7 +86,7 @@ class AdmissionBatcher:
         return pipe.execute(raise_on_error=False)
 
     def run(self, call: ScriptCall) -> list[Any]:
-        return self._writer.submit(call)  # type: ignore[arg-type]
+        return self._writer.submit(call)
 
 
 _batcher: AdmissionBatcher | None = None
@@ -242,7 +242,7 @@ def _admit_redis(
         call.args,
         plan.budgets if plan else [],
         plan.counters if plan else [],
-        plan.at if plan else None,  # type: ignore[arg-type]
+        plan.at if plan else None,  # type: ignore[arg-type]  # read only with budgets, and there are none
         run=lambda: batcher().run(call),
     )
     status, index, wait = reply[0], reply[1], reply[2]
@@ -359,7 +359,7 @@ def next_candidate(
     if client is not None and not admission.local:
         call = script_call(deployments=deployments, tokens=tokens, now_ms=at)
         try:
-            reply = budgets.run_admission_script(client, call.keys, call.args, [], [], None)  # type: ignore[arg-type]
+            reply = budgets.run_admission_script(client, call.keys, call.args, [], [], None)  # type: ignore[arg-type]  # no budgets: no time
         except budgets.REDIS_DOWN:
             return start
         if reply[0] != 0:

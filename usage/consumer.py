@@ -200,7 +200,8 @@ def drain(
             break
     # 2. new entries
     for _ in range(max_batches):
-        response = client.xreadgroup(GROUP, name, {stream: ">"}, count=batch_size)
+        # redis-py types the reply for RESP3 (a dict); the client speaks RESP2: [[stream, entries]]
+        response: Any = client.xreadgroup(GROUP, name, {stream: ">"}, count=batch_size)
         if not response:
             break
         entries = response[0][1]

@@ -8,14 +8,18 @@ really inserted (``RETURNING``) are added to their hourly rollups in the same
 transaction (usage/rollups.py): a replay adds nothing there either.
 
 An event that cannot be a row (a negative token count or cost, a count past the column,
-a missing field) raises ``ValueError``/``KeyError``/``TypeError``: the consumer then
-isolates it and, after a few tries, moves it to the dead letters (usage/deadletters.py).
+a missing field, a field the row does not have) raises ``ValueError``/``KeyError``/``TypeError``:
+the consumer then isolates it and, after a few tries, moves it to the dead letters
+(usage/deadletters.py). An unknown field is never dropped in silence: the request path
+builds events from ``usage.events.UsageRecordData``/``LatencySampleData``, whose fields are
+the rows' columns, so one here means a producer and a consumer that disagree (replay the
+dead letters once both run the same code).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +30,8 @@ from routing.models import LatencySample
 from usage.models import UsageRecord
 from usage.rollups import rollup_add
 
-_RECORD_FIELDS = {f.name for f in UsageRecord._meta.concrete_fields} - {"id", "client_key"}
-_SAMPLE_FIELDS = {f.name for f in LatencySample._meta.concrete_fields} - {"id"}
+_RECORD_FIELDS = {f.attname for f in UsageRecord._meta.concrete_fields} - {"id"}
+_SAMPLE_FIELDS = {f.attname for f in LatencySample._meta.concrete_fields} - {"id"}
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens")
 _MAX_BIGINT = 2**63 - 1
 
@@ -41,8 +45,16 @@ def _when(value: Any) -> datetime:
     return parsed
 
 
+def _known(data: dict[str, Any], fields: set[str], what: str) -> dict[str, Any]:
+    unknown = data.keys() - fields
+    if unknown:
+        raise ValueError(f"{what} has fields the row does not: {', '.join(sorted(unknown))}")
+    return dict(data)
+
+
 def _record(data: dict[str, Any]) -> UsageRecord:
-    values = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
+    values = _known(data, _RECORD_FIELDS, "usage record")
+    client_key_id = values.pop("client_key_id", None)
     values["created_at"] = _when(values["created_at"])
     for name in _TOKEN_FIELDS:
         count = values.get(name, 0)
@@ -58,16 +70,25 @@ def _record(data: dict[str, Any]) -> UsageRecord:
         if not hedge_cost.is_finite() or hedge_cost < 0:
             raise ValueError(f"hedge_cost_usd is {hedge_cost}: a cost is never negative")
         values["hedge_cost_usd"] = hedge_cost
-    return UsageRecord(client_key_id=data.get("client_key_id"), **values)
+    return UsageRecord(client_key_id=client_key_id, **values)
 
 
 def _sample(data: dict[str, Any]) -> LatencySample:
-    values = {k: v for k, v in data.items() if k in _SAMPLE_FIELDS}
+    values = _known(data, _SAMPLE_FIELDS, "latency sample")
     values["created_at"] = _when(values["created_at"])
     return LatencySample(**values)
 
 
 _INSERT_FIELDS = [f for f in UsageRecord._meta.concrete_fields if f.name != "id"]
+_INSERT_COLUMNS = [f.column for f in _INSERT_FIELDS if f.column is not None]  # every concrete field has one
+
+
+def _sqlite_datetime(value: str) -> datetime:
+    """A timestamp SQLite answers as text (stored in UTC), as Django's SQLite backend reads it."""
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise ValueError(f"bad timestamp {value!r}")
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def insert_new_records(records: list[UsageRecord]) -> list[UsageRecord]:
@@ -75,7 +96,7 @@ def insert_new_records(records: list[UsageRecord]) -> list[UsageRecord]:
     if not records:
         return []
     table = UsageRecord._meta.db_table
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in _INSERT_FIELDS)
+    columns = ", ".join(connection.ops.quote_name(column) for column in _INSERT_COLUMNS)
     row_sql = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
     step = 500 if connection.vendor == "sqlite" else 1000  # SQLite: bound parameters per statement
     inserted: dict[tuple[str, datetime], int] = {}
@@ -94,7 +115,7 @@ def insert_new_records(records: list[UsageRecord]) -> list[UsageRecord]:
             )
             for pk, request_id, created_at in cursor.fetchall():
                 if isinstance(created_at, str):  # SQLite answers text
-                    created_at = connection.ops.convert_datetimefield_value(created_at, None, connection)
+                    created_at = _sqlite_datetime(created_at)
                 inserted[(request_id, created_at)] = pk
     new = []
     for record in records:

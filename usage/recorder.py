@@ -27,6 +27,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -38,31 +39,43 @@ from usage.spool import spool_replay, spool_write
 
 logger = logging.getLogger(__name__)
 
+E = TypeVar("E")
+R = TypeVar("R")
 
-class _Slot:
+
+class _Slot(Generic[E, R]):
     __slots__ = ("event", "done", "result", "error")
 
-    def __init__(self, event: PendingEvent) -> None:
+    def __init__(self, event: E) -> None:
         self.event = event
         self.done = threading.Event()
-        self.result: list[int] = []
+        self.result: R | None = None
         self.error: BaseException | None = None
 
 
-class GroupCommitWriter:
-    """One writer thread per process; ``submit`` blocks until the event's batch is written."""
+class GroupCommitWriter(Generic[E, R]):
+    """One writer thread per process; ``submit`` blocks until the event's batch is written.
 
-    def __init__(self, flush: Callable[[list[PendingEvent]], list[list[int]]], name: str) -> None:
+    ``flush`` writes a batch of events (``E``) and returns one result (``R``) per event.
+    """
+
+    def __init__(self, flush: Callable[[list[E]], list[R]], name: str) -> None:
         self._flush = flush
         self._name = name
-        self._queue: list[_Slot] = []
+        self._queue: list[_Slot[E, R]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         this = weakref.ref(self)
         # A forked child has no writer thread: start a new one there on first use. Checked at
         # fork time rather than with getpid()/is_alive() on every request (measured in
         # docs/benchmark.md). The thread itself never exits: each batch's errors go to its waiters.
-        os.register_at_fork(after_in_child=lambda: (writer := this()) is not None and writer._after_fork())
+
+        def after_fork_in_child() -> None:
+            writer = this()
+            if writer is not None:
+                writer._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
     def _after_fork(self) -> None:
         self._queue = []
@@ -76,18 +89,19 @@ class GroupCommitWriter:
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
 
-    def submit(self, event: PendingEvent) -> list[int]:
+    def submit(self, event: E) -> R:
         # No per-request timeout (a timer armed and cancelled per request costs measurable
         # CPU): a flush is bounded by the Redis client's socket timeout, and its fallback by
         # the database's, and every batch's outcome is handed to its waiters.
         self._ensure_thread()
-        slot = _Slot(event)
+        slot: _Slot[E, R] = _Slot(event)
         with self._cond:
             self._queue.append(slot)
             self._cond.notify()
         slot.done.wait()
         if slot.error is not None:
             raise slot.error
+        assert slot.result is not None  # the writer sets a result or an error before it signals
         return slot.result
 
     def _run(self) -> None:

@@ -115,9 +115,10 @@ def rollup_rebuild(
     ``models``: (record, rollup) model classes, for a migration's historical models.
     """
     if models is None:
-        from usage.models import UsageRecord, UsageRollup
-    else:
-        UsageRecord, UsageRollup = models  # noqa: N806
+        from usage import models as usage_models
+
+        models = (usage_models.UsageRecord, usage_models.UsageRollup)
+    UsageRecord, UsageRollup = models  # noqa: N806
 
     start, end = hour_of(start), hour_of(end - timedelta(microseconds=1)) + timedelta(hours=1)
     records = UsageRecord.objects.using(using).filter(created_at__gte=start, created_at__lt=end)
@@ -170,7 +171,7 @@ def rollup_differences(start: datetime, end: datetime) -> list[datetime]:
     from usage.models import UsageRecord, UsageRollup
 
     keys = ("hour", "client_key_id", "key_name", "key_prefix", "team", "provider", "deployment", "model", "endpoint")
-    raw = {
+    raw: dict[tuple[Any, ...], tuple[Any, ...]] = {  # (hour, *dimensions) -> metrics
         tuple(row[k] if k != "client_key_id" else row[k] or 0 for k in keys): tuple(
             row[m] if m != "cost_usd" else row[m] or Decimal(0) for m in METRICS
         )
@@ -185,10 +186,9 @@ def rollup_differences(start: datetime, end: datetime) -> list[datetime]:
         )
         .order_by()
     }
-    rolled = {
+    rolled: dict[tuple[Any, ...], tuple[Any, ...]] = {
         tuple(row[k] for k in keys): tuple(row[m] for m in METRICS)
         for row in UsageRollup.objects.filter(hour__gte=start, hour__lt=end).values(*keys, *METRICS)
     }
-    return sorted(
-        {key[0] for key in raw.keys() ^ rolled.keys()} | {k[0] for k in raw if k in rolled and raw[k] != rolled[k]}
-    )
+    hours: set[datetime] = {key[0] for key in raw.keys() ^ rolled.keys()}  # keys start with the hour
+    return sorted(hours | {k[0] for k in raw if k in rolled and raw[k] != rolled[k]})

@@ -6,12 +6,14 @@ A staff JWT with ``usage.view_cost_reports`` (the ``finance`` group) is required
 from __future__ import annotations
 
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from gatewaysite.api.permissions import StaffPermission
 from usage.reports import (
+    ReportParams,
     cost_report,
     detail_csv,
     detail_json,
@@ -23,7 +25,7 @@ from usage.reports import (
 )
 
 
-def _filename(params, suffix: str) -> str:  # type: ignore[no-untyped-def]
+def _filename(params: ReportParams, suffix: str) -> str:
     return f"costs_{params.start:%Y%m%d}_{params.end:%Y%m%d}.{suffix}"
 
 
@@ -35,13 +37,13 @@ class CostReportView(APIView):
         # ``format`` is this report's own parameter (json or csv), not DRF's renderer override.
         return JSONRenderer(), "application/json"
 
-    def get(self, request: Request) -> HttpResponse:
+    def get(self, request: Request) -> HttpResponseBase:
         params = parse_report_params(request.query_params)
         if params.row_level:
             records = records_between(params.start, params.end)
             total = range_total(params.start, params.end)
             if params.format == "csv":
-                response: HttpResponse = StreamingHttpResponse(
+                response: HttpResponseBase = StreamingHttpResponse(
                     detail_csv(records, total if params.totals else None), content_type="text/csv; charset=utf-8"
                 )
                 response["content-disposition"] = f'attachment; filename="{_filename(params, "csv")}"'

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 class GatewayError(exceptions.APIException):
     """Base of the gateway's own errors; ``error_type`` is OpenAI's ``error.type``."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     default_detail = "Invalid request."
     default_code = "invalid_request"
     error_type = "invalid_request_error"
@@ -102,7 +102,7 @@ class BudgetUnavailable(GatewayError):
 
 
 class UpstreamFailed(GatewayError):
-    status_code = status.HTTP_502_BAD_GATEWAY
+    status_code: int = status.HTTP_502_BAD_GATEWAY
     default_detail = "The upstream provider failed."
     default_code = "upstream_error"
     error_type = "api_error"

@@ -379,7 +379,7 @@ class AnthropicAdapter(ProviderAdapter):
             kind = str(parsed.get("type") or event or "")
             if kind == "error":
                 error = parsed.get("error") or {}
-                status = ERROR_STATUSES.get(error.get("type"), 500)
+                status = ERROR_STATUSES.get(str(error.get("type")), 500)
                 raise upstream_error(target, status, str(error.get("message") or ""))
             if kind == "message_stop":
                 stopped = True
@@ -430,10 +430,10 @@ class StreamTranslator:
             if delta.get("type") == "text_delta":
                 yield self.chunk({"content": delta.get("text") or ""})
             elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                index = self.tool_index.get(int(event.get("index") or 0))
-                if index is not None:
+                call_index = self.tool_index.get(int(event.get("index") or 0))
+                if call_index is not None:
                     yield self.chunk(
-                        {"tool_calls": [{"index": index, "function": {"arguments": delta["partial_json"]}}]}
+                        {"tool_calls": [{"index": call_index, "function": {"arguments": delta["partial_json"]}}]}
                     )
             # thinking, signature and citation deltas have no place in OpenAI's format
         elif kind == "message_delta":
@@ -450,6 +450,6 @@ class StreamTranslator:
             yield translation.usage_chunk(self.base, usage_of(self.usage))
         elif kind == "error":
             error = event.get("error") or {}
-            status = ERROR_STATUSES.get(error.get("type"), 500)
+            status = ERROR_STATUSES.get(str(error.get("type")), 500)
             raise upstream_error(self.target, status, str(error.get("message") or ""))
         # ping and future event types are ignored, as Anthropic asks of clients

@@ -297,7 +297,8 @@ def message_of(body: Mapping[str, Any], *, model: str, usage: Usage) -> dict[str
     """An OpenAI chat completion as an Anthropic message (the first choice)."""
     choices = body.get("choices") or []
     choice = choices[0] if choices and isinstance(choices[0], Mapping) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), Mapping) else {}
+    raw_message = choice.get("message")
+    message: Mapping[str, Any] = raw_message if isinstance(raw_message, Mapping) else {}
     content: list[dict[str, Any]] = []
     text = message.get("content")
     if isinstance(text, list):
@@ -348,7 +349,7 @@ class EventTranslator:
         self.texts: list[str] = []
 
     def start(self) -> bytes:
-        message = {
+        message: dict[str, Any] = {
             "id": message_id(),
             "type": "message",
             "role": "assistant",
@@ -389,7 +390,7 @@ class EventTranslator:
                 position = int(call.get("index") or 0)
                 function = call.get("function") or {}
                 if position not in self.tool_blocks:
-                    block = {
+                    block: dict[str, Any] = {
                         "type": "tool_use",
                         "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
                         "name": function.get("name") or "",

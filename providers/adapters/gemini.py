@@ -408,6 +408,7 @@ class GeminiAdapter(ProviderAdapter):
             if target.options.get("embedding_task_type"):
                 request["taskType"] = str(target.options["embedding_task_type"])
             requests.append(request)
+        found: object
         if len(requests) == 1:
             data = read_json(target, self._post(target, requests[0], stream=False, method="embedContent"))
             found = [data.get("embedding")] if isinstance(data, dict) else []

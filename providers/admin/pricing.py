@@ -15,6 +15,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -50,7 +51,7 @@ class PricingImportForm(forms.Form):
 class PricingRowForm(forms.ModelForm):
     effective_from = forms.SplitDateTimeField(
         required=False,
-        widget=admin.widgets.AdminSplitDateTime,
+        widget=AdminSplitDateTime,
         help_text="UTC. Empty: now, i.e. when you save plus the notice every gateway process needs to see a new "
         "price (a few seconds). Never earlier: requests already billed keep their price.",
     )
@@ -60,7 +61,8 @@ class PricingRowForm(forms.ModelForm):
         fields = "__all__"
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.instance.pk and in_effect(PricingRow.objects.filter(pk=self.instance.pk).first()):
             changed = [
                 name for name in PRICE_FIELDS + ["vendor", "model", "effective_from"] if name in self.changed_data

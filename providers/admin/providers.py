@@ -98,7 +98,8 @@ class ProviderForm(forms.ModelForm):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("clear_api_key"):
             if self.data.get(self.add_prefix("api_key")):
                 self.add_error("clear_api_key", "Either type a new key or remove the stored one, not both.")
@@ -238,9 +239,9 @@ class PricedFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> QuerySet[Deployment]:
         if self.value() == "yes":
-            return queryset.filter(priced=True)
+            return queryset.filter(priced=True)  # type: ignore[misc]  # "priced" is with_priced's annotation, which the stubs cannot see on QuerySet[Deployment]
         if self.value() == "no":
-            return queryset.filter(priced=False)
+            return queryset.filter(priced=False)  # type: ignore[misc]  # "priced" is with_priced's annotation, which the stubs cannot see on QuerySet[Deployment]
         return queryset
 
 
@@ -285,7 +286,7 @@ class DeploymentAdmin(admin.ModelAdmin):
         return bool(getattr(deployment, "priced", False))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        unpriced = with_priced(Deployment.objects.filter(enabled=True)).filter(priced=False).count()
+        unpriced = with_priced(Deployment.objects.filter(enabled=True)).filter(priced=False).count()  # type: ignore[misc]  # "priced" is with_priced's annotation, which the stubs cannot see on QuerySet[Deployment]
         if unpriced and request.method == "GET":
             self.message_user(
                 request,

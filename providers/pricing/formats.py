@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -90,6 +90,14 @@ class ParsedFile:
     skipped: list[str]  # "what: why", rows that were not usable
 
 
+@overload
+def price(value: Any, *, where: str, field: str, required: Literal[True] = True) -> Decimal: ...
+
+
+@overload
+def price(value: Any, *, where: str, field: str, required: bool) -> Decimal | None: ...
+
+
 def price(value: Any, *, where: str, field: str, required: bool = True) -> Decimal | None:
     """A per-million price from text or a Decimal: non-negative, at most 6 decimals."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -136,8 +144,8 @@ def entry_from_mapping(row: dict[str, Any], *, where: str) -> PriceEntry:
     return PriceEntry(
         vendor=vendor,
         model=model,
-        input_per_mtok=price(row.get("input_per_mtok"), where=where, field="input_per_mtok"),  # type: ignore[arg-type]
-        output_per_mtok=price(row.get("output_per_mtok"), where=where, field="output_per_mtok"),  # type: ignore[arg-type]
+        input_per_mtok=price(row.get("input_per_mtok"), where=where, field="input_per_mtok"),
+        output_per_mtok=price(row.get("output_per_mtok"), where=where, field="output_per_mtok"),
         cached_input_per_mtok=price(
             row.get("cached_input_per_mtok"), where=where, field="cached_input_per_mtok", required=False
         ),
@@ -174,8 +182,8 @@ def _litellm_entry(name: str, spec: dict[str, Any]) -> PriceEntry | str:
         return PriceEntry(
             vendor=vendor[:64],
             model=model,
-            input_per_mtok=price(_per_million(spec["input_cost_per_token"]), where=where, field="input"),  # type: ignore[arg-type]
-            output_per_mtok=price(_per_million(spec["output_cost_per_token"]), where=where, field="output"),  # type: ignore[arg-type]
+            input_per_mtok=price(_per_million(spec["input_cost_per_token"]), where=where, field="input"),
+            output_per_mtok=price(_per_million(spec["output_cost_per_token"]), where=where, field="output"),
             cached_input_per_mtok=price(
                 _per_million(spec.get("cache_read_input_token_cost")), where=where, field="cache read", required=False
             ),

@@ -59,7 +59,9 @@ class RoutingRuleForm(forms.ModelForm):
         current = self.initial.get("strategy")
         if current and current not in dict(choices):
             choices.append((current, f"{current} (unknown)"))
-        self.fields["strategy"].choices = choices
+        strategy = self.fields["strategy"]
+        assert isinstance(strategy, forms.ChoiceField)  # declared as one above
+        strategy.choices = choices
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
@@ -78,7 +80,8 @@ class RoutingRuleForm(forms.ModelForm):
         return priority
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("action") == RuleAction.ROUTE and data.get("strategy"):
             self.add_error(
                 "strategy", "Leave the strategy empty for the 'route' action, or choose the 'strategy' action."
@@ -234,7 +237,9 @@ class RuleTesterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["strategy"].choices = [("", "(as in force for this key)")] + [(n, n) for n in strategy_names()]
+        strategy = self.fields["strategy"]
+        assert isinstance(strategy, forms.ChoiceField)  # declared as one above
+        strategy.choices = [("", "(as in force for this key)")] + [(n, n) for n in strategy_names()]
 
     def clean_body(self) -> dict[str, Any]:
         from routing.services.validation import validate_chat_body

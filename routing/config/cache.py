@@ -120,7 +120,7 @@ class ConfigCache:
             self._reload()
         if quiet:
             self._confirmed_at = max(self._confirmed_at, started)
-        return self._snapshot  # type: ignore[return-value]
+        return self._snapshot  # type: ignore[return-value]  # _reload above set it
 
     def catch_up(self) -> None:
         """After a write in this process: serve it and say so (when this process serves requests)."""

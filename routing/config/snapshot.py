@@ -10,8 +10,12 @@ import fnmatch
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from providers.adapters.base import Target
+
+if TYPE_CHECKING:
+    from providers.models import PricingRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,21 +131,21 @@ class Snapshot:
 SETTINGS_FIELDS = tuple(name for name in RoutingSettingsInfo.__dataclass_fields__ if name != "max_attempts")
 
 
-def price_of(row: object) -> Price:
+def price_of(row: PricingRow) -> Price:
     """A pricing row with its empty columns resolved (cache reads and writes: the input price;
     one-hour writes: the cache-write price)."""
-    input_price = row.input_per_mtok  # type: ignore[attr-defined]
-    write = row.cache_write_per_mtok if row.cache_write_per_mtok is not None else input_price  # type: ignore[attr-defined]
-    write_1h = row.cache_write_1h_per_mtok  # type: ignore[attr-defined]
-    cached = row.cached_input_per_mtok  # type: ignore[attr-defined]
+    input_price = row.input_per_mtok
+    write = row.cache_write_per_mtok if row.cache_write_per_mtok is not None else input_price
+    write_1h = row.cache_write_1h_per_mtok
+    cached = row.cached_input_per_mtok
     return Price(
-        id=row.id,  # type: ignore[attr-defined]
+        id=row.id,
         input_per_mtok=input_price,
-        output_per_mtok=row.output_per_mtok,  # type: ignore[attr-defined]
+        output_per_mtok=row.output_per_mtok,
         cached_input_per_mtok=cached if cached is not None else input_price,
         cache_write_per_mtok=write,
         cache_write_1h_per_mtok=write_1h if write_1h is not None else write,
-        effective_from=row.effective_from,  # type: ignore[attr-defined]
+        effective_from=row.effective_from,
     )
 
 

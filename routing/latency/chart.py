@@ -118,9 +118,9 @@ def latency_chart(*, range_name: str = DEFAULT_RANGE, until: datetime | None = N
     label = "%H:%M" if span <= timedelta(days=1) else "%m-%d %H:%M"
     x_ticks = []
     for k in range(7):
-        index = (count - 1) * k / 6
-        moment = since + step * index
-        x_ticks.append({"x": x(index), "label": moment.strftime(label)})
+        position = (count - 1) * k / 6
+        moment = since + step * position
+        x_ticks.append({"x": x(position), "label": moment.strftime(label)})
     return {
         "range": range_name,
         "ranges": list(RANGES),

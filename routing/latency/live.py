@@ -43,6 +43,7 @@ from typing import Any
 from django.conf import settings
 
 from gatewaysite import clock as clock_module
+from gatewaysite.env import GatewaySettings
 from gatewaysite.redis import get_redis
 from routing.latency.histogram import Histogram, bucket_of
 
@@ -114,7 +115,7 @@ class _Totals:
         return other
 
 
-def _accumulate(totals: dict[str, _Totals], buckets: Buckets, now_second: int, conf: dict[str, Any]) -> None:
+def _accumulate(totals: dict[str, _Totals], buckets: Buckets, now_second: int, conf: GatewaySettings) -> None:
     window = conf["LATENCY_WINDOW_SECONDS"]
     half_life = conf["LATENCY_HALF_LIFE_SECONDS"]
     penalty = conf["LATENCY_ERROR_PENALTY_MS"]
@@ -153,7 +154,13 @@ class LiveLatency:
         self._sync_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         this = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (live := this()) is not None and live._after_fork())
+
+        def after_fork_in_child() -> None:
+            live = this()
+            if live is not None:
+                live._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
     # --- the request path ------------------------------------------------------------
 
@@ -232,18 +239,18 @@ class LiveLatency:
                                 index = int(name[1:])
                                 counts[index] = counts.get(index, 0) + count
         result: dict[str, LiveQuantile] = {}
-        for deployment, seconds in per_second.items():
+        for deployment, by_second in per_second.items():
             histogram = Histogram()
             used = 0
-            total = sum(sum(counts.values()) for counts in seconds.values())
+            total = sum(sum(second_counts.values()) for second_counts in by_second.values())
             if not total:
                 continue
-            for second in sorted(seconds, reverse=True):
-                counts = seconds[second]
-                if not counts:
+            for second in sorted(by_second, reverse=True):
+                second_counts = by_second[second]
+                if not second_counts:
                     continue
-                histogram.merge([index, count] for index, count in counts.items())
-                used += sum(counts.values())
+                histogram.merge([index, count] for index, count in second_counts.items())
+                used += sum(second_counts.values())
                 if used >= recent:
                     break
             value = histogram.percentile(q)
@@ -257,7 +264,7 @@ class LiveLatency:
 
     # --- sharing ---------------------------------------------------------------------
 
-    def _fold_local(self, now_second: int, conf: dict[str, Any]) -> None:
+    def _fold_local(self, now_second: int, conf: GatewaySettings) -> None:
         """Embedded mode: this process's observations are the whole view (lock held)."""
         if not self._local:
             return

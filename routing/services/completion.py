@@ -37,17 +37,16 @@ from routing.latency.live import live_latency
 from routing.outlier import outliers
 from routing.services import hedging
 from routing.services.planning import plan_route
+from routing.services.stream_billing import StreamEnd, StreamLedger, relay_openai_stream
 from routing.strategies.base import Ranking, RouteRequest
 from usage import budgets
 from usage.admission import Admission, admit, next_candidate
 from usage.cost import cost_of, format_usd, from_picodollars
-from usage.events import PendingEvent
+from usage.events import LatencySampleData, PendingEvent, UsageRecordData
 from usage.recorder import get_recorder
 from usage.tokens import count_text_tokens
 
 logger = logging.getLogger(__name__)
-
-DONE = b"data: [DONE]\n\n"
 
 
 @dataclass
@@ -139,60 +138,60 @@ class _Call:
             cost += hedge_cost  # billed to the key: the upstream charges for both copies
         key = self.route.key
         upstream_total = sum(a.upstream_ms for a in self.attempts)
-        record: dict[str, Any] = {
-            "request_id": self.request_id,
-            "created_at": self.received_at,  # orjson writes datetimes natively (RFC 3339)
-            "client_key_id": key.id,
-            "key_name": key.name,
-            "key_prefix": key.prefix,
-            "team": key.team,
-            "provider": deployment.provider if deployment else "",
-            "deployment": deployment.name if deployment else "",
-            "model": self.route.model,
-            "provider_model": deployment.provider_model if deployment else "",
-            "strategy": self.ranking.strategy if self.ranking else "",
-            "route_reason": (self.ranking.reason if self.ranking else "")[:200],
-            "status": status,
-            "http_status": http_status,
-            "error_code": error_code[:64],
-            "stream": self.route.stream,
-            "endpoint": self.route.endpoint,
-            "attempts": len(self.attempts),
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "cached_tokens": usage.cached_tokens,
-            "cache_creation_tokens": usage.cache_creation_tokens,
-            "cache_creation_1h_tokens": usage.cache_creation_1h_tokens,
-            "usage_estimated": usage_estimated,
-            "usage_anomaly": anomaly,
-            "cost_usd": str(cost) if cost is not None else None,
-            "pricing_row_id": price.id if price is not None else None,
-            "hedged": self.hedge_loser is not None,
-            "hedge_cost_usd": str(hedge_cost) if hedge_cost is not None else None,
-            "latency_ms": round(total_ms, 3),
-            "upstream_ms": round(upstream_total, 3),
-            "ttft_ms": served.ttft_ms if served else None,
-        }
+        record = UsageRecordData(
+            request_id=self.request_id,
+            created_at=self.received_at,  # orjson writes datetimes natively (RFC 3339)
+            client_key_id=key.id,
+            key_name=key.name,
+            key_prefix=key.prefix,
+            team=key.team,
+            provider=deployment.provider if deployment else "",
+            deployment=deployment.name if deployment else "",
+            model=self.route.model,
+            provider_model=deployment.provider_model if deployment else "",
+            strategy=self.ranking.strategy if self.ranking else "",
+            route_reason=(self.ranking.reason if self.ranking else "")[:200],
+            status=status,
+            http_status=http_status,
+            error_code=error_code[:64],
+            stream=self.route.stream,
+            endpoint=self.route.endpoint,
+            attempts=len(self.attempts),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            cache_creation_1h_tokens=usage.cache_creation_1h_tokens,
+            usage_estimated=usage_estimated,
+            usage_anomaly=anomaly,
+            cost_usd=cost,
+            pricing_row_id=price.id if price is not None else None,
+            hedged=self.hedge_loser is not None,
+            hedge_cost_usd=hedge_cost,
+            latency_ms=round(total_ms, 3),
+            upstream_ms=round(upstream_total, 3),
+            ttft_ms=served.ttft_ms if served else None,
+        )
         samples = []
         for index, attempt in enumerate(self.attempts, start=1):
             last = attempt is served
             attempt_total = total_ms if last else attempt.upstream_ms
             samples.append(
-                {
-                    "request_id": self.request_id,
-                    "attempt": index,
-                    "created_at": attempt.started_at,
-                    "provider": attempt.deployment.provider,
-                    "deployment": attempt.deployment.name,
-                    "model": self.route.model,
-                    "ok": attempt.ok,
-                    "http_status": attempt.http_status,
-                    "stream": self.route.stream,
-                    "total_ms": round(attempt_total, 3),
-                    "upstream_ms": round(attempt.upstream_ms, 3),
-                    "ttft_ms": attempt.ttft_ms,
-                    "overhead_ms": round(max(0.0, total_ms - upstream_total), 3) if last else 0.0,
-                }
+                LatencySampleData(
+                    request_id=self.request_id,
+                    attempt=index,
+                    created_at=attempt.started_at,
+                    provider=attempt.deployment.provider,
+                    deployment=attempt.deployment.name,
+                    model=self.route.model,
+                    ok=attempt.ok,
+                    http_status=attempt.http_status,
+                    stream=self.route.stream,
+                    total_ms=round(attempt_total, 3),
+                    upstream_ms=round(attempt.upstream_ms, 3),
+                    ttft_ms=attempt.ttft_ms,
+                    overhead_ms=round(max(0.0, total_ms - upstream_total), 3) if last else 0.0,
+                )
             )
         observe_usage(record, samples)  # metrics and the request log line
         counters = budgets.settle_counters(key, self.reservation, cost)
@@ -344,6 +343,7 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
             continue
         attempt.ok = True
         if route.stream:
+            assert first is not None  # an empty stream raised above
             return _stream_result(call, attempt, upstream, first, started)
         in_flight.release(deployment.name)
         attempt.upstream_ms = (monotonic() - started) * 1000
@@ -426,107 +426,46 @@ def _output_text(body: dict[str, Any]) -> str:
     return "".join(texts)
 
 
-def _sse(chunk: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+class CallStreamBilling:
+    """A stream's billing on the request's call: the attempt's timing and health, then ``finish``."""
+
+    __slots__ = ("call", "attempt", "started", "provider", "deployment")
+
+    def __init__(self, call: _Call, attempt: Attempt, started: float) -> None:
+        self.call = call
+        self.attempt = attempt
+        self.started = started
+        self.provider = attempt.deployment.provider
+        self.deployment = attempt.deployment.name
+
+    def upstream_ended(self, error: UpstreamError | None) -> None:
+        self.attempt.upstream_ms = (monotonic() - self.started) * 1000
+        _record_attempt(self.call, self.attempt, error)
+
+    def estimated_usage(self, output_text: str) -> Usage:
+        return self.call.estimated_usage(output_text)
+
+    def upstream_closed(self) -> None:
+        in_flight.release(self.deployment)  # held since the attempt started (run_completion, hedging)
+
+    def settle(self, end: StreamEnd) -> tuple[Decimal | None, Decimal | None]:
+        if self.attempt.upstream_ms == 0:  # the client left or the gateway failed mid-stream
+            self.attempt.upstream_ms = (monotonic() - self.started) * 1000
+        return self.call.finish(
+            status=end.outcome.status,
+            http_status=end.http_status,
+            usage=end.usage or self.estimated_usage(end.output_text),
+            usage_estimated=end.usage is None,
+            error_code=end.error_code,
+            output_text=end.output_text,
+        )
 
 
 def _stream_result(
     call: _Call, attempt: Attempt, upstream: Iterator[dict[str, Any]], first: dict[str, Any], started: float
 ) -> CompletionResult:
-    wants_usage = _wants_usage(call.route.body)
     headers = call.headers(attempt.deployment)
     headers.update({"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"})
-
-    def body() -> Iterator[bytes]:
-        usage: Usage | None = None
-        output_chars: list[str] = []
-
-        def record_unfinished(outcome: str, http_status: int, error_code: str) -> None:
-            """Record a stream without the provider's final usage (cut, failed, or the client left):
-            with the tokens the gateway counted."""
-            if call.finished:
-                return
-            estimated = usage is None
-            output_text = "".join(output_chars)
-            counted = usage or call.estimated_usage(output_text)
-            if attempt.upstream_ms == 0:
-                attempt.upstream_ms = (monotonic() - started) * 1000
-            try:
-                call.finish(
-                    status=outcome,
-                    http_status=http_status,
-                    usage=counted,
-                    usage_estimated=estimated,
-                    error_code=error_code,
-                    output_text=output_text,
-                )
-            except Exception:
-                logger.exception("could not record usage of stream %s", call.request_id)
-
-        try:
-            chunk: dict[str, Any] | None = first
-            while chunk is not None:
-                raw_usage = chunk.get("usage")
-                if raw_usage:
-                    usage = Usage.from_openai(raw_usage)
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if isinstance(delta.get("content"), str):
-                        output_chars.append(delta["content"])
-                if raw_usage:
-                    attempt.upstream_ms = (monotonic() - started) * 1000
-                    _record_attempt(call, attempt, None)
-                    if wants_usage:
-                        output_text = "".join(output_chars)
-                        cost, spend = call.finish(status="ok", http_status=200, usage=usage, output_text=output_text)
-                        if usage is not None and usage.anomaly:  # the usage billed, as in plain answers
-                            chunk["usage"] = call.estimated_usage(output_text).to_openai()
-                        chunk["x_gateway"] = {
-                            "cost_usd": format_usd(cost),
-                            "key_spend_usd": format_usd(spend) if spend is not None else None,
-                            "provider": attempt.deployment.provider,
-                            "deployment": attempt.deployment.name,
-                        }
-                        yield _sse(chunk)
-                    else:
-                        chunk.pop("usage", None)
-                        if chunk.get("choices"):
-                            yield _sse(chunk)
-                else:
-                    yield _sse(chunk)
-                chunk = next(upstream, None)
-            if not call.finished:
-                attempt.upstream_ms = (monotonic() - started) * 1000
-                _record_attempt(call, attempt, None)
-                record_unfinished("ok", 200, "")
-            yield DONE
-        except UpstreamError as error:
-            # The stream broke after it started: tell the client with an error event (the openai SDK
-            # raises APIError on it) and no [DONE], so a cut answer never passes for a whole one.
-            # Nothing is retried: the client already has part of the answer. Recorded first, so the
-            # record exists by the time the client knows.
-            attempt.upstream_ms = (monotonic() - started) * 1000
-            _record_attempt(call, attempt, error)
-            outcome = "truncated" if error.code == "upstream_truncated" else "error"
-            record_unfinished(outcome, error.status, error.code)
-            yield _sse({"error": {"message": error.message, "type": error.error_type, "code": error.code}})
-        except Exception:
-            logger.exception("stream %s failed in the gateway", call.request_id)
-            record_unfinished("error", 502, "stream_error")
-            yield _sse(
-                {
-                    "error": {
-                        "message": "The gateway failed while streaming.",
-                        "type": "api_error",
-                        "code": "stream_error",
-                    }
-                }
-            )
-        finally:
-            close = getattr(upstream, "close", None)
-            if close is not None:
-                close()
-            in_flight.release(attempt.deployment.name)
-            record_unfinished("client_closed", 200, "client_closed")  # a no-op unless the client left
-
-    return CompletionResult(status=200, headers=headers, stream=body())
+    ledger = StreamLedger(CallStreamBilling(call, attempt, started))
+    events = relay_openai_stream(upstream, first, wants_usage=_wants_usage(call.route.body), ledger=ledger)
+    return CompletionResult(status=200, headers=headers, stream=events)

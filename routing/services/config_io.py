@@ -403,6 +403,7 @@ def _defaults(model: type[models.Model], names: Iterable[str]) -> dict[str, Any]
     result = {}
     for name in names:
         model_field = model._meta.get_field(name)
+        assert isinstance(model_field, models.Field)  # a column, not a reverse relation
         result[name] = model_field.get_default()
     return result
 
@@ -433,7 +434,7 @@ class _Importer:
         what: str,
         validate_unique: bool = True,
     ) -> tuple[Any, bool]:
-        obj = model.objects.filter(**lookup).first()
+        obj = model._default_manager.filter(**lookup).first()
         if obj is None:
             obj = model(**lookup, **values)
             _clean(obj, label, validate_unique=validate_unique)

@@ -148,7 +148,7 @@ class Leg:
             return
         if self.upstream is not None:  # a stream that started too, later: close it (its connection is not reused)
             try:
-                self.upstream.close()  # type: ignore[attr-defined]
+                self.upstream.close()  # type: ignore[attr-defined]  # the adapters' streams are generators
             finally:
                 self.upstream = None
                 self._release_busy()
@@ -169,7 +169,7 @@ def _run(leg: Leg, route: RouteRequest, finished: queue.Queue[Leg]) -> None:
                 first = next(upstream, None)
                 leg.ttft_ms = (monotonic() - leg.started) * 1000
                 if first is None:
-                    upstream.close()  # type: ignore[attr-defined]
+                    upstream.close()  # type: ignore[attr-defined]  # the adapters' streams are generators
                     raise UpstreamError(f"{deployment.provider}: empty stream", status=502)
                 leg.upstream, leg.first = upstream, first
             else:
@@ -192,7 +192,7 @@ def _run(leg: Leg, route: RouteRequest, finished: queue.Queue[Leg]) -> None:
                 orphan = leg.cancel_requested
             if leg.upstream is None or orphan:
                 if orphan and leg.upstream is not None:
-                    leg.upstream.close()  # type: ignore[attr-defined]
+                    leg.upstream.close()  # type: ignore[attr-defined]  # the adapters' streams are generators
                     leg.upstream = None
                 leg._release_busy()
             finished.put(leg)

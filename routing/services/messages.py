@@ -34,14 +34,15 @@ from providers.adapters.registry import adapter_for
 from routing.config.snapshot import DeploymentInfo
 from routing.services.completion import (
     Attempt,
+    CallStreamBilling,
     CompletionResult,
     _as_gateway_error,
     _Call,
     _cost_headers,
-    _record_attempt,
 )
 from routing.services.dispatch import AttemptsExhausted, first_success
 from routing.services.planning import check_model_access, plan_route
+from routing.services.stream_billing import StreamLedger
 from routing.strategies.base import RouteRequest
 from usage.admission import admit
 
@@ -162,10 +163,10 @@ def run_messages(
         native = deployment.kind == ANTHROPIC
         if not route.stream:
             if native:
-                return adapter.messages(deployment.target, request.native, beta=request.beta)  # type: ignore[attr-defined]
+                return adapter.messages(deployment.target, request.native, beta=request.beta)  # type: ignore[attr-defined]  # native: an AnthropicAdapter
             return adapter.complete(deployment.target, route.body)
         if native:
-            upstream = adapter.messages_stream(deployment.target, request.native, beta=request.beta)  # type: ignore[attr-defined]
+            upstream = adapter.messages_stream(deployment.target, request.native, beta=request.beta)  # type: ignore[attr-defined]  # native: an AnthropicAdapter
         else:
             upstream = adapter.stream(deployment.target, route.body)
         first = next(upstream, None)
@@ -208,33 +209,10 @@ def _stream_result(
     headers = call.headers(attempt.deployment)
     headers.update({"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"})
 
+    ledger = StreamLedger(CallStreamBilling(call, attempt, started))
+
     def body() -> Iterator[bytes]:
-        usage: Usage | None = None
-        texts: list[str] = []
-
-        def settle(error: UpstreamError | None) -> None:
-            attempt.upstream_ms = (monotonic() - started) * 1000
-            _record_attempt(call, attempt, error)
-
-        def record(outcome: str, http_status: int, error_code: str) -> None:
-            """Record once: with the provider's usage, else the tokens the gateway counted."""
-            if call.finished:
-                return
-            output_text = "".join(texts)
-            if attempt.upstream_ms == 0:
-                attempt.upstream_ms = (monotonic() - started) * 1000
-            try:
-                call.finish(
-                    status=outcome,
-                    http_status=http_status,
-                    usage=usage or call.estimated_usage(output_text),
-                    usage_estimated=usage is None,
-                    error_code=error_code,
-                    output_text=output_text,
-                )
-            except Exception:
-                logger.exception("could not record usage of stream %s", call.request_id)
-
+        translator: inbound.EventTranslator | None = None
         try:
             if native:
                 raw_usage: dict[str, Any] = {}
@@ -250,11 +228,10 @@ def _stream_result(
                     elif kind == "content_block_delta":
                         delta = parsed.get("delta") or {}
                         if delta.get("type") == "text_delta":
-                            texts.append(str(delta.get("text") or ""))
+                            ledger.texts.append(str(delta.get("text") or ""))
                     if kind == "message_stop":  # recorded before the client learns the answer is complete
-                        usage = usage_of(raw_usage)
-                        settle(None)
-                        record("ok", 200, "")
+                        ledger.usage_arrived(usage_of(raw_usage))
+                        ledger.completed_logged()
                     yield _native_event(name, data, parsed)
                     item = next(upstream, None)
             else:
@@ -263,29 +240,27 @@ def _stream_result(
                 chunk = first
                 while chunk is not None:
                     if chunk.get("usage"):
-                        usage = Usage.from_openai(chunk["usage"])
+                        ledger.usage = Usage.from_openai(chunk["usage"])
                     yield from translator.feed(chunk)
                     chunk = next(upstream, None)
-                texts[:] = translator.texts
-                settle(None)
-                record("ok", 200, "")
-                yield from translator.finish(usage or call.estimated_usage("".join(texts)))
+                ledger.texts[:] = translator.texts
+                ledger.completed_logged()
+                yield from translator.finish(ledger.usage or call.estimated_usage(ledger.output_text))
         except UpstreamError as error:
             # Broken after it started: an Anthropic error event (the anthropic SDK raises on it),
             # no message_stop. Nothing is retried: the client already has part of the answer.
-            settle(error)
-            if not native:
-                texts[:] = translator.texts
-            record("truncated" if error.code == "upstream_truncated" else "error", error.status, error.code)
+            if translator is not None:
+                ledger.texts[:] = translator.texts
+            ledger.upstream_failed(error)
             yield inbound.sse("error", inbound.error_json(error.status, error.message))
         except Exception:
             logger.exception("stream %s failed in the gateway", call.request_id)
-            record("error", 502, "stream_error")
+            ledger.gateway_failed()
             yield inbound.sse("error", inbound.error_json(502, "The gateway failed while streaming."))
         finally:
             close = getattr(upstream, "close", None)
             if close is not None:
                 close()
-            record("client_closed", 200, "client_closed")  # a no-op unless the client left
+            ledger.client_closed()  # a no-op unless the client left
 
     return CompletionResult(status=200, headers=headers, stream=body())

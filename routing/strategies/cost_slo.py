@@ -98,7 +98,7 @@ class CostSloStrategy(Strategy):
             meeting = sorted(candidates, key=cost_key)
             reason = "cheapest_no_objective"
         else:
-            meeting = sorted((d for d in measured if latency_of(d) <= objective), key=cost_key)  # type: ignore[operator]
+            meeting = sorted((d for d in measured if latency_of(d) <= objective), key=cost_key)  # type: ignore[operator]  # measured: latency_of is not None
             reason = "slo_met"
         if meeting:
             head = meeting

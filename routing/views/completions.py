@@ -14,14 +14,16 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from accounts.authentication import ClientKeyAuthentication, HasClientKey
+from accounts.authentication import ClientKeyAuthentication, HasClientKey, client_key
 from gatewaysite.api.errors import ModelNotFound, PayloadTooLarge
 from gatewaysite.api.parsers import parse_json_body
 from gatewaysite.clock import monotonic
+from gatewaysite.middleware import request_id_of
 from gatewaysite.offload import offload_cpu
 from routing.config.cache import config_cache
 from routing.services.completion import CompletionResult, run_completion
@@ -71,7 +73,7 @@ def chat_route(request: Request, body: dict[str, Any]) -> RouteRequest:
         model=body["model"],
         body=body,
         stream=bool(body.get("stream")),
-        key=request.user,
+        key=client_key(request),
         snapshot=config_cache.current(),
         headers=headers,
     )
@@ -94,16 +96,16 @@ class ClientKeyView(APIView):
 class ChatCompletionsView(ClientKeyView):
     parser_classes: list[Any] = []
 
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: Request) -> HttpResponseBase:
         received = monotonic()
         route = route_request(request)
-        return result_response(run_completion(route, request_id=request._request.request_id, received=received))
+        return result_response(run_completion(route, request_id=request_id_of(request._request), received=received))
 
 
-def result_response(result: CompletionResult) -> HttpResponse:
+def result_response(result: CompletionResult) -> HttpResponseBase:
     """The HTTP response of a routed call (chat, embeddings, messages): its stream or body, status, headers."""
     if result.stream is not None:
-        response: HttpResponse = StreamingHttpResponse(result.stream, status=result.status)
+        response: HttpResponseBase = StreamingHttpResponse(result.stream, status=result.status)
     else:
         response = HttpResponse(result.body, status=result.status)
     for name, value in result.headers.items():
@@ -117,7 +119,7 @@ def _model_entry(name: str) -> dict[str, Any]:
 
 class ModelsView(ClientKeyView):
     def get(self, request: Request) -> HttpResponse:
-        key = request.user
+        key = client_key(request)
         snapshot = config_cache.current()
         data = [_model_entry(m) for m in snapshot.models if key.may_use(m)]
         return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type="application/json")
@@ -125,7 +127,7 @@ class ModelsView(ClientKeyView):
 
 class ModelDetailView(ClientKeyView):
     def get(self, request: Request, model: str) -> HttpResponse:
-        key = request.user
+        key = client_key(request)
         snapshot = config_cache.current()
         if model not in snapshot.models or not key.may_use(model):
             raise ModelNotFound(f"The model '{model}' does not exist or is not available.", param="model")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 
+from accounts.authentication import client_key
 from gatewaysite.clock import monotonic
+from gatewaysite.middleware import request_id_of
 from routing.config.cache import config_cache
 from routing.services.embeddings import run_embeddings, validate_embeddings_body
 from routing.services.validation import validate_chat_body
@@ -21,7 +23,7 @@ def embeddings_route(request: Request, body: dict[str, Any]) -> RouteRequest:
         model=body["model"],
         body=body,
         stream=False,
-        key=request.user,
+        key=client_key(request),
         snapshot=config_cache.current(),
         headers={k.lower(): v for k, v in request.headers.items()},
         endpoint="embeddings",
@@ -44,7 +46,7 @@ def _validated_any(parsed: Any) -> tuple[str, dict[str, Any]]:
 class EmbeddingsView(ClientKeyView):
     parser_classes: list[Any] = []
 
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: Request) -> HttpResponseBase:
         received = monotonic()
         route = embeddings_route(request, read_json(request, validate_embeddings_body))
-        return result_response(run_embeddings(route, request_id=request._request.request_id, received=received))
+        return result_response(run_embeddings(route, request_id=request_id_of(request._request), received=received))

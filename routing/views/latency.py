@@ -14,6 +14,7 @@ import orjson
 from django.http import HttpResponse
 from rest_framework.request import Request
 
+from accounts.authentication import client_key
 from gatewaysite.api.errors import InvalidRequest
 from gatewaysite.clock import now
 from routing.config.cache import config_cache
@@ -50,7 +51,7 @@ class LatencyView(ClientKeyView):
         since = until - window
         snapshot = config_cache.current()
         models = {name: info.model_name for name, info in snapshot.deployments_by_name.items()}
-        key = request.user
+        key = client_key(request)
         allowed = None
         if key.allowed_models:
             allowed = [name for name, model in models.items() if key.may_use(model)]

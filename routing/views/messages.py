@@ -13,12 +13,14 @@ from typing import Any
 
 import orjson
 from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 
-from accounts.authentication import ClientKeyAuthentication
+from accounts.authentication import ClientKeyAuthentication, client_key
 from accounts.keycache import KeyInfo, bearer_token, key_cache
 from gatewaysite.api.errors import openai_exception_handler
 from gatewaysite.clock import monotonic
+from gatewaysite.middleware import request_id_of
 from providers.adapters import anthropic_inbound as inbound
 from routing.config.cache import config_cache
 from routing.services.messages import count_tokens, messages_request, run_messages, validate_messages_body
@@ -73,7 +75,7 @@ class AnthropicView(ClientKeyView):
             model=body["model"],
             body=translated,
             stream=bool(body.get("stream")),
-            key=request.user,
+            key=client_key(request),
             snapshot=config_cache.current(),
             headers={k.lower(): v for k, v in request.headers.items()},
             endpoint="messages",
@@ -82,10 +84,12 @@ class AnthropicView(ClientKeyView):
 
 
 class MessagesView(AnthropicView):
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: Request) -> HttpResponseBase:
         received = monotonic()
         route, messages = self.route(request, read_json(request))
-        return result_response(run_messages(route, messages, request_id=request._request.request_id, received=received))
+        return result_response(
+            run_messages(route, messages, request_id=request_id_of(request._request), received=received)
+        )
 
 
 class CountTokensView(AnthropicView):

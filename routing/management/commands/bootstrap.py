@@ -41,12 +41,12 @@ class Command(BaseCommand):
                     name=f"mock-{model}", model_name=model, provider=mock, provider_model=model, context_window=128000
                 )
             self.stdout.write("Configured the built-in mock provider for models: mock-gpt, gpt-4")
-        mock = Provider.objects.filter(name="mock", kind=ProviderKind.MOCK).first()
-        if mock is not None and not Deployment.objects.filter(model_name=EMBEDDING_MODEL).exists():
+        mock_provider = Provider.objects.filter(name="mock", kind=ProviderKind.MOCK).first()
+        if mock_provider is not None and not Deployment.objects.filter(model_name=EMBEDDING_MODEL).exists():
             Deployment.objects.create(
                 name=f"mock-{EMBEDDING_MODEL}",
                 model_name=EMBEDDING_MODEL,
-                provider=mock,
+                provider=mock_provider,
                 provider_model=EMBEDDING_MODEL,
                 endpoint=DeploymentEndpoint.EMBEDDINGS,
                 context_window=8191,
