@@ -102,17 +102,30 @@ def insert_new_records(records: list[UsageRecord]) -> list[UsageRecord]:
     inserted: dict[tuple[str, datetime], int] = {}
     for record in records:
         record.created_at = _when(record.created_at)
+    postgres = connection.vendor == "postgresql"
+    if postgres:  # one array per column: a short statement whatever the batch size (no placeholder per value)
+        arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in _INSERT_FIELDS)
+        unnest_sql = (
+            f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING id, request_id, created_at"
+        )
     with connection.cursor() as cursor:
         for at in range(0, len(records), step):
             chunk = records[at : at + step]
-            params: list[Any] = []
-            for record in chunk:
-                params.extend(f.get_db_prep_save(getattr(record, f.attname), connection) for f in _INSERT_FIELDS)
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
-                "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING id, request_id, created_at",
-                params,
-            )
+            if postgres:
+                cursor.execute(
+                    unnest_sql,
+                    [[f.get_db_prep_save(getattr(r, f.attname), connection) for r in chunk] for f in _INSERT_FIELDS],
+                )
+            else:
+                params: list[Any] = []
+                for record in chunk:
+                    params.extend(f.get_db_prep_save(getattr(record, f.attname), connection) for f in _INSERT_FIELDS)
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
+                    "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING id, request_id, created_at",
+                    params,
+                )
             for pk, request_id, created_at in cursor.fetchall():
                 if isinstance(created_at, str):  # SQLite answers text
                     created_at = _sqlite_datetime(created_at)

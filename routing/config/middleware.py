@@ -1,9 +1,10 @@
 """After a request that changed the configuration, wait until every process serves it.
 
-Admin saves, deletes and actions, the admin's pricing import and the JWT admin API all
-go through here: once the view returned (its transaction committed), the response
-waits, at most ``GATEWAY_CONFIG_PROPAGATION_SECONDS``, until every live gateway process
-acknowledged the new version (``routing/config/propagation.py``). The response then
+Admin saves, deletes and actions, the admin's pricing import and the JWT admin API
+(the strategy, and the key and team API under ``/v1/admin/``) all go through here: once
+the view returned (its transaction committed), the response waits, at most
+``GATEWAY_CONFIG_PROPAGATION_SECONDS``, until every live gateway process acknowledged
+the new version (``routing/config/propagation.py``). The response then
 carries ``x-gateway-config-propagation: complete`` or ``incomplete``; in the admin, an
 incomplete one also shows a warning naming the processes that lag. Views that report it
 themselves (the strategy API) have already waited, and nothing is left to do here.
@@ -20,6 +21,7 @@ from gatewaysite.middleware import API_PREFIX
 from routing.config.propagation import take_pending, wait_for_propagation
 
 HEADER = "x-gateway-config-propagation"
+ADMIN_API_PREFIX = API_PREFIX + "admin/"  # the JWT key and team API: its writes are waited for
 
 
 class ConfigPropagationMiddleware:
@@ -27,8 +29,9 @@ class ConfigPropagationMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info.startswith(API_PREFIX):  # the key-authenticated API changes no configuration
-            return self.get_response(request)
+        path = request.path_info
+        if path.startswith(API_PREFIX) and not path.startswith(ADMIN_API_PREFIX):
+            return self.get_response(request)  # the key-authenticated API changes no configuration
         take_pending()  # a thread reused from an earlier request starts clean
         response = self.get_response(request)
         result = wait_for_propagation()
