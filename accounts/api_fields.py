@@ -6,7 +6,8 @@ any bad value is a 400 in OpenAI's error shape naming the field (``param``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -155,6 +156,15 @@ def validation_error(error: ValidationError) -> InvalidRequest:
         field, errors = next(iter(error.error_dict.items()))
         return field_error(field, " ".join(m for e in errors for m in e.messages))
     return InvalidRequest(" ".join(error.messages), code="invalid_field")
+
+
+@contextmanager
+def as_request_errors() -> Iterator[None]:
+    """Around a service call: its model validation error becomes the 400 of :func:`validation_error`."""
+    try:
+        yield
+    except ValidationError as error:
+        raise validation_error(error) from None
 
 
 def _usd(amount: Decimal | None) -> str | None:

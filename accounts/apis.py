@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
-from django.core.exceptions import ValidationError
 from django.db.models import Count, Model, QuerySet
 from django.http import HttpResponse
 from rest_framework.permissions import DjangoModelPermissions, IsAdminUser
@@ -23,11 +22,11 @@ from rest_framework.views import APIView
 from accounts.api_fields import (
     KEY_FIELDS,
     TEAM_FIELDS,
+    as_request_errors,
     field_error,
     key_json,
     parse_fields,
     team_json,
-    validation_error,
 )
 from accounts.jwt import StaffJWTAuthentication
 from accounts.keys import KEY_MARK
@@ -129,10 +128,8 @@ class KeyListView(AdminAPIView):
 
     def post(self, request: Request) -> Response:
         values = parse_fields(request.data, KEY_FIELDS, required=("name",))
-        try:
+        with as_request_errors():
             key, secret = key_issue(**values)
-        except ValidationError as error:
-            raise validation_error(error) from None
         _log(request, key, ADDITION, "Created (over the API).")
         return Response(key_json(key, secret=secret), status=201)
 
@@ -146,10 +143,8 @@ class KeyDetailView(AdminAPIView):
     def patch(self, request: Request, prefix: str) -> Response:
         key = _key(prefix)
         values = parse_fields(request.data, KEY_FIELDS)
-        try:
+        with as_request_errors():
             changed = key_update(key=key, changes=values)
-        except ValidationError as error:
-            raise validation_error(error) from None
         _log(request, key, CHANGE, _changed(changed))
         return Response(key_json(key))
 
@@ -197,10 +192,8 @@ class TeamListView(AdminAPIView):
         values = parse_fields(request.data, TEAM_FIELDS, required=("name",))
         if Team.objects.filter(name=values["name"]).exists():
             raise Conflict(f"A team named '{values['name']}' exists already.", code="team_exists", param="name")
-        try:
+        with as_request_errors():
             team = team_create(**values)
-        except ValidationError as error:
-            raise validation_error(error) from None
         _log(request, team, ADDITION, "Created (over the API).")
         return Response(team_json(team, key_count=0), status=201)
 
@@ -214,10 +207,8 @@ class TeamDetailView(AdminAPIView):
     def patch(self, request: Request, team_id: int) -> Response:
         team = _team(team_id)
         values = parse_fields(request.data, TEAM_FIELDS)
-        try:
+        with as_request_errors():
             changed = team_update(team=team, changes=values)
-        except ValidationError as error:
-            raise validation_error(error) from None
         _log(request, team, CHANGE, _changed(changed))
         return Response(team_json(team))
 

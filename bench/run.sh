@@ -47,27 +47,8 @@ if [ "$(ulimit -n)" -lt 8192 ]; then
   echo "bench: open-file limit is $(ulimit -n); 2,000 streams need about 8,192 (raise the hard limit)" >&2
 fi
 
-export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gw_bench}"
-export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379/6}"
-export DJANGO_SETTINGS_MODULE=gatewaysite.settings
-export DEBUG=0
-unset GATEWAY_RECORDING_ENABLED GUNICORN_ACCESS_LOG WEB_CONCURRENCY
-
-"$PY" - <<'PYEOF'
-import os
-from urllib.parse import urlsplit, urlunsplit
-
-import psycopg
-import redis
-
-url = urlsplit(os.environ["DATABASE_URL"])
-name = url.path.lstrip("/")
-admin = urlunsplit(url._replace(path="/postgres"))
-with psycopg.connect(admin, autocommit=True) as conn:
-    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.execute(f'CREATE DATABASE "{name}"')
-redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
-PYEOF
-"$PY" manage.py migrate -v 0
+# shellcheck source=bench/fresh_state.sh
+source "$ROOT/bench/fresh_state.sh"
+fresh_state gw_bench
 
 exec "$PY" -m bench.bench "$@"

@@ -309,6 +309,10 @@ ROUTED_ERRORS = {
     413: _error("Request body too large."),
     429: _error("Rate limited or budget exceeded."),
 }
+UPSTREAM_ERRORS = {
+    502: _error("Every upstream attempt failed."),
+    504: _error("The upstream timed out."),
+}
 JWT_ERRORS = {
     400: _error("Invalid request."),
     401: _error("Missing or invalid JWT."),
@@ -356,8 +360,7 @@ _replace(
                 response={"type": "string"}, description="Server-sent events ending with data: [DONE]."
             ),
             **ROUTED_ERRORS,
-            502: _error("Every upstream attempt failed."),
-            504: _error("The upstream timed out."),
+            **UPSTREAM_ERRORS,
         },
         tags=["chat"],
     ),
@@ -374,25 +377,33 @@ _replace(
         tags=["models"],
     ),
 )
-_replace(
+
+
+def _routing_preview(target: str, operation_id: str, summary: str, response: str) -> None:
+    """A routing view that answers about a chat completion or embeddings body without calling a provider."""
+    _replace(
+        target,
+        post=extend_schema(
+            operation_id=operation_id,
+            summary=f"{summary} (no provider is called)",
+            request=ROUTABLE_BODY,
+            responses={200: _json(response), **ROUTED_ERRORS},
+            tags=["routing"],
+        ),
+    )
+
+
+_routing_preview(
     "routing.views.estimate.EstimateCostView",
-    post=extend_schema(
-        operation_id="routing_estimate_cost",
-        summary="What a chat completion or embeddings request would cost on each candidate (no provider is called)",
-        request=ROUTABLE_BODY,
-        responses={200: _json("CostEstimate"), **ROUTED_ERRORS},
-        tags=["routing"],
-    ),
+    "routing_estimate_cost",
+    "What a chat completion or embeddings request would cost on each candidate",
+    "CostEstimate",
 )
-_replace(
+_routing_preview(
     "routing.views.explain.ExplainView",
-    post=extend_schema(
-        operation_id="routing_explain",
-        summary="Where a chat completion or embeddings request would be routed, and why (no provider is called)",
-        request=ROUTABLE_BODY,
-        responses={200: _json("RouteExplanation"), **ROUTED_ERRORS},
-        tags=["routing"],
-    ),
+    "routing_explain",
+    "Where a chat completion or embeddings request would be routed, and why",
+    "RouteExplanation",
 )
 _replace(
     "routing.views.latency.LatencyView",
@@ -623,8 +634,7 @@ _replace(
         responses={
             200: _json("EmbeddingList", "The embeddings; cost in x-gateway-cost-usd."),
             **ROUTED_ERRORS,
-            502: _error("Every upstream attempt failed."),
-            504: _error("The upstream timed out."),
+            **UPSTREAM_ERRORS,
         },
         tags=["embeddings"],
     ),

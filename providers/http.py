@@ -352,26 +352,37 @@ def post_json(
     return response
 
 
+def _chunks(response: urllib3.BaseHTTPResponse, deadline: _Deadline | None) -> Iterator[bytes]:
+    """The body as it arrives, each socket read waiting no longer than ``deadline`` leaves."""
+    while True:
+        if deadline is not None:
+            deadline.before_read(response)
+        chunk = response.read1(65536)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _read_error(target: Target, deadline: _Deadline | None, exc: Exception) -> UpstreamError:
+    """A read that failed: the deadline's 504 once it has passed, else what the transport error means."""
+    if deadline is not None and deadline.at <= monotonic():
+        return deadline.error(target)
+    return _transport_error(target, exc)
+
+
 def read_body(target: Target, response: urllib3.BaseHTTPResponse) -> bytes:
     """The whole body, read within the response's deadline; the connection goes back to the pool."""
     deadline = _deadline_of(response)
     parts: list[bytes] = []
     finished = False
     try:
-        while True:
-            if deadline is not None:
-                deadline.before_read(response)
-            chunk = response.read1(65536)
-            if not chunk:
-                break
+        for chunk in _chunks(response, deadline):
             parts.append(chunk)
         finished = True
     except DeadlineExceeded:
         raise deadline.error(target) from None  # type: ignore[union-attr]  # only a deadline raises DeadlineExceeded
     except (HTTPError, OSError) as exc:
-        if deadline is not None and deadline.at <= monotonic():
-            raise deadline.error(target) from None
-        raise _transport_error(target, exc) from None
+        raise _read_error(target, deadline, exc) from None
     finally:
         if not finished:  # unread data, or a stalled peer: the connection is closed, never reused
             response.close()
@@ -399,12 +410,7 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
     data_lines: list[bytes] = []
     finished = False
     try:
-        while True:
-            if deadline is not None:
-                deadline.before_read(response)
-            chunk = response.read1(65536)
-            if not chunk:
-                break
+        for chunk in _chunks(response, deadline):
             buffer += chunk
             while True:
                 newline = buffer.find(b"\n")
@@ -429,9 +435,7 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
     except DeadlineExceeded:
         raise deadline.error(target) from None  # type: ignore[union-attr]  # only a deadline raises DeadlineExceeded
     except (HTTPError, OSError, ProtocolError) as exc:
-        if deadline is not None and deadline.at <= monotonic():
-            raise deadline.error(target) from None
-        error = _transport_error(target, exc)
+        error = _read_error(target, deadline, exc)
         if error.status != 504:  # the connection broke mid-stream: the answer is cut short
             error = UpstreamError(
                 f"{target.provider}: the stream was cut, the connection broke ({type(exc).__name__})",

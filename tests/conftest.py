@@ -130,21 +130,48 @@ def openai_for(gateway_url: str) -> Any:
 
 
 @pytest.fixture
-def openai_route(
-    fake_openai: FakeOpenAI,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
-    issue_key: Any,
-    redis_client: Any,
-) -> dict[str, Any]:
+def make_openai_route(
+    fake_openai: FakeOpenAI, make_provider: Any, make_deployment: Any, make_price: Any, issue_key: Any
+) -> Any:
+    """``make(model, input_per_mtok, output_per_mtok, **deployment)``: ``model`` routed to the
+    loopback OpenAI upstream (provider ``up``), priced, and a new key: ``{"key", "secret", "fake"}``."""
+
+    def make(model: str, input_per_mtok: str, output_per_mtok: str, **deployment: Any) -> dict[str, Any]:
+        provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
+        make_deployment(provider, model, **deployment)
+        make_price("openai", model, input_per_mtok, output_per_mtok)
+        key, secret = issue_key()
+        return {"key": key, "secret": secret, "fake": fake_openai}
+
+    return make
+
+
+@pytest.fixture
+def openai_route(make_openai_route: Any, redis_client: Any) -> dict[str, Any]:
     """``gpt-4o-mini`` routed to the loopback OpenAI upstream (provider ``up``), priced, and a key:
-    ``{"secret": ..., "fake": ...}``."""
-    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
-    make_deployment(provider, "gpt-4o-mini")
-    make_price("openai", "gpt-4o-mini", "0.15", "0.60")
-    _, secret = issue_key()
-    return {"secret": secret, "fake": fake_openai}
+    ``{"key", "secret", "fake"}``."""
+    return make_openai_route("gpt-4o-mini", "0.15", "0.60")
+
+
+@pytest.fixture
+def openai_chain(
+    make_provider: Any, make_deployment: Any, make_price: Any, issue_key: Any, gateway_url: str, redis_client: Any
+) -> Any:
+    """``make(model, {name: upstream}, price=(input, output), **provider)``: one deployment of ``model``
+    per loopback upstream, tried in the order given (priority 0, 1, ...), priced, and a new key:
+    ``{"url": ..., "secret": ...}``."""
+
+    def make(
+        model: str, upstreams: dict[str, Any], *, price: tuple[str, str] = ("0.15", "0.60"), **provider: Any
+    ) -> dict[str, Any]:
+        for index, (name, server) in enumerate(upstreams.items()):
+            made = make_provider(name, base_url=server.url + "/v1", vendor="openai", **provider)
+            make_deployment(made, model, name=name, priority=index)
+        make_price("openai", model, *price)
+        _, secret = issue_key()
+        return {"url": gateway_url, "secret": secret}
+
+    return make
 
 
 @pytest.fixture

@@ -1,7 +1,13 @@
-"""Real processes the fault tests start and break: a private Redis, a private Postgres, gunicorn.
+"""Real processes that tests start (and break): gunicorn serving the gateway, a private Redis, a private Postgres.
 
-Each runs on a free loopback port in the test's temporary directory and is stopped by
-its fixture. Breaking them is real: SIGKILL, ``pg_ctl stop``, a Redis shut down.
+The one place for live-server helpers: a free loopback port, the environment a gateway
+process gets, a gunicorn with the production config waiting until every worker is up,
+its access log read back as (worker pid, status, path). Each process runs on a free
+loopback port in the test's temporary directory and is stopped by its fixture. Breaking
+them is real: SIGKILL, ``pg_ctl stop``, a Redis shut down.
+
+A gateway started here serves the test database: tests that use it need
+``pytest.mark.django_db(transaction=True)`` so the server process sees their rows.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -16,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -51,10 +58,15 @@ def _listening(port: int) -> bool:
 
 
 class PrivateRedis:
-    """redis-server with an fsync'd append-only file: what it acknowledged survives a kill."""
+    """A redis-server of the test's own on a free port: it can be stopped without harming anyone.
 
-    def __init__(self, directory: Path) -> None:
+    ``durable`` (the default): an fsync'd append-only file, so what it acknowledged survives
+    a kill or a stop. ``durable=False``: no persistence at all, so a restart comes back empty.
+    """
+
+    def __init__(self, directory: Path, *, durable: bool = True) -> None:
         self.directory = directory
+        self.durable = durable
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,10 +85,7 @@ class PrivateRedis:
                 "127.0.0.1",
                 "--dir",
                 str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]),
                 "--save",
                 "",
                 "--protected-mode",
@@ -90,7 +99,7 @@ class PrivateRedis:
         return self
 
     def stop(self) -> None:
-        """Shut down (SIGTERM); its data stays in the append-only file for the next start."""
+        """Shut down (SIGTERM); when durable, its data stays in the append-only file for the next start."""
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
@@ -182,12 +191,26 @@ def current_database_url() -> str:
     return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
-def gateway_env(*, database_url: str, redis_url: str, var_dir: Path) -> dict[str, str]:
+def gateway_env(
+    *,
+    var_dir: Path,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    clean: bool = False,
+    **overrides: str,
+) -> dict[str, str]:
+    """The environment of a gateway process: the test's own, the production settings on the test's
+    database (or ``database_url``) and Redis (or ``redis_url``), the test's secrets, a 0.5 s
+    configuration poll; ``overrides`` last. ``clean`` leaves out the test's own ``DJANGO_*``,
+    ``GATEWAY_*`` and ``GUNICORN_*`` variables."""
+    inherited = os.environ.items()
+    if clean:
+        inherited = ((k, v) for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GATEWAY_", "GUNICORN_")))
     return {
-        **os.environ,
+        **dict(inherited),
         "DJANGO_SETTINGS_MODULE": "gatewaysite.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
+        "DATABASE_URL": current_database_url() if database_url is None else database_url,
+        "REDIS_URL": settings.REDIS_URL if redis_url is None else redis_url,
         "GATEWAY_CONFIG_POLL_SECONDS": "0.5",
         "GATEWAY_PLAIN_STATIC": "1",
         "GATEWAY_VAR_DIR": str(var_dir),
@@ -195,6 +218,7 @@ def gateway_env(*, database_url: str, redis_url: str, var_dir: Path) -> dict[str
         "JWT_SIGNING_KEY": settings.JWT_SIGNING_KEY,
         "KEY_PEPPER": settings.KEY_PEPPER,
         "LOG_LEVEL": "WARNING",
+        **overrides,
     }
 
 
@@ -217,31 +241,39 @@ def python(env: dict[str, str], code: str, *, timeout: float = 120, check: bool 
     return done
 
 
-class LiveGateway:
-    """The production gunicorn config with two gevent workers (access log: worker pid, status, request id)."""
+#: ``<worker pid> status path``: what :meth:`LiveGateway.served` reads back.
+ACCESS_LOG_FORMAT = "%(p)s %(s)s %(U)s"
+ACCESS_LINE = re.compile(r"^<(\d+)> (\d{3}) (\S+)$")
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, workers: int = 2) -> None:
+
+class LiveGateway:
+    """``gunicorn -c gatewaysite/gunicorn.conf.py`` (gevent workers) on a free loopback port.
+
+    ``env`` is the whole environment (see :func:`gateway_env`, or :func:`start_gateway` for
+    both in one call); stdout and stderr go to ``log_path``. With ``access_log`` (the
+    default) the access log goes there too, one ``<pid> status path`` line per request;
+    ``access_log=None`` leaves the access log to the configuration. ``args`` are more
+    gunicorn options.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        workers: int = 2,
+        access_log: str | None = ACCESS_LOG_FORMAT,
+        args: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.log_path = log_path
         self._log = log_path.open("wb")
+        logging = ["--access-logfile", "-", "--access-logformat", access_log] if access_log else []
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "gatewaysite/gunicorn.conf.py",
-                "--workers",
-                str(workers),
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--access-logfile",
-                "-",
-                "--access-logformat",
-                "%(p)s %(s)s %(U)s",
-            ],
+            [sys.executable, "-m", "gunicorn", "-c", "gatewaysite/gunicorn.conf.py"]
+            + ["--workers", str(workers), "--bind", f"127.0.0.1:{self.port}", *args, *logging],
             cwd=ROOT,
             env={**env, "WEB_CONCURRENCY": str(workers)},
             stdout=self._log,
@@ -249,6 +281,8 @@ class LiveGateway:
         )
 
     def wait_healthy(self, timeout: float = 60.0) -> LiveGateway:
+        """Until ``/healthz`` answers 200 and every worker process is up."""
+
         def healthy() -> bool:
             if self.process.poll() is not None:
                 pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
@@ -272,6 +306,15 @@ class LiveGateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def served(self, path: str = "/v1/chat/completions") -> list[tuple[int, int]]:
+        """(worker pid, status) of every request to ``path`` so far, in order, from the access log."""
+        found = []
+        for line in self.log().splitlines():
+            match = ACCESS_LINE.match(line.strip())
+            if match and match.group(3) == path:
+                found.append((int(match.group(1)), int(match.group(2))))
+        return found
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -281,3 +324,25 @@ class LiveGateway:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self._log.close()
+
+
+def start_gateway(
+    tmp_path: Path,
+    *,
+    workers: int = 2,
+    redis_url: str | None = None,
+    clean: bool = False,
+    access_log: str | None = ACCESS_LOG_FORMAT,
+    args: Sequence[str] = (),
+    **env: str,
+) -> LiveGateway:
+    """A :class:`LiveGateway` on the test database and Redis (or ``redis_url``), ``env`` over
+    :func:`gateway_env`; its log is a new ``gunicorn*.log`` in ``tmp_path``. Not yet healthy:
+    call ``wait_healthy()``."""
+    log_path = tmp_path / "gunicorn.log"
+    serial = 1
+    while log_path.exists():
+        serial += 1
+        log_path = tmp_path / f"gunicorn-{serial}.log"
+    environment = gateway_env(var_dir=tmp_path / "var", redis_url=redis_url, clean=clean, **env)
+    return LiveGateway(environment, log_path, workers=workers, access_log=access_log, args=args)

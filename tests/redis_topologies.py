@@ -6,12 +6,9 @@ import random
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
-import pytest
-
-from tests.live_gunicorn import free_port
+from tests.procs import free_port, wait_until
 
 
 def cluster_port() -> int:
@@ -40,12 +37,7 @@ def _cli(port: int, *args: str) -> str:
 
 
 def _wait(predicate, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+    wait_until(predicate, timeout, what)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -16,10 +16,6 @@ Redis. Two things are checked:
 from __future__ import annotations
 
 import os
-import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,117 +23,23 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import requests
-from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 
 from tests.fakes.anthropic_server import FakeAnthropic, message_json
 from tests.fakes.http_server import Received, Reply
 from tests.fakes.openai_server import FakeOpenAI, completion_json
+from tests.procs import LiveGateway, start_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
-LOG_LINE = re.compile(r"^<(\d+)> (\d{3}) (\S+)$")
 MILLION = Decimal(1_000_000)
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    user = quote(db.get("USER") or "", safe="")
-    password = quote(db.get("PASSWORD") or "", safe="")
-    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Gunicorn:
-    def __init__(self, tmp_path: Path, **extra_env: str) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        self.log_path = tmp_path / "gunicorn.log"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GATEWAY_", "GUNICORN_"))},
-            "DJANGO_SETTINGS_MODULE": "gatewaysite.settings",
-            "DATABASE_URL": _database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "GATEWAY_PLAIN_STATIC": "1",
-            "GATEWAY_VAR_DIR": str(tmp_path / "var"),
-            "SECRET_KEY": settings.SECRET_KEY,
-            "JWT_SIGNING_KEY": settings.JWT_SIGNING_KEY,
-            "KEY_PEPPER": settings.KEY_PEPPER,
-            **extra_env,
-        }
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "gatewaysite/gunicorn.conf.py",
-                "--workers",
-                "2",
-                "--bind",
-                self.url.removeprefix("http://"),
-                "--access-logfile",
-                "-",
-                "--access-logformat",
-                "%(p)s %(s)s %(U)s",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_healthy(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
-            booted = re.findall(r"Booting worker with pid: (\d+)", self.log())
-            try:
-                if requests.get(self.url + "/healthz", timeout=1.0).status_code == 200 and len(booted) >= 2:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"gunicorn did not become healthy:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def served(self, path: str = "/v1/chat/completions") -> list[tuple[int, int]]:
-        """(worker pid, status) of every request to ``path`` so far, in order."""
-        found = []
-        for line in self.log().splitlines():
-            match = LOG_LINE.match(line.strip())
-            if match and match.group(3) == path:
-                found.append((int(match.group(1)), int(match.group(2))))
-        return found
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self._log.close()
-
-
-def _start(tmp_path: Path, **env: str) -> Iterator[Gunicorn]:
-    server = Gunicorn(tmp_path, **env)
+def _start(tmp_path: Path, **env: str) -> Iterator[LiveGateway]:
+    server = start_gateway(tmp_path, clean=True, **env)
     try:
         server.wait_healthy()
         yield server
@@ -145,7 +47,7 @@ def _start(tmp_path: Path, **env: str) -> Iterator[Gunicorn]:
         server.stop()
 
 
-def _warm_both_workers(server: Gunicorn, send: Any) -> None:
+def _warm_both_workers(server: LiveGateway, send: Any) -> None:
     """Until each worker served a few requests (so each runs its config poller)."""
     for _ in range(60):
         for _ in range(10):
@@ -184,7 +86,7 @@ def mock_gateway(
 
 
 def test_after_a_strategy_switch_the_very_next_requests_all_use_it(mock_gateway: dict[str, Any]) -> None:
-    server: Gunicorn = mock_gateway["server"]
+    server: LiveGateway = mock_gateway["server"]
     headers = {"Authorization": f"Bearer {mock_gateway['secret']}", "Connection": "close"}
     body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -226,7 +128,7 @@ def test_a_write_says_when_a_process_has_not_acknowledged(mock_gateway: dict[str
     from gatewaysite.config.propagation import wait_for_propagation
     from routing.services.settings import routing_strategy_set
 
-    server: Gunicorn = mock_gateway["server"]
+    server: LiveGateway = mock_gateway["server"]
     headers = {"Authorization": f"Bearer {mock_gateway['secret']}", "Connection": "close"}
     body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "Hi"}]}
     _warm_both_workers(
@@ -376,7 +278,7 @@ def test_every_record_is_billed_by_the_row_in_effect_at_its_receipt_through_a_pr
     from usage.consumer import drain
     from usage.models import UsageRecord
 
-    server: Gunicorn = ledger_gateway["server"]
+    server: LiveGateway = ledger_gateway["server"]
     headers = {"Authorization": f"Bearer {ledger_gateway['secret']}", "Connection": "close"}
     sent: dict[str, tuple[str, int, str]] = {}  # request id -> (vendor, number, cost header)
     lock = threading.Lock()

@@ -19,7 +19,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from tests.test_revocation_processes import Gunicorn, _database_url
+from tests.procs import LiveGateway, current_database_url, start_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +33,7 @@ def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "gatewaysite.settings",
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": current_database_url(),
             "REDIS_URL": settings.REDIS_URL,
             "SECRET_KEY": secrets.token_urlsafe(48),
             "JWT_SIGNING_KEY": secrets.token_urlsafe(48),
@@ -90,7 +90,7 @@ def test_the_default_serves_plain_http(live_server: Any) -> None:
 def https_gunicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in production_env(tmp_path, ALLOWED_HOSTS="127.0.0.1").items():
         monkeypatch.setenv(name, value)
-    server = Gunicorn(tmp_path)
+    server = start_gateway(tmp_path)
     try:
         server.wait_healthy()  # /healthz answers over plain HTTP: exempt from the redirect
         yield server
@@ -98,7 +98,7 @@ def https_gunicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         server.stop()
 
 
-def test_behind_a_tls_proxy(https_gunicorn: Gunicorn) -> None:
+def test_behind_a_tls_proxy(https_gunicorn: LiveGateway) -> None:
     url = https_gunicorn.url
     plain = requests.get(url + "/v1/models", allow_redirects=False, timeout=10)
     assert plain.status_code == 301 and plain.headers["location"].startswith("https://")

@@ -68,16 +68,10 @@ class Consumer:
 def test_kills_of_a_worker_the_consumer_and_redis_lose_and_duplicate_nothing(
     tmp_path: Path,
     settings: Any,
-    fake_openai: Any,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
-    issue_key: Any,
+    make_openai_route: Any,
 ) -> None:
-    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
-    make_deployment(provider, "gpt-4o-mini")
-    make_price("openai", "gpt-4o-mini", "0.15", "0.60")
-    key, secret = issue_key()
+    route = make_openai_route("gpt-4o-mini", "0.15", "0.60")
+    key, secret = route["key"], route["secret"]
     redis = PrivateRedis(tmp_path / "redis").start()
     var = tmp_path / "var"
     env = gateway_env(database_url=current_database_url(), redis_url=redis.url, var_dir=var)

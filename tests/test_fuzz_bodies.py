@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI
-from tests.live_gateway import LiveGateway
+from tests.test_hostile_input import one_worker_gateway
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -239,7 +239,7 @@ def fuzz_gateway(
         "budgeted": issue_key(name="budgeted", budget_usd=Decimal("1000"), budget_period="day")[1],
         "cost": issue_key(name="cost", strategy="cost")[1],
     }
-    server = LiveGateway(tmp_path).wait_healthy()
+    server = one_worker_gateway(tmp_path).wait_healthy()
     session = requests.Session()
     try:
         yield {"server": server, "keys": keys, "session": session}

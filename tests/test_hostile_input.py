@@ -22,7 +22,8 @@ import pytest
 import requests
 from django.conf import settings
 
-from tests.live_gateway import LiveGateway, parse_response, raw_exchange, read_until_closed
+from tests.procs import LiveGateway, start_gateway
+from tests.raw_http import parse_response, raw_exchange, read_until_closed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,10 +64,24 @@ def routed(fake_openai: Any, make_provider: Any, make_deployment: Any, make_pric
     }
 
 
+def one_worker_gateway(tmp_path: Path, **env: str) -> LiveGateway:
+    """One gevent worker, the test's own environment left out, a short poll, no pricing seeded."""
+    return start_gateway(
+        tmp_path,
+        workers=1,
+        clean=True,
+        access_log=None,
+        args=("--graceful-timeout", "5"),
+        GATEWAY_CONFIG_POLL_SECONDS="0.2",
+        GATEWAY_SEED_PRICING="0",
+        **env,
+    )
+
+
 @pytest.fixture
 def gateway(tmp_path: Path, routed: dict, redis_client: Any) -> Iterator[LiveGateway]:
-    server = LiveGateway(
-        tmp_path, env={"GATEWAY_MAX_BODY_BYTES": str(BODY_LIMIT), "GATEWAY_BODY_READ_SECONDS": "1"}
+    server = one_worker_gateway(
+        tmp_path, GATEWAY_MAX_BODY_BYTES=str(BODY_LIMIT), GATEWAY_BODY_READ_SECONDS="1"
     ).wait_healthy()
     try:
         yield server
@@ -169,7 +184,7 @@ def test_wrong_types_are_400_naming_the_field(gateway: LiveGateway, routed: dict
 
 @pytest.fixture
 def default_gateway(tmp_path: Path, routed: dict, redis_client: Any) -> Iterator[LiveGateway]:
-    server = LiveGateway(tmp_path).wait_healthy()
+    server = one_worker_gateway(tmp_path).wait_healthy()
     try:
         yield server
     finally:

@@ -17,7 +17,8 @@ import pytest
 from django.db import connection
 
 from accounts.services import key_issue
-from tests.test_revocation_processes import HELLO, Gunicorn, gunicorn  # noqa: F401 - the fixture
+from tests.procs import LiveGateway
+from tests.test_revocation_processes import _call, gunicorn  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,21 +32,13 @@ def _client(url: str, secret: str) -> openai.OpenAI:
     )
 
 
-def _call(client: openai.OpenAI) -> str:
-    try:
-        client.chat.completions.create(model="mock-gpt", messages=HELLO)
-    except openai.AuthenticationError as exc:
-        return str(exc.body.get("code") if isinstance(exc.body, dict) else exc.body)
-    return "ok"
-
-
 def _status_for(outcome: str) -> int:
     return 200 if outcome == "ok" else 401
 
 
-def until_every_worker(server: Gunicorn, client: openai.OpenAI, outcome: str, allowed: set[str]) -> None:
+def until_every_worker(server: LiveGateway, client: openai.OpenAI, outcome: str, allowed: set[str]) -> None:
     """Within the deadline every request gets ``outcome``, and then both workers are seen giving it."""
-    mark = len(server.completions())
+    mark = len(server.served())
     deadline = time.monotonic() + DEADLINE_SECONDS
     while True:
         results = [_call(client) for _ in range(20)]
@@ -54,11 +47,11 @@ def until_every_worker(server: Gunicorn, client: openai.OpenAI, outcome: str, al
             break
         assert time.monotonic() < deadline, f"not every request got {outcome} within {DEADLINE_SECONDS} s: {results}"
     for _ in range(200):
-        answered = {pid for pid, status in server.completions()[mark:] if status == _status_for(outcome)}
+        answered = {pid for pid, status in server.served()[mark:] if status == _status_for(outcome)}
         if len(answered) == 2:
             return
         assert _call(client) == outcome
-    pytest.fail(f"only one worker answered: {server.completions()[-10:]}")
+    pytest.fail(f"only one worker answered: {server.served()[-10:]}")
 
 
 def _raw_update(sql: str, key_id: int) -> None:
@@ -66,7 +59,7 @@ def _raw_update(sql: str, key_id: int) -> None:
         cursor.execute(sql, [key_id])
 
 
-def test_key_changes_reach_every_worker(gunicorn: Gunicorn) -> None:  # noqa: F811
+def test_key_changes_reach_every_worker(gunicorn: LiveGateway) -> None:  # noqa: F811
     # Issued after start (by another process): works on both workers within the bound.
     key, secret = key_issue(name="late")
     client = _client(gunicorn.url, secret)

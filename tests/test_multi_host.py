@@ -43,7 +43,7 @@ from django.core.management import call_command
 
 from tests.fakes.http_server import Reply
 from tests.fakes.openai_server import FakeOpenAI, completion_json
-from tests.live_gunicorn import LiveGunicorn, free_port
+from tests.procs import LiveGateway, free_port, start_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -163,13 +163,13 @@ def hosts(
         is_superuser=True,
         password=PBKDF2PasswordHasher().encode("ops-password-1", "fixedsalt1234", iterations=1000),
     )
-    servers: list[LiveGunicorn] = []
+    servers: list[LiveGateway] = []
     nginx: Nginx | None = None
     try:
         for n in range(HOSTS):  # all three boot together
             home = tmp_path / f"host{n}"
             home.mkdir()
-            servers.append(LiveGunicorn(home, workers=2, env={"GATEWAY_VAR_DIR": str(home / "var")}))
+            servers.append(start_gateway(home, workers=2))
         for server in servers:
             server.wait_healthy(timeout=90)
         nginx = Nginx(tmp_path / "nginx", [server.port for server in servers])
@@ -228,7 +228,7 @@ def _latency(url: str, secret: str) -> dict[str, tuple[int, int]]:
 
 def test_three_hosts_behind_nginx_share_routing_config_limits_and_money(hosts: dict[str, Any], issue_key: Any) -> None:
     nginx: Nginx = hosts["nginx"]
-    servers: list[LiveGunicorn] = hosts["servers"]
+    servers: list[LiveGateway] = hosts["servers"]
     upstream: FakeOpenAI = hosts["upstream"]
     ports = {str(server.port) for server in servers}
     _, secret = issue_key("everyday")

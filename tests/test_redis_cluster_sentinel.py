@@ -23,7 +23,7 @@ from django.db.models import Sum
 from accounts.services import key_issue, key_revoke
 from gatewaysite.redis_client import SLOT, get_redis, parse_redis_url
 from providers.pricing.cost import to_picodollars
-from tests.live_gunicorn import LiveGunicorn
+from tests.procs import start_gateway
 from tests.redis_topologies import RedisCluster, RedisSentinel
 from usage.consumer import drain
 from usage.models import UsageRecord, UsageRollup
@@ -86,7 +86,7 @@ def test_the_gateway_on_a_redis_cluster(
         key, secret = key_issue(name="clustered", budget_usd=Decimal("100"), rpm_limit=1000)
         # kombu has no Cluster transport: the broker is named apart (a plain Redis)
         broker = {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}
-        gunicorn = LiveGunicorn(tmp_path, workers=2, redis_url=cluster.url, env=broker).wait_healthy()
+        gunicorn = start_gateway(tmp_path, workers=2, redis_url=cluster.url, **broker).wait_healthy()
         client = _client(gunicorn.url, secret)
         results = [_ask(client) for _ in range(30)]
         assert results == ["ok"] * 30, gunicorn.log()[-3000:]
@@ -128,7 +128,7 @@ def test_the_gateway_through_a_sentinel_failover(
         settings.REDIS_URL = sentinel.url
         _route(fake_openai, make_provider, make_deployment, make_price)
         key, secret = key_issue(name="sentinel")
-        gunicorn = LiveGunicorn(tmp_path, workers=2, redis_url=sentinel.url).wait_healthy()
+        gunicorn = start_gateway(tmp_path, workers=2, redis_url=sentinel.url).wait_healthy()
         client = _client(gunicorn.url, secret)
         assert [_ask(client) for _ in range(10)] == ["ok"] * 10
         sentinel.kill_master()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 from django.db import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -12,31 +14,23 @@ from usage.latency.tasks import prune_samples, rollup_recent  # noqa: F401 - Cel
 from usage.partitions import partitions_maintain
 from usage.spool import spool_replay
 
+# The stream tasks run late-acknowledged on the usage queue and retry, backing off, while Redis or Postgres is away.
+_USAGE_TASK: dict[str, Any] = {
+    "queue": "usage",
+    "acks_late": True,
+    "autoretry_for": (RedisConnectionError, RedisTimeoutError, OperationalError),
+    "retry_backoff": True,
+}
 
-@shared_task(
-    name="usage.drain_stream",
-    queue="usage",
-    acks_late=True,
-    expires=10,
-    autoretry_for=(RedisConnectionError, RedisTimeoutError, OperationalError),
-    retry_backoff=True,
-    max_retries=5,
-)
+
+@shared_task(name="usage.drain_stream", expires=10, max_retries=5, **_USAGE_TASK)
 def drain_stream() -> int:
     """Move usage events from the Redis stream into Postgres (scheduled every second)."""
 
     return drain()
 
 
-@shared_task(
-    name="usage.replay_spool",
-    queue="usage",
-    acks_late=True,
-    expires=25,
-    autoretry_for=(RedisConnectionError, RedisTimeoutError, OperationalError),
-    retry_backoff=True,
-    max_retries=3,
-)
+@shared_task(name="usage.replay_spool", expires=25, max_retries=3, **_USAGE_TASK)
 def replay_spool() -> int:
     """Send spooled usage events (Redis was down when they were recorded) back into Redis (every 10 s)."""
 

@@ -26,7 +26,7 @@ from gatewaysite.clock import monotonic
 from gatewaysite.middleware import request_id_of
 from gatewaysite.offload import offload_cpu
 from routing.config.cache import config_cache
-from routing.services.completion import run_completion
+from routing.services.completion import CompletionResult, run_completion
 from routing.services.validation import validate_chat_body
 from routing.strategies.base import RouteRequest
 
@@ -99,14 +99,18 @@ class ChatCompletionsView(ClientKeyView):
     def post(self, request: Request) -> HttpResponseBase:
         received = monotonic()
         route = route_request(request)
-        result = run_completion(route, request_id=request_id_of(request._request), received=received)
-        if result.stream is not None:
-            response: HttpResponseBase = StreamingHttpResponse(result.stream, status=result.status)
-        else:
-            response = HttpResponse(result.body, status=result.status)
-        for name, value in result.headers.items():
-            response[name] = value
-        return response
+        return result_response(run_completion(route, request_id=request_id_of(request._request), received=received))
+
+
+def result_response(result: CompletionResult) -> HttpResponseBase:
+    """The HTTP response of a routed call (chat, embeddings, messages): its stream or body, status, headers."""
+    if result.stream is not None:
+        response: HttpResponseBase = StreamingHttpResponse(result.stream, status=result.status)
+    else:
+        response = HttpResponse(result.body, status=result.status)
+    for name, value in result.headers.items():
+        response[name] = value
+    return response
 
 
 def _model_entry(name: str) -> dict[str, Any]:

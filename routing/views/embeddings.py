@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 
 from accounts.authentication import client_key
@@ -14,7 +14,7 @@ from routing.config.cache import config_cache
 from routing.services.embeddings import run_embeddings, validate_embeddings_body
 from routing.services.validation import validate_chat_body
 from routing.strategies.base import RouteRequest
-from routing.views.completions import ClientKeyView, chat_route, read_json
+from routing.views.completions import ClientKeyView, chat_route, read_json, result_response
 
 
 def embeddings_route(request: Request, body: dict[str, Any]) -> RouteRequest:
@@ -46,11 +46,7 @@ def _validated_any(parsed: Any) -> tuple[str, dict[str, Any]]:
 class EmbeddingsView(ClientKeyView):
     parser_classes: list[Any] = []
 
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: Request) -> HttpResponseBase:
         received = monotonic()
         route = embeddings_route(request, read_json(request, validate_embeddings_body))
-        result = run_embeddings(route, request_id=request_id_of(request._request), received=received)
-        response = HttpResponse(result.body, status=result.status)
-        for name, value in result.headers.items():
-            response[name] = value
-        return response
+        return result_response(run_embeddings(route, request_id=request_id_of(request._request), received=received))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 
@@ -25,7 +25,7 @@ from providers.adapters import anthropic_inbound as inbound
 from routing.config.cache import config_cache
 from routing.services.messages import count_tokens, messages_request, run_messages, validate_messages_body
 from routing.strategies.base import RouteRequest
-from routing.views.completions import ClientKeyView, read_json
+from routing.views.completions import ClientKeyView, read_json, result_response
 
 
 class AnthropicKeyAuthentication(ClientKeyAuthentication):
@@ -87,14 +87,9 @@ class MessagesView(AnthropicView):
     def post(self, request: Request) -> HttpResponseBase:
         received = monotonic()
         route, messages = self.route(request, read_json(request))
-        result = run_messages(route, messages, request_id=request_id_of(request._request), received=received)
-        if result.stream is not None:
-            response: HttpResponseBase = StreamingHttpResponse(result.stream, status=result.status)
-        else:
-            response = HttpResponse(result.body, status=result.status)
-        for name, value in result.headers.items():
-            response[name] = value
-        return response
+        return result_response(
+            run_messages(route, messages, request_id=request_id_of(request._request), received=received)
+        )
 
 
 class CountTokensView(AnthropicView):

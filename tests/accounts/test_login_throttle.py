@@ -7,7 +7,6 @@ kernel spreads them over both workers.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.test_revocation_processes import Gunicorn
+from tests.procs import LiveGateway, start_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +35,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_client: Any, d
         )
     # A window of an hour, so that none ends in the middle of the test.
     monkeypatch.setenv("GATEWAY_LOGIN_RATE", f"{LIMIT}/hour")
-    gunicorn = Gunicorn(tmp_path)
+    gunicorn = start_gateway(tmp_path)
     try:
         gunicorn.wait_healthy()
         yield gunicorn
@@ -58,14 +57,10 @@ def assert_throttled(response: requests.Response) -> None:
     assert 1 <= int(response.headers["Retry-After"]) <= 3600
 
 
-def pids(log: str, path: str) -> set[str]:
-    return set(re.findall(rf"^<(\d+)> \d{{3}} {re.escape(path)}$", log, re.M))
-
-
-def test_token_guessing_is_throttled_across_processes(server: Gunicorn) -> None:
+def test_token_guessing_is_throttled_across_processes(server: LiveGateway) -> None:
     statuses = [token(server.url, "ops", f"guess-{n}").status_code for n in range(3 * LIMIT)]
     assert statuses == [401] * LIMIT + [429] * (2 * LIMIT), statuses
-    assert len(pids(server.log(), "/api/token/")) == 2, "the requests did not reach both workers"
+    assert len({pid for pid, _ in server.served("/api/token/")}) == 2, "the requests did not reach both workers"
 
     assert_throttled(token(server.url, "ops", "guess-again"))
     assert_throttled(token(server.url, "ops", "ops-password-1"))  # even the right password, for now
@@ -73,7 +68,7 @@ def test_token_guessing_is_throttled_across_processes(server: Gunicorn) -> None:
     assert token(server.url, "ops2", "ops2-password-1").status_code == 200
 
 
-def test_admin_login_guessing_is_throttled_across_processes(server: Gunicorn) -> None:
+def test_admin_login_guessing_is_throttled_across_processes(server: LiveGateway) -> None:
     session = requests.Session()
     session.headers.update(CLOSE)
     login = server.url + "/admin/login/"
@@ -92,6 +87,6 @@ def test_admin_login_guessing_is_throttled_across_processes(server: Gunicorn) ->
         else:
             assert_throttled(response)
     assert answered == LIMIT, f"{answered} answered in {time.monotonic() - started:.1f} s"
-    assert len(pids(server.log(), "/admin/login/")) == 2, "the requests did not reach both workers"
+    assert len({pid for pid, _ in server.served("/admin/login/")}) == 2, "the requests did not reach both workers"
     # The API's login shares the counter: the same username from the same address is refused there too.
     assert_throttled(token(server.url, "admin1", "admin1-password-1"))

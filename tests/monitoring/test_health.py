@@ -4,9 +4,6 @@ that the test stops, a database address where nothing listens, an old event in t
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,18 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_lib
 from django.db import connection
 
 from gatewaysite.clock import now
+from tests.procs import PrivateRedis, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ready_when_everything_is(client: Any, redis_client: Any) -> None:
@@ -68,7 +59,7 @@ def test_stale_configuration_fails_readiness(client: Any, redis_client: Any) -> 
 def test_database_down_fails_readiness(client: Any, redis_client: Any) -> None:
     saved = dict(connection.settings_dict)
     connection.close()
-    connection.settings_dict.update({"HOST": "127.0.0.1", "PORT": str(_free_port())})
+    connection.settings_dict.update({"HOST": "127.0.0.1", "PORT": str(free_port())})
     try:
         response = client.get("/readyz")
         healthz = client.get("/healthz")
@@ -84,40 +75,22 @@ def test_database_down_fails_readiness(client: Any, redis_client: Any) -> None:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path, settings: Any) -> Iterator[subprocess.Popen[bytes]]:
+def private_redis(tmp_path: Path, settings: Any) -> Iterator[PrivateRedis]:
     from gatewaysite.redis_client import reset_redis
 
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is needed (it is installed wherever the suite runs)"
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis_lib.Redis.from_url(url).ping()
-            break
-        except redis_lib.ConnectionError:
-            assert time.monotonic() < deadline, "private redis did not start"
-            time.sleep(0.05)
-    settings.REDIS_URL = url
+    server = PrivateRedis(tmp_path / "redis", durable=False).start()
+    settings.REDIS_URL = server.url
     reset_redis()
     try:
-        yield process
+        yield server
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
+        server.kill()
         reset_redis()
 
 
-def test_redis_down_fails_readiness(client: Any, private_redis: subprocess.Popen[bytes]) -> None:
+def test_redis_down_fails_readiness(client: Any, private_redis: PrivateRedis) -> None:
     assert client.get("/readyz").status_code == 200
     private_redis.kill()
-    private_redis.wait(timeout=5)
     response = client.get("/readyz")
     assert response.status_code == 503
     body = response.json()

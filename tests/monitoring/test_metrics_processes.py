@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.monitoring.conftest import Scrape
-from tests.test_revocation_processes import Gunicorn
+from tests.procs import start_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -36,7 +36,7 @@ def test_counters_sum_over_two_workers(
     make_deployment(provider, "mock-gpt")
     make_price("mock", "mock-gpt", "1.00", "2.00")
     _, secret = issue_key(name="spread")
-    server = Gunicorn(tmp_path)
+    server = start_gateway(tmp_path)
     try:
         server.wait_healthy()
         client = openai.OpenAI(
@@ -51,13 +51,13 @@ def test_counters_sum_over_two_workers(
             client.chat.completions.create(model="mock-gpt", messages=HELLO)
             sent += 1
             served: dict[int, int] = {}
-            for pid, _ in server.completions():
+            for pid, _ in server.served():
                 served[pid] = served.get(pid, 0) + 1
             if sent >= 30 and len(served) == 2 and min(served.values()) >= 5:
                 break
         else:
-            pytest.fail(f"the requests did not reach both workers: {server.completions()[-10:]}")
-        assert all(status == 200 for _, status in server.completions())
+            pytest.fail(f"the requests did not reach both workers: {server.served()[-10:]}")
+        assert all(status == 200 for _, status in server.served())
 
         deadline = time.monotonic() + 10.0
         while True:

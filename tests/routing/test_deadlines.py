@@ -23,7 +23,7 @@ import requests
 
 from tests.fakes.http_server import Reply
 from tests.fakes.openai_server import FakeOpenAI, completion_json, stream_events
-from tests.live_gunicorn import LiveGunicorn
+from tests.procs import start_gateway
 from usage.consumer import drain
 from usage.models import UsageRecord
 
@@ -227,7 +227,7 @@ def test_under_gevent_a_dripping_status_line_and_headers_are_cut_too(
         Slow(json=completion_json(), drip=0.01, drip_headers=2000),
         Slow(events=stream_events(), drip=0.01, drip_headers=2000),
     )
-    server = LiveGunicorn(tmp_path, workers=1).wait_healthy()
+    server = start_gateway(tmp_path, workers=1).wait_healthy()
     try:
         response = _post(server.url, routes["secret"])
         assert response.status_code == 504, response.text

@@ -35,19 +35,8 @@ def _records() -> list[UsageRecord]:
 
 
 @pytest.fixture
-def embed_route(
-    fake_openai: FakeOpenAI,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
-    issue_key: Any,
-    redis_client: Any,
-) -> dict[str, Any]:
-    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
-    make_deployment(provider, MODEL, endpoint="embeddings")
-    make_price("openai", MODEL, "0.02", "0")
-    _, secret = issue_key()
-    return {"secret": secret, "fake": fake_openai}
+def embed_route(make_openai_route: Any, redis_client: Any) -> dict[str, Any]:
+    return make_openai_route(MODEL, "0.02", "0", endpoint="embeddings")
 
 
 def test_sdk_default_base64_is_decoded_to_the_upstream_floats(embed_route: dict[str, Any], openai_for: Any) -> None:

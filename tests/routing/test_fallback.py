@@ -35,21 +35,8 @@ def upstreams() -> Iterator[list[FakeOpenAI]]:
 
 
 @pytest.fixture
-def gateway(
-    upstreams: list[FakeOpenAI],
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
-    issue_key: Any,
-    gateway_url: str,
-    redis_client: Any,
-) -> dict[str, Any]:
-    for index, (name, server) in enumerate(zip(("first", "second", "third"), upstreams, strict=True)):
-        provider = make_provider(name, base_url=server.url + "/v1", vendor="openai", read_timeout=5.0)
-        make_deployment(provider, MODEL, name=name, priority=index)
-    make_price("openai", MODEL, "0.15", "0.60")
-    _, secret = issue_key()
-    return {"url": gateway_url, "secret": secret}
+def gateway(upstreams: list[FakeOpenAI], openai_chain: Any) -> dict[str, Any]:
+    return openai_chain(MODEL, dict(zip(("first", "second", "third"), upstreams, strict=True)), read_timeout=5.0)
 
 
 def settings(**fields: Any) -> None:

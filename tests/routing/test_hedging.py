@@ -64,26 +64,13 @@ def upstreams() -> Iterator[dict[str, StallingOpenAI]]:
 
 
 @pytest.fixture
-def gateway(
-    upstreams: dict[str, StallingOpenAI],
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
-    issue_key: Any,
-    gateway_url: str,
-    redis_client: Any,
-) -> dict[str, Any]:
+def gateway(upstreams: dict[str, StallingOpenAI], openai_chain: Any) -> dict[str, Any]:
     from routing.models import RoutingSettings
 
-    for index, (name, server) in enumerate(upstreams.items()):
-        provider = make_provider(name, base_url=server.url + "/v1", vendor="openai", read_timeout=10.0)
-        make_deployment(provider, MODEL, name=name, priority=index)
-    make_price("openai", MODEL, "1.00", "2.00")
     RoutingSettings.objects.update_or_create(
         pk=1, defaults={"hedge_enabled": True, "hedge_delay_ms": 150, "hedge_budget_percent": 100.0}
     )
-    _, secret = issue_key()
-    return {"url": gateway_url, "secret": secret}
+    return openai_chain(MODEL, upstreams, price=("1.00", "2.00"), read_timeout=10.0)
 
 
 def post(gateway: dict[str, Any], *, stream: bool = False) -> requests.Response:

@@ -19,7 +19,7 @@ import requests
 from tests.fakes.anthropic_server import FakeAnthropic, error_event, message_json, stream_events
 from tests.fakes.anthropic_server import error_json as anthropic_error
 from tests.fakes.http_server import Reply, sse
-from tests.fakes.openai_server import FakeOpenAI, completion_json, error_json
+from tests.fakes.openai_server import completion_json, error_json
 from usage.consumer import drain
 from usage.models import UsageRecord
 
@@ -53,21 +53,17 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
 @pytest.fixture
 def routes(
     fake_anthropic: FakeAnthropic,
-    fake_openai: FakeOpenAI,
+    make_openai_route: Any,
     make_provider: Any,
     make_deployment: Any,
     make_price: Any,
-    issue_key: Any,
     redis_client: Any,
 ) -> dict[str, Any]:
     claude = make_provider("claude", kind="anthropic", base_url=fake_anthropic.url, api_key=KEY, vendor="anthropic")
     make_deployment(claude, CLAUDE, provider_model="claude-sonnet-4-5")
     make_price("anthropic", "claude-sonnet-4-5", "3", "15", cached_input_per_mtok="0.30", cache_write_per_mtok="3.75")
-    up = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
-    make_deployment(up, GPT)
-    make_price("openai", GPT, "0.15", "0.60")
-    _, secret = issue_key()
-    return {"secret": secret, "anthropic": fake_anthropic, "openai": fake_openai}
+    openai_side = make_openai_route(GPT, "0.15", "0.60")
+    return {"secret": openai_side["secret"], "anthropic": fake_anthropic, "openai": openai_side["fake"]}
 
 
 @pytest.fixture

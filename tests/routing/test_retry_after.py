@@ -34,22 +34,8 @@ def upstreams() -> Iterator[list[FakeOpenAI]]:
 
 
 @pytest.fixture
-def gateway(
-    upstreams: list[FakeOpenAI],
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
-    issue_key: Any,
-    gateway_url: str,
-    redis_client: Any,
-) -> dict[str, Any]:
-    for index, (name, server) in enumerate(zip(("first", "second"), upstreams, strict=True)):
-        make_deployment(
-            make_provider(name, base_url=server.url + "/v1", vendor="openai"), MODEL, name=name, priority=index
-        )
-    make_price("openai", MODEL, "0.15", "0.60")
-    _, secret = issue_key()
-    return {"url": gateway_url, "secret": secret}
+def gateway(upstreams: list[FakeOpenAI], openai_chain: Any) -> dict[str, Any]:
+    return openai_chain(MODEL, dict(zip(("first", "second"), upstreams, strict=True)))
 
 
 def post(gateway: dict[str, Any]) -> requests.Response:

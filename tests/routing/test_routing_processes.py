@@ -12,7 +12,6 @@ whichever worker took them, and every worker's explain shows the same in-flight 
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,12 +24,11 @@ import requests
 
 from tests.fakes.http_server import Received, Reply
 from tests.fakes.openai_server import FakeOpenAI, completion_json, stream_events
-from tests.live_gunicorn import LiveGunicorn
+from tests.procs import LiveGateway, start_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "gpt-4o-mini"
-ACCESS_LINE = re.compile(r"^<(\d+)> (\d{3}) (\S+)$")
 
 
 class TimedOpenAI(FakeOpenAI):
@@ -51,12 +49,8 @@ class TimedOpenAI(FakeOpenAI):
         return Reply(json=completion_json(), delay=random.uniform(self.delay / 2, self.delay))
 
 
-def _gunicorn(tmp_path: Path) -> Iterator[LiveGunicorn]:
-    server = LiveGunicorn(
-        tmp_path,
-        workers=2,
-        env={"GUNICORN_CMD_ARGS": "--access-logfile - --access-logformat '%(p)s %(s)s %(U)s'"},
-    )
+def _gunicorn(tmp_path: Path) -> Iterator[LiveGateway]:
+    server = start_gateway(tmp_path, workers=2)
     try:
         yield server.wait_healthy()
     finally:
@@ -165,9 +159,7 @@ def test_least_busy_spreads_long_streams_across_workers(
                 )
                 assert explained.status_code == 200, explained.text
                 time.sleep(0.05)  # the access log line is written after the response
-                lines = [m for line in gateway.log().splitlines() if (m := ACCESS_LINE.match(line.strip()))]
-                explains = [m for m in lines if m.group(3) == "/v1/routing/explain"]
-                pid = int(explains[-1].group(1))
+                pid = gateway.served("/v1/routing/explain")[-1][0]
                 seen[pid] = {c["deployment"]: c["in_flight"] for c in explained.json()["candidates"]}
             for pid, counts in seen.items():
                 assert counts == {"a": 2, "b": 2}, (pid, seen)

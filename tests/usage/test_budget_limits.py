@@ -26,7 +26,7 @@ import requests
 
 from tests.fakes.http_server import Reply
 from tests.fakes.openai_server import FakeOpenAI, completion_json
-from tests.live_gunicorn import LiveGunicorn, PrivateRedis
+from tests.procs import PrivateRedis, start_gateway
 from usage import budgets
 from usage.consumer import drain
 from usage.models import UsageRecord
@@ -53,22 +53,30 @@ def upstream() -> Iterator[FakeOpenAI]:
     threading.Thread(target=server.stop, daemon=True).start()
 
 
+@pytest.fixture
+def route(upstream: FakeOpenAI, make_provider: Any, make_deployment: Any, make_price: Any, redis_client: Any) -> Any:
+    """``route(price, **deployment)``: ``MODEL`` on the loopback upstream at ``price`` dollars per
+    million tokens, in and out."""
+
+    def make(price: str, **deployment: Any) -> None:
+        make_deployment(make_provider("up", base_url=upstream.url + "/v1", vendor="openai"), MODEL, **deployment)
+        make_price("openai", MODEL, price, price)
+
+    return make
+
+
 def test_fifty_concurrent_requests_without_max_tokens_spend_at_most_the_budget_plus_one_request(
     tmp_path: Path,
     upstream: FakeOpenAI,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
+    route: Any,
     issue_key: Any,
     redis_client: Any,
 ) -> None:
-    provider = make_provider("up", base_url=upstream.url + "/v1", vendor="openai")
-    make_deployment(provider, MODEL, max_output_tokens=8192)
-    make_price("openai", MODEL, "1", "1")  # $1 per million tokens: 5,000 output tokens = $0.005
+    route("1", max_output_tokens=8192)  # $1 per million tokens: 5,000 output tokens = $0.005
     key, secret = issue_key(budget_usd=Decimal("0.01"), budget_period="day")
     # every answer is 5,000 tokens long, and slow enough that all 50 requests are in flight together
     upstream.queue(*[Reply(json=completion_json(completion_tokens=5000), delay=0.3) for _ in range(50)])
-    server = LiveGunicorn(tmp_path, workers=2).wait_healthy()
+    server = start_gateway(tmp_path, workers=2).wait_healthy()
     try:
         start = threading.Barrier(50)
 
@@ -102,15 +110,11 @@ def test_fifty_concurrent_requests_without_max_tokens_spend_at_most_the_budget_p
 
 def test_a_deployment_without_an_output_limit_needs_max_tokens_under_a_budget(
     gateway_url: str,
-    upstream: FakeOpenAI,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
+    route: Any,
     issue_key: Any,
     redis_client: Any,
 ) -> None:
-    make_deployment(make_provider("up", base_url=upstream.url + "/v1", vendor="openai"), MODEL)
-    make_price("openai", MODEL, "1", "1")
+    route("1")
     _, budgeted = issue_key(budget_usd=Decimal("1"), budget_period="day")
     _, unbudgeted = issue_key("free")
     refused = _post(gateway_url, budgeted)
@@ -142,17 +146,13 @@ def _fields(info: Any) -> dict[str, Any]:
 
 def test_budgets_of_fractions_of_a_cent_are_exact(
     gateway_url: str,
-    upstream: FakeOpenAI,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
+    route: Any,
     issue_key: Any,
     redis_client: Any,
 ) -> None:
     from accounts.models import ClientKey
 
-    make_deployment(make_provider("up", base_url=upstream.url + "/v1", vendor="openai"), MODEL)
-    make_price("openai", MODEL, "100", "100")  # 19 tokens a request: $0.0019; the hold (max_tokens 7): ~$0.0015
+    route("100")  # 19 tokens a request: $0.0019; the hold (max_tokens 7): ~$0.0015
     key, secret = issue_key(budget_usd=Decimal("0.005"), budget_period="day")
     assert ClientKey.objects.get(pk=key.pk).budget_usd == Decimal("0.005")
     statuses = [_post(gateway_url, secret, max_tokens=7).status_code for _ in range(4)]
@@ -164,21 +164,15 @@ def test_budgets_of_fractions_of_a_cent_are_exact(
 
 def test_with_redis_down_budgets_fail_closed_or_open_as_each_says(
     tmp_path: Path,
-    upstream: FakeOpenAI,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
+    route: Any,
     issue_key: Any,
 ) -> None:
-    make_deployment(make_provider("up", base_url=upstream.url + "/v1", vendor="openai"), MODEL)
-    make_price("openai", MODEL, "100", "100")
+    route("100")
     _, closed = issue_key("closed", budget_usd=Decimal("1"), budget_period="day")
     _, opened = issue_key("open", budget_usd=Decimal("1"), budget_period="day", budget_when_redis_down="open")
     _, free = issue_key("free")
-    redis = PrivateRedis(tmp_path).start()
-    server = LiveGunicorn(
-        tmp_path, workers=2, redis_url=redis.url, env={"GATEWAY_BUDGET_OUTAGE_SHARE": "0.1"}
-    ).wait_healthy()
+    redis = PrivateRedis(tmp_path / "redis", durable=False).start()
+    server = start_gateway(tmp_path, workers=2, redis_url=redis.url, GATEWAY_BUDGET_OUTAGE_SHARE="0.1").wait_healthy()
     try:
         for secret in (closed, opened, free):
             assert _post(server.url, secret, max_tokens=100).status_code == 200

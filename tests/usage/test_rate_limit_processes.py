@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.live_gunicorn import LiveGunicorn
+from tests.procs import start_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,7 +38,7 @@ def test_600_requests_against_300_rpm_on_three_workers(
     provider = make_provider("up", base_url=upstream.url + "/v1", vendor="openai")
     make_deployment(provider, MODEL)
     _, secret = issue_key(rpm_limit=300)
-    server = LiveGunicorn(tmp_path, workers=3).wait_healthy()
+    server = start_gateway(tmp_path, workers=3).wait_healthy()
     try:
         session = threading.local()
 

@@ -16,7 +16,7 @@ import requests
 from django.conf import settings
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.live_gunicorn import PrivateRedis
+from tests.procs import PrivateRedis
 from usage.ratelimits import format_duration, local_windows
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -282,7 +282,7 @@ def test_budget_and_rate_limit_take_one_redis_round_trip(
     from usage import budgets
     from usage.recorder import reset_recorder
 
-    private = PrivateRedis(tmp_path).start()
+    private = PrivateRedis(tmp_path / "redis", durable=False).start()
     original = settings.REDIS_URL
     settings.REDIS_URL = private.url
     reset_redis()
@@ -342,7 +342,7 @@ def test_with_redis_down_each_process_keeps_limiting(
     from gatewaysite.redis_client import reset_redis
     from usage.recorder import reset_recorder
 
-    private = PrivateRedis(tmp_path).start()
+    private = PrivateRedis(tmp_path / "redis", durable=False).start()
     original = settings.REDIS_URL
     settings.REDIS_URL = private.url
     reset_redis()

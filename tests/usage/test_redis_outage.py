@@ -134,16 +134,10 @@ def test_the_spool_replay_is_scheduled() -> None:
 def test_redis_stopped_under_load_behind_live_gunicorn(
     private_redis: PrivateRedis,
     tmp_path: Path,
-    fake_openai: Any,
-    make_provider: Any,
-    make_deployment: Any,
-    make_price: Any,
-    issue_key: Any,
+    make_openai_route: Any,
 ) -> None:
-    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
-    make_deployment(provider, "gpt-4o-mini")
-    make_price("openai", "gpt-4o-mini", "0.15", "0.60")
-    key, secret = issue_key()
+    route = make_openai_route("gpt-4o-mini", "0.15", "0.60")
+    key, secret = route["key"], route["secret"]
     var = tmp_path / "var"
     env = gateway_env(database_url=current_database_url(), redis_url=private_redis.url, var_dir=var)
     gateway = LiveGateway(env, tmp_path / "gunicorn.log").wait_healthy()
