@@ -226,12 +226,23 @@ def _latency(url: str, secret: str) -> dict[str, tuple[int, int]]:
     return found
 
 
+def _issued(issue_key: Any, name: str, **fields: Any) -> Any:
+    """A key issued here and served by every host before the test goes on (read-your-writes:
+    without the wait, a host that has not yet reloaded its prefixes refuses the new key)."""
+    from gatewaysite.config.propagation import wait_for_propagation
+
+    issued = issue_key(name, **fields)
+    propagation = wait_for_propagation()
+    assert propagation is not None and propagation.complete, propagation
+    return issued
+
+
 def test_three_hosts_behind_nginx_share_routing_config_limits_and_money(hosts: dict[str, Any], issue_key: Any) -> None:
     nginx: Nginx = hosts["nginx"]
     servers: list[LiveGateway] = hosts["servers"]
     upstream: FakeOpenAI = hosts["upstream"]
     ports = {str(server.port) for server in servers}
-    _, secret = issue_key("everyday")
+    _, secret = _issued(issue_key, "everyday")
 
     # --- balanced: 3,000 requests over three deployments, within 1% each ------------------------
     responses = _concurrently(3000, 24, lambda _: _post(nginx.url, secret))
@@ -301,7 +312,7 @@ def test_three_hosts_behind_nginx_share_routing_config_limits_and_money(hosts: d
     assert {_host_of(r) for r in priced} == ports
 
     # --- a key revoked over the key API is refused at once on every host -------------------------
-    doomed, doomed_secret = issue_key("doomed")
+    doomed, doomed_secret = _issued(issue_key, "doomed")
     warm = [_post(server.url, doomed_secret) for server in servers for _ in range(4)]
     assert {r.status_code for r in warm} == {200}  # now in every host's key cache
     revoked = requests.post(
@@ -315,7 +326,7 @@ def test_three_hosts_behind_nginx_share_routing_config_limits_and_money(hosts: d
     assert {r.json()["error"]["code"] for r in refused} == {"key_revoked"}
 
     # --- 300 RPM across the hosts: 300 to 303 of 600 -----------------------------------------------
-    _, limited = issue_key("limited", rpm_limit=300)
+    _, limited = _issued(issue_key, "limited", rpm_limit=300)
     burst = _concurrently(600, 48, lambda _: _post(nginx.url, limited))
     statuses = Counter(r.status_code for r in burst)
     assert 300 <= statuses[200] <= 303 and statuses[429] == 600 - statuses[200], statuses
@@ -323,7 +334,7 @@ def test_three_hosts_behind_nginx_share_routing_config_limits_and_money(hosts: d
     assert {_host_of(r) for r in burst if r.status_code == 200} == ports
 
     # --- a budget overshot by at most one request ------------------------------------------------
-    _, budgeted = issue_key("budgeted", budget_usd=Decimal("0.05"), budget_period="day")
+    _, budgeted = _issued(issue_key, "budgeted", budget_usd=Decimal("0.05"), budget_period="day")
     upstream.queue(*[Reply(json=completion_json(completion_tokens=5000), delay=0.3) for _ in range(60)])
     start = threading.Barrier(60)
 
