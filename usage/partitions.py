@@ -162,19 +162,15 @@ def partitions_maintain(*, at: datetime | None = None) -> dict[str, list[str]]:
 # --- the conversion, run once by the migration -----------------------------------------
 
 
-def convert_to_partitioned(cursor: Any, spec: PartitionedTable) -> None:
-    """Rebuild ``spec.table`` as a partitioned table with the same columns, indexes and rows.
-
-    The primary key becomes ``(id, created_at)`` (it must hold the partition key); ``id``
-    keeps its own sequence. Partitions are created for every period that has rows, the
-    current one, and a default partition.
-    """
-    table = spec.table
+def _is_partitioned(cursor: Any, table: str) -> bool:
     cursor.execute(
         "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid WHERE c.relname = %s", [table]
     )
-    if cursor.fetchone():
-        return  # already partitioned (the migration was unapplied and is applied again)
+    return cursor.fetchone() is not None
+
+
+def _uniques_and_indexes(cursor: Any, table: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The table's unique constraints and its other indexes (name, definition), to recreate after a rebuild."""
     cursor.execute(
         "SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
         "WHERE t.relname = %s AND c.contype = 'u'",
@@ -185,7 +181,20 @@ def convert_to_partitioned(cursor: Any, spec: PartitionedTable) -> None:
         "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname <> ALL(%s)",
         [table, [f"{table}_pkey", *(name for name, _ in uniques)]],
     )
-    indexes = cursor.fetchall()
+    return uniques, cursor.fetchall()
+
+
+def convert_to_partitioned(cursor: Any, spec: PartitionedTable) -> None:
+    """Rebuild ``spec.table`` as a partitioned table with the same columns, indexes and rows.
+
+    The primary key becomes ``(id, created_at)`` (it must hold the partition key); ``id``
+    keeps its own sequence. Partitions are created for every period that has rows, the
+    current one, and a default partition.
+    """
+    table = spec.table
+    if _is_partitioned(cursor, table):
+        return  # already partitioned (the migration was unapplied and is applied again)
+    uniques, indexes = _uniques_and_indexes(cursor, table)
     cursor.execute(f'SELECT min(created_at), max(created_at), coalesce(max(id), 0) FROM "{table}"')
     low, high, max_id = cursor.fetchone()
     cursor.execute(f'ALTER TABLE "{table}" RENAME TO "{table}__plain"')
@@ -228,22 +237,9 @@ def convert_all(cursor: Any) -> None:
 def convert_to_plain(cursor: Any, spec: PartitionedTable) -> None:
     """The reverse of ``convert_to_partitioned``: one plain table with the same rows and indexes."""
     table = spec.table
-    cursor.execute(
-        "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid WHERE c.relname = %s", [table]
-    )
-    if not cursor.fetchone():
+    if not _is_partitioned(cursor, table):
         return
-    cursor.execute(
-        "SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
-        "WHERE t.relname = %s AND c.contype = 'u'",
-        [table],
-    )
-    uniques = cursor.fetchall()
-    cursor.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname <> ALL(%s)",
-        [table, [f"{table}_pkey", *(name for name, _ in uniques)]],
-    )
-    indexes = cursor.fetchall()
+    uniques, indexes = _uniques_and_indexes(cursor, table)
     cursor.execute(f'ALTER TABLE "{table}" RENAME TO "{table}__parts"')
     cursor.execute(f'ALTER SEQUENCE "{table}_id_seq" OWNED BY NONE')
     cursor.execute(f'CREATE TABLE "{table}" (LIKE "{table}__parts" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')
