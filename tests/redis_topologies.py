@@ -144,14 +144,31 @@ class RedisSentinel:
     def master_addr(self) -> str:
         return _cli(self.sentinel_port, "sentinel", "get-master-addr-by-name", self.service).split()[-1]
 
+    def _replica_caught_up(self) -> bool:
+        info = dict(
+            line.split(":", 1) for line in _cli(self.master_port, "info", "replication").splitlines() if ":" in line
+        )
+        replica = dict(part.split("=", 1) for part in info.get("slave0", "").split(",") if "=" in part)
+        return bool(replica) and replica.get("offset") == info.get("master_repl_offset")
+
     def kill_master(self) -> None:
-        """Wait until the replica has every write, then kill the master; returns once failed over."""
-        _cli(self.master_port, "wait", "1", "2000")
+        """Wait until the replica has every write, then kill the master; returns once failed over.
+
+        (``WAIT`` from another connection would not do: it waits for that connection's own writes.)
+        """
+        _wait(self._replica_caught_up, "the replica to catch up", 10)
         assert self.master is not None
         self.master.kill()
         self.master.wait(timeout=5)
         _wait(lambda: self.master_addr() == str(self.replica_port), "the failover", 30)
         _wait(lambda: "role:master" in _cli(self.replica_port, "info", "replication"), "the promoted replica", 30)
+        # and Sentinel reports it as a healthy master (flags "master" only), as clients check
+        _wait(self._master_healthy, "the sentinel to report the new master healthy", 30)
+
+    def _master_healthy(self) -> bool:
+        reply = _cli(self.sentinel_port, "sentinel", "master", self.service).splitlines()
+        fields = dict(zip(reply[::2], reply[1::2], strict=False))
+        return fields.get("flags") == "master" and fields.get("port") == str(self.replica_port)
 
     def stop(self) -> None:
         for process in (self.sentinel, self.replica, self.master):

@@ -59,11 +59,24 @@ class GroupCommitWriter(Generic[E, R]):
     """One writer thread per process; ``submit`` blocks until the event's batch is written.
 
     ``flush`` writes a batch of events (``E``) and returns one result (``R``) per event.
+    ``idle`` (optional) is called by the writer thread when no event came for
+    ``IDLE_SECONDS`` and ``idle_wanted()`` says there is work to do without one (the Redis
+    recorder replays its spool once Redis is back, even if no request comes after).
     """
 
-    def __init__(self, flush: Callable[[list[E]], list[R]], name: str) -> None:
+    IDLE_SECONDS = 1.0
+
+    def __init__(
+        self,
+        flush: Callable[[list[E]], list[R]],
+        name: str,
+        idle: Callable[[], None] | None = None,
+        idle_wanted: Callable[[], bool] | None = None,
+    ) -> None:
         self._flush = flush
         self._name = name
+        self._idle = idle
+        self._idle_wanted = idle_wanted
         self._queue: list[_Slot[E, R]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -110,8 +123,19 @@ class GroupCommitWriter(Generic[E, R]):
         while True:
             with self._cond:
                 while not self._queue:
-                    self._cond.wait()
+                    if self._idle is not None and self._idle_wanted is not None and self._idle_wanted():
+                        if not self._cond.wait(self.IDLE_SECONDS) and not self._queue:
+                            break
+                    else:
+                        self._cond.wait()
                 batch, self._queue = self._queue, []
+            if not batch:
+                assert self._idle is not None
+                try:
+                    self._idle()
+                except Exception:  # noqa: BLE001 - retried at the next idle turn or write
+                    logger.warning("%s: idle work failed", self._name, exc_info=True)
+                continue
             try:
                 results = self._flush([slot.event for slot in batch])
                 for slot, result in zip(batch, results, strict=True):
@@ -205,7 +229,9 @@ class RedisStreamRecorder(Recorder):
     """Batches go to Redis through ``apply_batch`` (exactly once per batch, usage/redis_batch.py)."""
 
     def __init__(self) -> None:
-        self._writer = GroupCommitWriter(self._flush, "usage-redis-writer")
+        self._writer = GroupCommitWriter(
+            self._flush, "usage-redis-writer", idle=self._replay_own_spool, idle_wanted=self._has_spool
+        )
         self._pid = 0
         self._name = ""
         self._seq = 0
@@ -235,7 +261,11 @@ class RedisStreamRecorder(Recorder):
         self._spooled = True
         return [[] for _ in events]  # the counters' values are unknown now: no spend is reported
 
+    def _has_spool(self) -> bool:
+        return self._spooled and self._pid == os.getpid()
+
     def _replay_own_spool(self) -> None:
+        """Replay this process's spool (before its next batch, or after a second without one)."""
         try:
             count = spool_replay(own_only=True)
         except Exception:
