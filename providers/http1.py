@@ -24,6 +24,8 @@ Sockets are the standard library's, so gunicorn's gevent worker (which monkey-pa
   after the check), the request is sent once more on a fresh connection: nothing of it
   reached the server, so it cannot run twice. A failure after the request was sent is
   never retried (``POST`` is not idempotent: the provider may already be generating).
+- **Addresses**: an IP-literal host is connected to without the resolver; a host name is
+  resolved for each new connection (kept-alive connections need none).
 - **Not supported**: proxies (``HTTP_PROXY`` and friends are ignored, as they were with
   urllib3's pool), redirects (a 3xx is returned to the caller, which treats it as an
   error), compressed bodies (requests say ``Accept-Encoding: identity``), HTTP/2.
@@ -36,6 +38,7 @@ which sets the socket's timeout to what is left of the caller's deadline
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import select
 import socket
 import ssl
@@ -147,6 +150,15 @@ class Connection:
         self.origin.put(self)
 
 
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    """The address family of an IP-literal host; None for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+
 class Origin:
     """One upstream ``scheme://host:port``: its idle connections (most recent last) and its TLS context."""
 
@@ -156,6 +168,7 @@ class Origin:
         self.port = port
         self.host_header = host_header
         self.idle: list[Connection] = []
+        self.family = _literal_family(host)
         self._tls: ssl.SSLContext | None = None
         self._lock = threading.Lock()
 
@@ -191,7 +204,7 @@ class Origin:
     def connect(self, timeout: float) -> Connection:
         """A new connection (TLS handshake included) within ``timeout`` seconds."""
         try:
-            sock = socket.create_connection((self.host, self.port), timeout)
+            sock = self._open(timeout)
         except TimeoutError:
             raise
         except OSError as exc:
@@ -204,6 +217,23 @@ class Origin:
             sock.close()
             raise
         return Connection(sock, self)
+
+    def _open(self, timeout: float) -> socket.socket:
+        """A connected TCP socket; an IP-literal host skips the resolver.
+
+        ``getaddrinfo`` under gevent runs on the hub's thread pool: for each new stream
+        (each holds its own connection) that hand-off cost more than the connection itself.
+        """
+        if self.family is None:
+            return socket.create_connection((self.host, self.port), timeout)
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def close_idle(self) -> None:
         idle, self.idle = self.idle, []
