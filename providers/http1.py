@@ -92,6 +92,8 @@ class Holder(Protocol):
 
 
 class Connection:
+    """One socket to an origin, with what was received on it and not consumed yet."""
+
     __slots__ = ("buf", "holder", "origin", "sock")
 
     def __init__(self, sock: socket.socket, origin: Origin) -> None:
@@ -362,10 +364,6 @@ class Response:
         self._done = mode == _NONE or (mode == _LENGTH and left == 0)
         self._crlf = False  # a chunk's data was read, its CRLF not yet
         self.guard: ReadGuard | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self._done
 
     def read1(self) -> bytes:
         """The next piece of the body, as soon as some is there; ``b""`` at its end."""
