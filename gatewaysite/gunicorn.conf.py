@@ -117,10 +117,15 @@ def post_worker_init(worker: object) -> None:
       every ``GUNICORN_GC_FULL_SECONDS`` (30; 0 turns it off), which bounds the garbage
       to 30 seconds' worth and the pauses to one per 30 seconds.
     Measured in docs/benchmark.md.
+
+    Also: the response writer sends headers and body together (``gatewaysite/gunicorn_response.py``).
     """
     import gc
     import threading
 
+    from gatewaysite.gunicorn_response import install
+
+    install()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_gc_thresholds())
