@@ -118,14 +118,14 @@ def post_worker_init(worker: object) -> None:
       to 30 seconds' worth and the pauses to one per 30 seconds.
     Measured in docs/benchmark.md.
 
-    Also: the response writer sends headers and body together (``gatewaysite/gunicorn_response.py``).
+    Also: gunicorn's per-request work without repeated costs (``gatewaysite/gunicorn_worker.py``).
     """
     import gc
     import threading
 
-    from gatewaysite.gunicorn_response import install
+    from gatewaysite.gunicorn_worker import install
 
-    install()
+    install(worker)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_gc_thresholds())

@@ -1,7 +1,7 @@
-"""gunicorn's HTTP/1 response writer, with two per-response costs removed.
+"""gunicorn's per-request work in a worker, with costs that repeat for nothing removed.
 
-Installed in each worker by ``post_worker_init`` (``gatewaysite/gunicorn.conf.py``); the
-bytes on the wire are the same, only how they get there changes:
+Installed in each worker by ``post_worker_init`` (``gatewaysite/gunicorn.conf.py``); what
+gunicorn does and the bytes on the wire are the same, only how it gets there changes:
 
 - The status line and headers go out with the first body write, in one ``sendall``.
   gunicorn writes them on their own first, so every answer cost two sends (two system
@@ -14,20 +14,27 @@ bytes on the wire are the same, only how they get there changes:
 - The ``Date`` header is formatted once per second instead of once per response
   (``email.utils.formatdate`` is several Python calls, and its value only changes each
   second).
+- The worker reads its settings from plain attributes: gunicorn's ``Config`` answers each
+  ``cfg.<setting>`` through ``__getattr__`` and the setting object, about thirty times
+  per request (parser limits, hooks, the access-log check). A worker's settings never
+  change while it runs (a reload starts new workers), so they are copied once.
+- Whether the peer may send forwarding headers (``FORWARDED_ALLOW_IPS``) is decided once
+  per peer address, not parsed with ``ipaddress`` on every request.
 
-Both patch gunicorn (pinned in constraints.txt) at documented seams: ``Response`` is
-looked up by ``gunicorn.http.wsgi.create`` at each request, ``_emit_body`` is the one
-place the body is put on the wire, ``util.http_date`` is what ``default_headers`` calls.
+All of it patches gunicorn (pinned in constraints.txt) at seams it looks up at each
+request: ``wsgi.Response`` (by ``wsgi.create``), ``_emit_body`` (the one place the body is
+put on the wire), ``util.http_date`` (by ``default_headers``), ``message._ip_in_allow_list``.
 Measured in docs/benchmark.md.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
-from gunicorn import util
-from gunicorn.http import wsgi
+from gunicorn import util  # type: ignore[import-untyped]  # no type hints
+from gunicorn.http import message, wsgi  # type: ignore[import-untyped]
 
 _original_http_date = util.http_date
 _date_cache: tuple[int, str] = (-1, "")
@@ -53,9 +60,10 @@ def _send_all(sock: Any, data: bytes) -> None:
         sock.sendall(memoryview(data)[sent:])
 
 
-class CoalescingResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn has no type hints
+class CoalescingResponse(wsgi.Response):
     """Holds the status line and headers while ``write`` runs, and sends them with the body."""
 
+    headers_sent: bool  # gunicorn's, set in its __init__
     _holding = False
     _held: bytes | None = None
 
@@ -91,6 +99,44 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn has n
         _send_all(self.sock, data)
 
 
-def install() -> None:
-    wsgi.Response = CoalescingResponse
+_original_ip_in_allow_list = message._ip_in_allow_list
+_peer_verdicts: dict[tuple[str, tuple[str, ...]], bool] = {}
+_PEER_VERDICTS_MAX = 4096  # distinct client addresses remembered; forgotten all at once past it
+
+
+def ip_in_allow_list(ip_str: str, allow_list: list[str], networks: list[Any]) -> bool:
+    """``message._ip_in_allow_list``, remembered per (address, allow list): ``networks`` is
+    derived from ``allow_list`` by the configuration, which does not change in a worker."""
+    key = (ip_str, tuple(allow_list))
+    verdict = _peer_verdicts.get(key)
+    if verdict is None:
+        verdict = bool(_original_ip_in_allow_list(ip_str, allow_list, networks))
+        if len(_peer_verdicts) >= _PEER_VERDICTS_MAX:
+            _peer_verdicts.clear()
+        _peer_verdicts[key] = verdict
+    return verdict
+
+
+def frozen_config(cfg: Any) -> Any:
+    """A copy of gunicorn's ``Config`` whose settings are plain instance attributes.
+
+    Lookups then find them before ``Config.__getattr__`` runs; the class's properties
+    (``is_ssl``, ``sendfile``, ...) are data descriptors and still win, computed as before
+    from the shared ``settings``.
+    """
+    frozen = copy.copy(cfg)
+    frozen.__dict__.update({name: setting.get() for name, setting in cfg.settings.items()})
+    return frozen
+
+
+def install(worker: Any | None = None) -> None:
     util.http_date = http_date
+    message._ip_in_allow_list = ip_in_allow_list
+    if worker is not None:
+        worker.cfg = frozen_config(worker.cfg)
+        if getattr(worker, "log", None) is not None and getattr(worker.log, "cfg", None) is not None:
+            worker.log.cfg = worker.cfg
+    # _emit_body (gunicorn 27) is the seam the held headers go out through; without it they would
+    # follow the body, so an older gunicorn keeps its own writer.
+    if hasattr(wsgi.Response, "_emit_body"):
+        wsgi.Response = CoalescingResponse

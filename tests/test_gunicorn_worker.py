@@ -1,4 +1,4 @@
-"""The production server's response writer (gatewaysite/gunicorn_response.py): the same bytes
+"""The production server's response writer (gatewaysite/gunicorn_worker.py): the same bytes
 as gunicorn's own, with the headers sent together with the body."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewaysite.gunicorn_response import http_date
+from gatewaysite.gunicorn_worker import http_date
 from tests.procs import LiveGateway, start_gateway
 from tests.raw_http import parse_response, raw_exchange, read_until_closed
 
