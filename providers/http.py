@@ -1,7 +1,7 @@
 """The upstream calls every adapter makes (``post_json``, ``read_json``, ``iter_sse``), their deadlines and cancellation.
 
 The wire is providers/http1.py: a lean keep-alive HTTP/1.1 client with a pool of
-connections per upstream origin (one ``sendall`` per request of a header block prebuilt
+connections per upstream origin (one ``send`` per request of a header block prebuilt
 per URL and headers; status line and headers parsed with bytes and string operations).
 It replaced urllib3 + ``http.client``, the largest single cost of a request in the
 profile (docs/benchmark.md). Under gunicorn's gevent worker its sockets are gevent's.
@@ -205,7 +205,10 @@ def _exchange(origin: Origin, request: bytes, target: Target, deadline: _Deadlin
         assert sock is not None  # a connection just taken or opened
         try:
             deadline.before_read(sock)  # sending waits no longer than a read may
-            sock.sendall(request)
+            # one send is the rule (gevent's sendall would first ask the kernel for the send buffer's size)
+            sent = sock.send(request)
+            if sent < len(request):
+                sock.sendall(memoryview(request)[sent:])
         except TimeoutError:
             conn.close()
             raise

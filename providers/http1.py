@@ -5,7 +5,7 @@ responses framed by ``Content-Length``, chunked encoding or the connection's clo
 keep-alive. It replaced urllib3 + ``http.client`` on the request path, whose general
 machinery (request line and headers built in several calls and sent apart from the body,
 headers parsed by the ``email`` package, retry and timeout objects per call) was the
-largest single cost of a request (docs/benchmark.md). Here a request is one ``sendall``
+largest single cost of a request (docs/benchmark.md). Here a request is one ``send``
 of a header block prebuilt per URL and headers plus the body, and the status line and
 headers are parsed with a few bytes and string operations.
 

@@ -184,6 +184,19 @@ def test_content_length_answers_are_read_and_the_connection_is_reused(serve: Any
     assert b"content-length: %d" % len(body) in lines and body == b'{"n":1}'
 
 
+def test_a_request_larger_than_the_socket_buffer_is_sent_whole(serve: Any) -> None:
+    def handler(ex: Exchange) -> None:
+        while (request := ex.request()) is not None:
+            body = request.partition(b"\r\n\r\n")[2]
+            ex.send(content_length(b'{"received": %d}' % len(body)))
+
+    server = serve(handler)
+    t = target()
+    text = "x" * 4_000_000  # one send cannot take it all: the rest follows
+    answer = read_json(t, post_json(t, server.url(), {"text": text}, {}))
+    assert answer == {"received": len(text) + len('{"text":""}')}
+
+
 def test_chunked_answers_are_decoded_even_when_split_across_reads(serve: Any) -> None:
     reply = chunked(b'{"text": ', b'"hel', b'lo"}')
 
