@@ -37,6 +37,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
@@ -97,19 +98,37 @@ def _backend_cpu() -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _consume(batch: int) -> None:
-    """A consumer process: wait for the start signal on stdin, drain until the stream is empty, report."""
+LIVE_DONE = "gw:bench:producer-done"
+
+
+def _consume(batch: int, live: bool) -> None:
+    """A consumer process: wait for the start signal on stdin, drain until the stream is empty, report.
+
+    ``live``: drain as the periodic task does (a drain a second, the next at once when one
+    took longer) until the producer is done and the stream is empty.
+    """
     from usage.consumer import drain
 
     backend_before = _backend_cpu()
-    get_redis().ping()  # type: ignore[union-attr]
+    client = get_redis()
+    assert client is not None
+    client.ping()
     print("ready", flush=True)
     sys.stdin.readline()
     cpu_before = time.process_time()
     began = time.time()
     ingested = 0
-    while got := drain(batch_size=batch, max_batches=20, claim_idle_ms=60_000):
-        ingested += got
+    if live:
+        while True:
+            turn = time.monotonic()
+            got = drain(batch_size=batch, claim_idle_ms=60_000)
+            ingested += got
+            if not got and client.exists(LIVE_DONE):
+                break
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - turn)))
+    else:
+        while got := drain(batch_size=batch, max_batches=20, claim_idle_ms=60_000):
+            ingested += got
     report = {
         "began": began,
         "ended": time.time(),
@@ -118,6 +137,73 @@ def _consume(batch: int) -> None:
         "backend_cpu": _backend_cpu() - backend_before,
     }
     print(json.dumps(report), flush=True)
+
+
+def _start_consumers(batch: int, consumers: int, live: bool) -> list[subprocess.Popen[str]]:
+    command = [sys.executable, __file__, "--consume", "--batch", str(batch), *(["--live"] if live else [])]
+    children = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(consumers)
+    ]
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    return children
+
+
+def _results(children: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    results = []
+    for child in children:
+        out, _ = child.communicate()
+        assert child.returncode == 0, child.returncode
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def live(rate: int, seconds: float, batch: int, consumers: int) -> None:
+    """Events produced at ``rate`` a second, stamped now, while consumers drain as in production."""
+    from usage.models import LatencyRollup, LatencySample, UsageRecord
+
+    client = get_redis()
+    assert client is not None, "REDIS_URL must name a Redis"
+    stream = settings.GATEWAY["USAGE_STREAM"]
+    client.delete(stream, LIVE_DONE)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE usage_usagerecord, routing_latencysample, usage_usagerollup, routing_latencyrollup")
+    children = _start_consumers(batch, consumers, live=True)
+    began = time.monotonic()
+    sent = backlog = 0
+    total = int(rate * seconds)
+    while sent < total:
+        due = min(total, int(rate * (time.monotonic() - began)))
+        if due > sent:
+            stamp = now().isoformat()
+            pipe = client.pipeline(transaction=False)
+            for n in range(sent, due):
+                pipe.xadd(stream, {"e": _event(n, stamp)})
+            pipe.xlen(stream)
+            backlog = max(backlog, pipe.execute()[-1])
+            sent = due
+        time.sleep(0.02)
+    produced = time.monotonic() - began
+    while client.xlen(stream):
+        time.sleep(0.05)
+    lag = time.monotonic() - began - produced
+    client.set(LIVE_DONE, 1)
+    results = _results(children)
+    assert UsageRecord.objects.count() == LatencySample.objects.count() == total
+    assert sum(LatencyRollup.objects.values_list("count", flat=True)) == total
+    cpu = sum(r["cpu"] for r in results)
+    backend = sum(r["backend_cpu"] for r in results)
+    print(
+        f"live: {rate:,} events/s for {seconds:.0f} s ({total:,} events, stamped when produced), {consumers}"
+        f" consumer(s) draining every second: produced in {produced:.1f} s, stream empty {lag:.2f} s after the"
+        f" last event, largest backlog {backlog:,} entries; per 1,000 events: consumer CPU"
+        f" {1000 * cpu / total * 1000:.0f} ms, Postgres backend CPU {1000 * backend / total * 1000:.0f} ms"
+        f" (load average {os.getloadavg()[0]:.2f})"
+    )
 
 
 def ingest(events: int, batch: int, consumers: int, spread: float) -> float:
@@ -137,21 +223,7 @@ def ingest(events: int, batch: int, consumers: int, spread: float) -> float:
         if n % 5000 == 4999:
             pipe.execute()
     pipe.execute()
-    command = [sys.executable, __file__, "--consume", "--batch", str(batch)]
-    children = [
-        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(consumers)
-    ]
-    for child in children:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    for child in children:
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.flush()
-    results = []
-    for child in children:
-        out, _ = child.communicate()
-        assert child.returncode == 0, child.returncode
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    results = _results(_start_consumers(batch, consumers, live=False))
     elapsed = max(r["ended"] for r in results) - min(r["began"] for r in results)
     records = UsageRecord.objects.count()
     samples = LatencySample.objects.count()
@@ -312,11 +384,14 @@ def main() -> None:
     )
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-reports", action="store_true")
+    parser.add_argument("--live-rate", type=int, default=0, help="also produce this many events a second, live")
+    parser.add_argument("--live-seconds", type=float, default=60)
     parser.add_argument("--consume", action="store_true", help=argparse.SUPPRESS)  # a consumer process
+    parser.add_argument("--live", action="store_true", help=argparse.SUPPRESS)  # ... draining as in production
     parser.add_argument("--export-child", choices=("csv", "json"), help=argparse.SUPPRESS)  # an export process
     args = parser.parse_args()
     if args.consume:
-        _consume(args.batch)
+        _consume(args.batch, args.live)
         return
     if args.export_child:
         _export(args.export_child)
@@ -326,6 +401,9 @@ def main() -> None:
     if not args.skip_ingest:
         for consumers in args.consumers or [1]:
             ingest(args.events, args.batch, consumers, args.spread_seconds)
+    if args.live_rate:
+        for consumers in args.consumers or [1]:
+            live(args.live_rate, args.live_seconds, args.batch, consumers)
     if not args.skip_reports:
         reports(args.rollup_hours, args.rollup_cells, args.records_per_cell)
     if args.export_records:
