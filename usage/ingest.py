@@ -20,7 +20,7 @@ refused before (fields, token counts, costs) on the decoded events and hands the
 to Postgres as JSON, which fills the rows (``json_populate_recordset``, the model's
 defaults for missing fields), inserts records and samples and adds the inserted records
 to their rollup cells. Building a model and adapting each value in Python had cost
-about six times what the statement costs (docs/scaling.md, "What was measured"). A value
+about four times what the statement costs (docs/scaling.md, "What was measured"). A value
 only Postgres refuses (a malformed timestamp, a number past its column) fails the batch
 like any insert error: the consumer isolates it entry by entry. SQLite (the embedded
 default) keeps the model path.
