@@ -15,6 +15,10 @@ Use a scratch database and Redis DB: it truncates the usage tables and deletes t
    every event became exactly one record and one sample and the rollups add up. Besides
    the wall-clock rate it prints the CPU the consumers and their Postgres backends
    spent per event (steadier than wall time on a shared machine).
+   ``--live-rate R --live-seconds S``: instead of filling the stream first, produces R
+   events a second for S seconds, stamped when produced, while the consumers drain as
+   the periodic task does (a drain a second); prints how long after the last event the
+   stream was empty and the largest backlog.
 2. Reports: generates ``--rollup-hours`` x ``--rollup-cells`` hourly rollup rows
    server-side (``generate_series``), standing for ``--records-per-cell`` records each,
    then times the finance report grouped by key, by model and by team and model over
