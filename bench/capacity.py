@@ -175,6 +175,7 @@ def render(results: dict[str, Any]) -> str:
         f"| idle process: Postgres backend CPU per second (µs) | {_n(m['pg_idle_us_per_process_s'])} |",
         f"| idle process: Postgres transactions per minute | {_n(m['pg_xacts_per_process_min'])} |",
         f"| idle process: Postgres connections held | {_n(m['pg_connections_per_process'])} |",
+        f"| idle process: Redis connections held | {_n(results['idle'].get('redis_connections_per_process'))} |",
         "",
         "| one core carries | figure |",
         "|---|---|",
@@ -531,6 +532,7 @@ class Capacity:
         statements_after = self.pg.statements() if self.statements else {}
         worker_cpu_after = procs.cpu_ticks(pids)
         connections = len(self.pg.backends())
+        redis_clients = int(self.redis.info("clients")["connected_clients"]) - 1  # less this script's own
         stop.set()
         filler.join()
         self.stop(service)
@@ -552,6 +554,7 @@ class Capacity:
             "warmup_pg_peak_connections": peak.peak,
             "pg_connections": connections,
             "pg_connections_per_process": round(connections / max(pollers, 1), 2),
+            "redis_connections_per_process": round(redis_clients / workers, 2),
             "worker_cpu_us_per_s": round((worker_cpu_after - worker_cpu) * 1e6 / CLK_TCK / process_seconds, 1),
             "commands": per_unit(commandstats_delta(stats, stats_after), process_seconds),
             "queries_per_process_min": statements_per_minute(statements, statements_after, poller_seconds),
