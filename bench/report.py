@@ -186,7 +186,9 @@ def cpu_peak_percent(samples: Sequence[tuple[float, int, int]], clk_tck: int, *,
     return None if best is None else round(best, 1)
 
 
-GC_PAUSE = re.compile(r"gc pause: generation (\d), ([\d.]+) ms(?:, ([\d.]+) ms CPU)?")
+GC_PAUSE = re.compile(
+    r"gc pause: generation (\d), ([\d.]+) ms(?:, ([\d.]+) ms CPU)?(?:, \d+ collected, (\d+) objects)?"
+)
 
 
 def parse_gc_pauses(text: str) -> dict[str, Any]:
@@ -196,7 +198,10 @@ def parse_gc_pauses(text: str) -> dict[str, Any]:
     full_cpu: list[float] = []
     young: list[float] = []
     young_cpu: list[float] = []
+    objects = 0
     for match in GC_PAUSE.finditer(text):
+        if match.group(4):
+            objects = max(objects, int(match.group(4)))
         wall, cpu = (full, full_cpu) if match.group(1) == "2" else (young, young_cpu)
         wall.append(float(match.group(2)))
         if match.group(3):
@@ -206,6 +211,7 @@ def parse_gc_pauses(text: str) -> dict[str, Any]:
         "gc_full_max_ms": max(full) if full else None,
         "gc_full_total_ms": round(sum(full), 1),
         "gc_full_max_cpu_ms": max(full_cpu) if full_cpu else None,
+        "gc_full_max_objects": objects or None,
         "gc_young_logged": len(young),
         "gc_young_max_ms": max(young) if young else None,
         "gc_young_max_cpu_ms": max(young_cpu) if young_cpu else None,

@@ -145,22 +145,33 @@ GC_LOG_MS = 5.0  # GUNICORN_GC_LOG: shorter young collections are not logged
 
 def _log_collections() -> None:
     """Log collections as ``gc pause: generation G, N ms, C ms CPU, K collected`` (gunicorn's
-    error log). The CPU time is the collector's own; the wall time also counts what other
-    processes took from this one meanwhile."""
+    error log), full ones with the objects they traversed. The CPU time is the collector's
+    own; the wall time also counts what other processes took from this one meanwhile."""
     import gc
     import logging
     import time
 
     logger = logging.getLogger("gunicorn.error")
     began = [0.0, 0.0]
+    tracked = [0]
 
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if info["generation"] == 2:
+                tracked[0] = len(gc.get_objects())  # not frozen ones: those the collection skips
             began[:] = time.perf_counter(), time.thread_time()
             return
         took = (time.perf_counter() - began[0]) * 1000
         cpu = (time.thread_time() - began[1]) * 1000
-        if took >= GC_LOG_MS or info["generation"] == 2:
+        if info["generation"] == 2:
+            logger.warning(
+                "gc pause: generation 2, %.1f ms, %.1f ms CPU, %d collected, %d objects",
+                took,
+                cpu,
+                info["collected"],
+                tracked[0],
+            )
+        elif took >= GC_LOG_MS:
             logger.warning(
                 "gc pause: generation %d, %.1f ms, %.1f ms CPU, %d collected",
                 info["generation"],

@@ -390,7 +390,7 @@ def test_cpu_of_the_sampled_process_per_window_and_at_its_busiest() -> None:
 
 def test_gc_pauses_are_read_from_the_gateway_log() -> None:
     log = (
-        "[x] [1] [WARNING] gc pause: generation 2, 812.5 ms, 640.0 ms CPU, 12 collected\n"
+        "[x] [1] [WARNING] gc pause: generation 2, 812.5 ms, 640.0 ms CPU, 12 collected, 4000000 objects\n"
         "[x] [1] [WARNING] gc pause: generation 1, 7.5 ms, 6.0 ms CPU, 0 collected\n"
         "[x] [1] [WARNING] gc pause: generation 2, 300.0 ms, 290.5 ms CPU, 3 collected\n"
         "noise\n"
@@ -400,6 +400,7 @@ def test_gc_pauses_are_read_from_the_gateway_log() -> None:
     assert pauses["gc_full_max_ms"] == 812.5
     assert pauses["gc_full_max_cpu_ms"] == 640.0
     assert pauses["gc_full_total_ms"] == 1112.5
+    assert pauses["gc_full_max_objects"] == 4_000_000
     assert (pauses["gc_young_logged"], pauses["gc_young_max_ms"], pauses["gc_young_max_cpu_ms"]) == (1, 7.5, 6.0)
     assert parse_gc_pauses("")["gc_full"] == 0
 
