@@ -7,12 +7,14 @@ the streams can only complete if the worker holds them together: with gevent's
 ``worker_connections`` default (1,000) or a soft open-file limit of 1,024 (each stream
 holds two descriptors in the worker) the gate never opens and the streams get a 503.
 The gateway is started with a soft limit of 1,024 on purpose: the server configuration
-raises it to the hard limit itself.
+raises it to the hard limit itself. And a worker holding that many streams spaces its
+timed full garbage collections by what they cost.
 """
 
 from __future__ import annotations
 
 import resource
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +90,13 @@ def test_one_worker_holds_1200_streams_open_together(
         gateway.stop()
         upstream.terminate()
         upstream.wait(10)
+
+
+def test_timed_full_collections_are_spaced_by_their_cost() -> None:
+    """A full collection of a large heap stalls every stream: the next one waits until it
+    is at most ``share`` of the time (gatewaysite/gunicorn.conf.py, ``post_worker_init``)."""
+    namespace = runpy.run_path(str(ROOT / "gatewaysite" / "gunicorn.conf.py"))
+    spacing = namespace["next_full_collection"]
+    assert spacing(30.0, 0.005, 0.02) == 30.0  # a small heap: the interval
+    assert spacing(30.0, 0.005, 0.8) == pytest.approx(160.0)  # 8,000 streams: 0.8 s of CPU
+    assert spacing(30.0, 0.0, 0.8) == 30.0  # share 0: the interval alone
