@@ -102,6 +102,54 @@ def _full_collections(interval: float, share: float) -> None:
         wait = next_full_collection(interval, share, time.thread_time() - started)
 
 
+def _raise_open_files() -> tuple[int, int]:
+    """Raise the open-file limit (``RLIMIT_NOFILE``) to the hard limit; returns (soft, hard).
+
+    Soft limits are often 1,024 while hard limits are far higher, and a worker holding
+    thousands of streams needs two descriptors per stream. The hard limit itself is the
+    system's (``ulimit -Hn``, systemd's ``LimitNOFILE``, a container's ``--ulimit``).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # kept as it was; the warning below says what follows
+    return soft, hard
+
+
+def on_starting(server: object) -> None:
+    """Raise the open-file limit (inherited by the workers), and empty the metrics directory:
+    counters start from zero with the server (docs/observability.md).
+
+    Each worker writes its sums to a file there; files of exited workers are kept (and
+    still counted) until the next start.
+    """
+    import shutil
+    from pathlib import Path
+
+    soft, _hard = _raise_open_files()
+    needed = 2 * worker_connections  # a stream's client and upstream connections
+    if soft < needed:
+        server.log.warning(  # type: ignore[attr-defined]  # gunicorn's Arbiter
+            "open-file limit %d is below the %d descriptors %d connections per worker may need "
+            "(two per stream); raise the hard limit (ulimit -Hn, LimitNOFILE)",
+            soft,
+            needed,
+            worker_connections,
+        )
+
+    var_dir = os.environ.get("GATEWAY_VAR_DIR") or str(Path(__file__).resolve().parent.parent / "var")
+    directory = Path(os.environ.get("GATEWAY_METRICS_DIR") or Path(var_dir) / "metrics")
+    if directory.is_dir():
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
 GC_LOG_MS = 5.0  # GUNICORN_GC_LOG: shorter young collections are not logged
 
 
