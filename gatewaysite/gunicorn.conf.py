@@ -217,10 +217,15 @@ def post_worker_init(worker: object) -> None:
       exchange, only when the heap is large (a small heap collects in milliseconds and
       keeps the 30 s).
     Measured in docs/benchmark.md.
+
+    Also: gunicorn's per-request work without repeated costs (``gatewaysite/gunicorn_worker.py``).
     """
     import gc
     import threading
 
+    from gatewaysite.gunicorn_worker import install
+
+    install(worker)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_gc_thresholds())
