@@ -379,7 +379,7 @@ def check_targets(figures: dict[str, Any], *, streams_expected: int = STREAM_TAR
     for key, description, op, goal in TARGETS:
         value = figures.get(key)
         if key.startswith("stream_") and figures.get("stream_count", streams_expected) < STREAM_TARGET:
-            description += f" (only {figures.get('stream_count')} streams in this run)"
+            description += f" (only {_fmt(figures.get('stream_count'))} streams in this run)"
         if value is None:
             met = None
         elif op == ">=":
@@ -419,7 +419,9 @@ def stream_load_sentence(gw: dict[str, Any]) -> str:
         f"in the busiest 2 s; longest gap between two events of a stream (p99) "
         f"{_fmt(gw.get('gap_max_p99_ms'), 0)} ms."
     )
-    if gw.get("gc_full") is not None:
+    if gw.get("gc_full") == 0:
+        text += " No full garbage collection during the run."
+    elif gw.get("gc_full") is not None:
         text += (
             f" Full garbage collections: {_fmt(gw.get('gc_full'))}, the longest "
             f"{_fmt(gw.get('gc_full_max_ms'), 0)} ms ({_fmt(gw.get('gc_full_max_cpu_ms'), 0)} ms of CPU)."

@@ -411,7 +411,7 @@ def test_stream_targets_name_the_stream_count_and_flag_smaller_runs() -> None:
     checks = {c["key"]: c for c in check_targets(figures)}
     assert checks["stream_peak_rss_mb"]["target"].startswith(f"{STREAM_TARGET:,} concurrent streams")
     assert checks["stream_peak_rss_mb"]["goal"] == "< 2048"
-    assert "(only 2000 streams in this run)" in checks["stream_errors"]["target"]
+    assert "(only 2,000 streams in this run)" in checks["stream_errors"]["target"]
     figures["stream_count"] = STREAM_TARGET
     assert "only" not in {c["key"]: c for c in check_targets(figures)}["stream_errors"]["target"]
 
