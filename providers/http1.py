@@ -49,7 +49,7 @@ from urllib.parse import quote, urlsplit
 
 RECV_SIZE = 65536
 MAX_HEAD = 65536  # status line and headers of one response; a chunk-size line must be much shorter
-MAX_IDLE_PER_ORIGIN = 4096  # thousands of concurrent streams each hold a connection to the same upstream
+MAX_IDLE_PER_ORIGIN = 10_000  # as many as a worker's connections (8,000 streams each hold one to the same upstream)
 USER_AGENT = "llm-gateway"
 
 _poll_factory: Any = None
