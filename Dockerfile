@@ -12,9 +12,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-RUN pip install .
+# Dependencies first, so this layer is rebuilt only when they change; constraints.txt pins
+# the versions the test suite passed with.
+COPY pyproject.toml constraints.txt ./
+RUN pip install -c constraints.txt .
 
 # tiktoken's encodings, so token counts need no download at run time. Without network at
 # build time the gateway falls back to its documented approximation for estimates.

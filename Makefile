@@ -5,15 +5,17 @@ BIN := $(VENV)/bin
 PORT ?= 8084
 export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/data/tiktoken)
 
-.PHONY: run test lint format worker beat bench bench-full bench-peers smoke migrate clean
+.PHONY: lock run test lint format worker beat bench bench-full bench-peers smoke migrate clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q '.[test]'
+# constraints.txt pins every package (the versions the suite last passed with), so a fresh
+# install is the tested one; regenerate it with `make lock` after changing pyproject.toml.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt '.[test]'
 	@touch $@
 
 ## run: install, migrate, set up the embedded defaults, serve on $(PORT) with the production server
@@ -39,6 +41,10 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## lock: write constraints.txt from the virtualenv (after `pip install -U` of what changed)
+lock: $(VENV)/.installed
+	$(BIN)/pip freeze --exclude-editable | grep -v -e '^llm-gateway' -e ' @ ' > constraints.txt
 
 migrate: $(VENV)/.installed
 	$(BIN)/python manage.py migrate

@@ -117,10 +117,15 @@ def post_worker_init(worker: object) -> None:
       every ``GUNICORN_GC_FULL_SECONDS`` (30; 0 turns it off), which bounds the garbage
       to 30 seconds' worth and the pauses to one per 30 seconds.
     Measured in docs/benchmark.md.
+
+    Also: gunicorn's per-request work without repeated costs (``gatewaysite/gunicorn_worker.py``).
     """
     import gc
     import threading
 
+    from gatewaysite.gunicorn_worker import install
+
+    install(worker)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_gc_thresholds())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +38,15 @@ def is_api_path(path: str) -> bool:
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    """``req_`` and a random (version 4) UUID in hex, as ``uuid.uuid4().hex`` writes it.
+
+    Built from the 16 random bytes directly: ``uuid.UUID``'s constructor checks its
+    arguments in Python and cost several times the random bytes themselves, per request.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return "req_" + raw.hex()
 
 
 class RequestIdMiddleware:
@@ -142,8 +150,12 @@ class BodyTimeout(Exception):
     pass
 
 
-def _read_body(stream: Any, limit: int, seconds: float) -> bytes:
+def _read_body(stream: Any, limit: int, seconds: float, length: int | None = None) -> bytes:
     """All of ``stream`` (up to ``limit`` bytes), within ``seconds`` in total.
+
+    ``length``: the announced ``Content-Length`` (the stream ends there): once that much is
+    in, the body is complete, without one more read and one more turn to the other requests
+    (most bodies come in one chunk: the turn was a trip through gevent's hub per request).
 
     The deadline needs gevent (gunicorn's gevent worker, the production server): a
     ``gevent.Timeout`` interrupts a read that waits on a silent client. Elsewhere (the
@@ -172,6 +184,8 @@ def _read_body(stream: Any, limit: int, seconds: float) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge
+            if size == length:
+                break
             pause()
     finally:
         if timeout is not None:
@@ -231,7 +245,7 @@ class RequestBodyMiddleware:
                 return self._too_large(request, api, limit)
             stream = request._stream  # Django's LimitedStream over the input
         try:
-            body = _read_body(stream, limit, gateway["BODY_READ_SECONDS"])
+            body = _read_body(stream, limit, gateway["BODY_READ_SECONDS"], None if chunked else int(length_header))
         except BodyTooLarge:
             return self._too_large(request, api, limit)
         except BodyTimeout:

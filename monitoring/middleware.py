@@ -107,8 +107,8 @@ class ObservabilityMiddleware:
             self._log(request, response, context, started)
 
     def _log(self, request: HttpRequest, response: HttpResponse, context: RequestContext, started: float) -> None:
-        if not self.log_requests:
-            return
+        if not self.log_requests or not request_logger.isEnabledFor(logging.INFO):
+            return  # the line would be dropped: build nothing (the logger caches this answer)
         fields: dict[str, Any] = {
             "method": request.method,
             "path": request.path,

@@ -99,7 +99,7 @@ def test_monitoring_profile(services: dict[str, Any]) -> None:
 def test_dockerfile() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert text.count("FROM ") == 1 and "FROM python:3.11-slim" in text
-    assert "RUN pip install ." in text and "collectstatic --no-input" in text
+    assert "RUN pip install -c constraints.txt ." in text and "collectstatic --no-input" in text
     assert "USER gateway" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".env", "var", ".git"} <= set(ignored)

@@ -14,7 +14,7 @@ from routing.config.cache import config_cache
 from routing.services.embeddings import run_embeddings, validate_embeddings_body
 from routing.services.validation import validate_chat_body
 from routing.strategies.base import RouteRequest
-from routing.views.completions import ClientKeyView, chat_route, read_json, result_response
+from routing.views.completions import ClientKeyView, chat_route, lowercase_headers, read_json, result_response
 
 
 def embeddings_route(request: Request, body: dict[str, Any]) -> RouteRequest:
@@ -25,7 +25,7 @@ def embeddings_route(request: Request, body: dict[str, Any]) -> RouteRequest:
         stream=False,
         key=client_key(request),
         snapshot=config_cache.current(),
-        headers={k.lower(): v for k, v in request.headers.items()},
+        headers=lowercase_headers(request),
         endpoint="embeddings",
     )
 

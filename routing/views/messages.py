@@ -25,7 +25,7 @@ from providers.adapters import anthropic_inbound as inbound
 from routing.config.cache import config_cache
 from routing.services.messages import count_tokens, messages_request, run_messages, validate_messages_body
 from routing.strategies.base import RouteRequest
-from routing.views.completions import ClientKeyView, read_json, result_response
+from routing.views.completions import ClientKeyView, lowercase_headers, read_json, result_response
 
 
 class AnthropicKeyAuthentication(ClientKeyAuthentication):
@@ -77,7 +77,7 @@ class AnthropicView(ClientKeyView):
             stream=bool(body.get("stream")),
             key=client_key(request),
             snapshot=config_cache.current(),
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=lowercase_headers(request),
             endpoint="messages",
         )
         return route, messages

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
+from gatewaysite.middleware import new_request_id
 from monitoring.logs import JsonFormatter, PlainFormatter, RequestIdFilter
 from tests.fakes.http_server import Reply
 from tests.fakes.openai_server import error_json
@@ -110,3 +112,15 @@ def test_plain_text_for_development() -> None:
     line = PlainFormatter().format(record)
     assert "INFO gateway.request [req_abc] GET /v1/models 200 status=200 key_prefix=k1" in line
     assert "model=" not in line
+
+
+def test_request_ids_are_req_and_a_random_version_4_uuid_in_hex() -> None:
+    ids = [new_request_id() for _ in range(200)]
+    assert len(set(ids)) == len(ids)
+    for request_id in ids:
+        prefix, _, value = request_id.partition("_")
+        assert prefix == "req"
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -91,6 +91,21 @@ def test_the_recorder_spools_while_redis_is_stopped_and_replays_exactly_once(pri
     assert drain() == 0
 
 
+def test_a_quiet_recorder_replays_its_spool_within_seconds_of_redis_coming_back(private_redis: PrivateRedis) -> None:
+    """No later request and no periodic task: the writer's idle turn sends the spool back."""
+    recorder = RedisStreamRecorder()
+    assert recorder.record(_event("req_a", 100)) == [100, 100, -1000]
+    private_redis.stop()
+    assert recorder.record(_event("req_b", 20)) == []
+    assert list(spool_dir().glob("usage-*"))
+    private_redis.start()
+    client = private_redis.client()
+    wait_until(lambda: client.get("{gw}:spend:key:7") == b"120", 10, "the idle replay of the spool")
+    assert not list(spool_dir().glob("usage-*"))
+    assert drain() == 2
+    assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == ["req_a", "req_b"]
+
+
 def test_the_embedded_default_replays_the_spool_into_the_database(tmp_path: Path, settings: Any) -> None:
     from usage.spool import spool_write
 
