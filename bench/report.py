@@ -596,7 +596,7 @@ PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("usage recording (recorder, event payload)", ("usage/recorder.py", "usage/events.py")),
     ("cost and counters", ("providers/pricing/cost.py", "usage/budgets.py")),
     ("token counting", ("usage/tokens.py",)),
-    ("upstream HTTP call (urllib3, http.client)", ("urllib3/", "http/client.py", "providers/")),
+    ("upstream HTTP call (providers/http.py, http1.py)", ("providers/", "urllib3/", "http/client.py")),
     (
         "routing (plan, strategy, snapshot, health)",
         (

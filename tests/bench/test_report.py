@@ -169,7 +169,7 @@ def test_collapsed_profile_is_bucketed_by_the_layers_of_the_request_path() -> No
     lines = [
         "run (gevent/hub.py:647) 50",
         "handle (gunicorn/workers/ggevent.py:120);post (routing/views/completions.py:60);"
-        "post_json (providers/http.py:75);request (urllib3/_request_methods.py:143) 30",
+        "post_json (providers/http.py:75);read_response (providers/http1.py:143) 30",
         "handle (gunicorn/workers/ggevent.py:120);record (usage/recorder.py:300);wait (gevent/event.py:1) 15",
         "handle (gunicorn/workers/ggevent.py:120);parse (gunicorn/http/parser.py:10) 5",
         "garbage line",
@@ -178,7 +178,7 @@ def test_collapsed_profile_is_bucketed_by_the_layers_of_the_request_path() -> No
     assert summary["samples"] == 100
     buckets = {b["bucket"]: b["percent"] for b in summary["buckets"]}
     assert buckets["gevent hub loop (epoll, timers, switches)"] == 50.0
-    assert buckets["upstream HTTP call (urllib3, http.client)"] == 30.0
+    assert buckets["upstream HTTP call (providers/http.py, http1.py)"] == 30.0
     assert buckets["usage recording (recorder, event payload)"] == 15.0
     assert buckets["gunicorn worker and HTTP parsing"] == 5.0
     assert summary["self"][0] == {"frame": "run (gevent/hub.py:647)", "percent": 50.0}
