@@ -6,22 +6,38 @@ rule's, the client key's, the gateway's (routing settings). With none, this is `
 
 The latency compared is the live p95 (usage/latency/live.py ``quantiles``) of the
 deployment's most recent samples, shared by every gateway process: the time to first
-token for a streaming request, the whole answer otherwise. A failed attempt counts as
-``LATENCY_ERROR_PENALTY_MS``. A deployment is *measured* when the live window holds at
-least ``slo_min_samples`` of its samples.
+token for a streaming request, the whole answer otherwise, timed around the upstream
+call alone (the gateway's own work before it - parsing, planning, admission - is not in
+it). A failed attempt counts as ``LATENCY_ERROR_PENALTY_MS``. A deployment is
+*measured* when the live window holds at least ``slo_min_samples`` of its samples.
+
+A measured deployment *misses* the objective when the p95 of its newest samples is over
+it and so was the p95 of the samples before those (``LiveQuantile.previous_ms``, read
+from seconds at least a second older; without enough older samples the newest read
+decides alone). Over in the newest read only, it still counts as meeting (``held``):
+the p95 of twenty-odd samples is their second largest, and a moment of CPU starvation
+that answers every request in flight late is enough to push it over once. Leaving on
+that single read moves all traffic to a pricier deployment, which cannot come back
+before exploration has replaced those samples (tens of seconds). A deployment whose
+latency really rose is left once the next second's samples confirm it; one that has
+recovered is taken back on its newest read alone.
 
 Order:
-1. measured deployments meeting the objective, cheapest first (reason ``slo_met``);
+1. deployments meeting the objective, cheapest first (reason ``slo_met``, or
+   ``slo_held`` when the first one meets it only by the hold above);
 2. when none meets it: deployments not measured yet, cheapest first - one of them may
    (``slo_unmeasured``); when every deployment is measured: the fastest (``slo_fastest``);
 3. then the rest (fallbacks), fastest first.
 
-Exploration, bounded: ``slo_explore_percent`` of requests (a per-process cadence, so
-the total across processes is the same share) put first, in turn, a deployment that
-could take traffic if the figures were fresh - one with too few samples, or one
-cheaper than the pick whose p95 missed the objective (it may have recovered). That is
-what brings traffic back to a cheaper deployment once its latency is back under the
-objective: its few fresh samples are its most recent ones.
+Exploration, bounded: a choice puts first, in turn, a deployment that could take traffic
+if the figures were fresh - one with too few samples, or one cheaper than the pick that
+misses the objective (it may have recovered: its few fresh samples are its newest ones,
+which is what brings traffic back to it) - when the process's exploration credit allows:
+every choice under an objective adds ``slo_explore_percent`` % of one choice to the
+credit, capped at one choice, and exploring spends one. So each process explores at
+most ``slo_explore_percent`` % of its choices plus one, with no burst after a stretch
+with nothing to explore, and the whole gateway at most that share plus one choice per
+process.
 """
 
 from __future__ import annotations
@@ -63,12 +79,20 @@ def latency_objective(request: RouteRequest) -> tuple[int | None, str]:
     return None, "none"
 
 
+# Exploration credit is counted in millionths of a choice, so that percentages add up exactly.
+_CHOICE = 1_000_000
+_PER_PERCENT = _CHOICE // 100
+
+
 class CostSloStrategy(Strategy):
     name = "cost-slo"
     description = "cheapest deployment whose live p95 meets the latency objective; none: the fastest"
 
     def __init__(self) -> None:
-        self._turn = 0  # requests seen; a lost update under a race only shifts the cadence
+        # Per process. Under gevent nothing yields between the reads and writes below; under
+        # threads a lost update only shifts the cadence by a choice.
+        self._credit = 0  # exploration credit, in millionths of a choice (at most one choice)
+        self._explored = 0  # exploring choices made: whose turn it is among the explorable
 
     def choose(self, request: RouteRequest, candidates: Sequence[DeploymentInfo]) -> Ranking:
         settings = request.snapshot.settings
@@ -91,6 +115,25 @@ class CostSloStrategy(Strategy):
             figure = p95.get(d.name)
             return figure.ms if figure is not None and figure.window_samples >= min_samples else None
 
+        def previous_of(d: DeploymentInfo) -> float | None:
+            figure = p95.get(d.name)
+            return figure.previous_ms if figure is not None and figure.previous_samples >= min_samples else None
+
+        def held(d: DeploymentInfo) -> bool:
+            """Over the objective in its newest read only: it still counts as meeting it."""
+            latency, previous = latency_of(d), previous_of(d)
+            return (
+                objective is not None
+                and latency is not None
+                and latency > objective
+                and previous is not None
+                and previous <= objective
+            )
+
+        def meets(d: DeploymentInfo) -> bool:
+            latency = latency_of(d)
+            return objective is not None and latency is not None and (latency <= objective or held(d))
+
         measured = [d for d in candidates if latency_of(d) is not None]
         unmeasured = sorted((d for d in candidates if latency_of(d) is None), key=cost_key)
         by_speed = sorted(measured, key=lambda d: (latency_of(d), *cost_key(d)))
@@ -98,8 +141,8 @@ class CostSloStrategy(Strategy):
             meeting = sorted(candidates, key=cost_key)
             reason = "cheapest_no_objective"
         else:
-            meeting = sorted((d for d in measured if latency_of(d) <= objective), key=cost_key)  # type: ignore[operator]  # measured: latency_of is not None
-            reason = "slo_met"
+            meeting = sorted((d for d in measured if meets(d)), key=cost_key)
+            reason = "slo_held" if meeting and held(meeting[0]) else "slo_met"
         if meeting:
             head = meeting
         elif unmeasured:
@@ -110,36 +153,41 @@ class CostSloStrategy(Strategy):
 
         explore_percent = settings.slo_explore_percent
         if objective is not None and explore_percent > 0 and len(ordered) > 1:
+            credit = self._credit + round(explore_percent * _PER_PERCENT)
             pick = ordered[0]
-            explorable = [
-                d
-                for d in candidates
-                if d is not pick and (latency_of(d) is None or (cost_key(d) < cost_key(pick) and d not in meeting))
-            ]
-            if explorable:
-                every = max(1, round(100 / explore_percent))
-                turn = self._turn + 1
-                if not request.dry_run:  # explain ranks without moving the cadence
-                    self._turn = turn
-                if turn % every == 0:
-                    explorable.sort(key=cost_key)
-                    chosen = explorable[(turn // every) % len(explorable)]
-                    ordered.remove(chosen)
-                    ordered.insert(0, chosen)
-                    reason = "slo_explore"
+            explorable = sorted(
+                (
+                    d
+                    for d in candidates
+                    if d is not pick and (latency_of(d) is None or (cost_key(d) < cost_key(pick) and d not in meeting))
+                ),
+                key=cost_key,
+            )
+            explore = bool(explorable) and credit >= _CHOICE
+            if explore:
+                chosen = explorable[self._explored % len(explorable)]
+                ordered.remove(chosen)
+                ordered.insert(0, chosen)
+                reason = "slo_explore"
+            if not request.dry_run:  # explain ranks without spending the credit or moving the turn
+                self._credit = min(_CHOICE, credit - _CHOICE if explore else credit)  # capped: no burst
+                self._explored += explore
 
         scores: dict[str, dict[str, Any]] = {}
         for d in ordered:
             figure = p95.get(d.name)
             latency = latency_of(d)
+            previous = previous_of(d)
             cost = costs[d.name]
             scores[d.name] = {
                 "estimated_cost_usd": format_usd(cost) if cost is not None else None,
                 "p95_ms": round(figure.ms, 3) if figure is not None else None,
                 "p95_samples": figure.samples if figure is not None else 0,
+                "previous_p95_ms": round(previous, 3) if previous is not None else None,
                 "window_samples": figure.window_samples if figure is not None else 0,
                 "measured": latency is not None,
-                "meets_objective": (latency <= objective) if latency is not None and objective is not None else None,
+                "meets_objective": meets(d) if latency is not None and objective is not None else None,
+                "held": held(d),
                 "objective_ms": objective,
                 "objective_source": source,
                 "latency_kind": "ttft" if request.stream else "total",

@@ -81,6 +81,25 @@ def test_decayed_mean_and_window(clock: MovableClock, conf: dict[str, Any]) -> N
     assert live.stats() == {}
 
 
+def test_quantiles_read_the_newest_samples_and_the_ones_a_second_before_them(
+    clock: MovableClock, conf: dict[str, Any]
+) -> None:
+    live = embedded()
+    for ms, seconds_after in ((100, 1), (150, 1), (400, 0)):
+        for _ in range(20):
+            live.observe("a", ms, True)
+        clock.advance(seconds_after)
+    figure = live.quantiles(0.95, stream=False, recent=20)["a"]
+    assert figure.ms == pytest.approx(400, rel=0.05) and figure.samples == 20 and figure.window_samples == 60
+    # the second just before the newest read is left out: a stall may straddle two seconds
+    assert figure.previous_ms == pytest.approx(100, rel=0.05) and figure.previous_samples == 20
+    only_new = embedded()
+    for _ in range(20):
+        only_new.observe("b", 400, True)
+    figure = only_new.quantiles(0.95, stream=False, recent=20)["b"]
+    assert figure.previous_ms is None and figure.previous_samples == 0
+
+
 def test_errors_count_as_slow(clock: MovableClock, conf: dict[str, Any]) -> None:
     live = embedded()
     live.observe("a", 20.0, True)

@@ -16,6 +16,7 @@ from gatewaysite.api.errors import InvalidRequest
 from routing.config.snapshot import RoutingSettingsInfo
 from routing.inflight import in_flight
 from routing.outlier import outliers
+from routing.strategies.cost_slo import CostSloStrategy
 from routing.strategies.registry import get_strategy
 from tests.routing.builders import deployment, key, price, route, rule, snapshot
 from usage.latency.live import live_latency
@@ -99,6 +100,67 @@ def test_cost_slo_explores_at_the_configured_rate() -> None:
     firsts = [names(strategy.choose(route(snap), snap.deployments_for("gpt-4o")))[0] for _ in range(100)]
     assert firsts.count("mid") == 90
     assert firsts.count("fast") == 5 and firsts.count("cheap") == 5
+
+
+class SecondsClock:
+    """Moves the clock's wall time (the live-latency seconds) without sleeping."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.offset = 0.0
+        real = clock_module.clock.time
+        monkeypatch.setattr(clock_module.clock, "time", lambda: real() + self.offset)
+
+
+def test_cost_slo_leaves_a_deployment_only_when_a_second_read_confirms_it(monkeypatch: Any) -> None:
+    clock = SecondsClock(monkeypatch)
+    snap = three()
+    strategy = CostSloStrategy()
+    deps = snap.deployments_for("gpt-4o")
+    feed("cheap", 800)
+    feed("fast", 50)
+    feed("mid", 200)
+    clock.offset += 2
+    feed("mid", 200)
+    clock.offset += 1
+    feed("mid", 200, 17)
+    feed("mid", 450, 3)  # a stall: three late answers among the newest twenty
+    ranking = strategy.choose(route(snap), deps)
+    assert names(ranking)[0] == "mid" and ranking.reason == "slo_held"
+    assert ranking.scores["mid"]["held"] is True and ranking.scores["mid"]["meets_objective"] is True
+    assert ranking.scores["mid"]["p95_ms"] > 300 and ranking.scores["mid"]["previous_p95_ms"] < 300
+    clock.offset += 2
+    feed("mid", 450)  # still slow a second later: it really is
+    ranking = strategy.choose(route(snap), deps)
+    assert names(ranking)[0] == "fast" and ranking.reason == "slo_met"
+    assert ranking.scores["mid"]["meets_objective"] is False and ranking.scores["mid"]["held"] is False
+    clock.offset += 2
+    feed("mid", 200)  # recovered: its newest read alone takes it back
+    ranking = strategy.choose(route(snap), deps)
+    assert names(ranking)[0] == "mid" and ranking.reason == "slo_met"
+
+
+def test_cost_slo_exploration_is_a_capped_budget_of_the_choices() -> None:
+    snap = three(RoutingSettingsInfo(latency_slo_ms=300, slo_explore_percent=3))
+    deps = snap.deployments_for("gpt-4o")
+    strategy = CostSloStrategy()
+    feed("cheap", 800)
+    feed("mid", 200)
+    feed("fast", 50)  # cheap is explored (cheaper than the pick, missing), fast is not (pricier, measured)
+    firsts = [names(strategy.choose(route(snap), deps))[0] for _ in range(1000)]
+    assert firsts.count("cheap") == 30 and firsts.count("mid") == 970
+    explained = [strategy.choose(dataclasses.replace(route(snap), dry_run=True), deps).reason for _ in range(100)]
+    assert explained.count("slo_explore") in (0, 100)  # explain spends nothing
+    live_latency.reset()
+    feed("cheap", 200)  # the cheapest meets it: nothing to explore, for a long stretch
+    feed("mid", 200)
+    feed("fast", 50)
+    assert all(strategy.choose(route(snap), deps).reason == "slo_met" for _ in range(1000))
+    live_latency.reset()
+    feed("cheap", 800)
+    feed("mid", 200)
+    feed("fast", 50)
+    firsts = [names(strategy.choose(route(snap), deps))[0] for _ in range(100)]
+    assert firsts[0] == "cheap" and firsts.count("cheap") == 1 + 3  # the one choice of credit saved, then 3%
 
 
 def test_objective_precedence_request_rule_key_gateway() -> None:

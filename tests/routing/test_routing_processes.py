@@ -1,7 +1,8 @@
 """``cost-slo`` and ``least-busy`` across real gunicorn workers (two gevent processes).
 
 cost-slo: three loopback upstreams priced 1x/3x/10x answer in 800/200/50 ms; the
-objective is 300 ms. At least 95% of requests go to the 3x one; when it slows past the
+objective is 300 ms. At least 95% of requests go to the 3x one, and exploration takes no
+more than its budget (3% of choices, plus one per worker); when it slows past the
 objective traffic moves to the 10x one, and comes back when it recovers. The live p95
 each worker reads is shared through Redis, so both workers follow.
 
@@ -67,10 +68,15 @@ def _post(url: str, secret: str, **extra: Any) -> requests.Response:
     )
 
 
-def _served(url: str, secret: str, count: int, pool: ThreadPoolExecutor) -> Counter[str]:
+def _choices(url: str, secret: str, count: int, pool: ThreadPoolExecutor) -> list[tuple[str, str]]:
+    """(deployment, route reason) of each of ``count`` requests."""
     responses = list(pool.map(lambda _: _post(url, secret), range(count)))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][:2]
-    return Counter(r.headers["x-gateway-deployment"] for r in responses)
+    return [(r.headers["x-gateway-deployment"], r.headers["x-gateway-route-reason"]) for r in responses]
+
+
+def _served(url: str, secret: str, count: int, pool: ThreadPoolExecutor) -> Counter[str]:
+    return Counter(deployment for deployment, _ in _choices(url, secret, count, pool))
 
 
 def test_cost_slo_keeps_to_the_cheapest_deployment_within_the_objective_and_follows_it(
@@ -96,8 +102,14 @@ def test_cost_slo_keeps_to_the_cheapest_deployment_within_the_objective_and_foll
         for gateway in _gunicorn(tmp_path):
             with ThreadPoolExecutor(8) as pool:
                 _served(gateway.url, secret, 120, pool)  # warm-up: every deployment gets measured
-                steady = _served(gateway.url, secret, 300, pool)
-                assert steady["mid"] >= 0.95 * 300, steady
+                steady = _choices(gateway.url, secret, 300, pool)
+                reasons = Counter(steady)
+                assert sum(n for (deployment, _), n in reasons.items() if deployment == "mid") >= 0.95 * 300, reasons
+                # exploration is a budget: at most 3% of each worker's choices, plus the one choice of
+                # credit a worker may have saved
+                assert sum(n for (_, reason), n in reasons.items() if reason == "slo_explore") <= 0.03 * 300 + 2, (
+                    reasons
+                )
 
                 upstreams["mid"].delay = 0.5  # past the objective
                 deadline = time.monotonic() + 30

@@ -26,7 +26,9 @@ The request path never waits on Redis for it:
   for streams' time to first token. ``quantiles()`` reads a percentile (the p95 of the
   ``cost-slo`` strategy and of hedging) from the *most recent* seconds that together
   hold at least ``recent`` samples, so it follows a change within the seconds those
-  samples take, in both directions, instead of averaging the whole window.
+  samples take, in both directions, instead of averaging the whole window; and the same
+  percentile of the samples before those (``previous_ms``, a second apart), so a caller
+  can tell a lasting change from a moment's stall.
 - The same round trip carries other per-process live counts that registered with
   ``carry`` (the in-flight counts of ``least-busy``, routing/inflight.py).
 
@@ -74,13 +76,28 @@ class LiveStat:
     errors: int
 
 
+# Seconds left out between a percentile's two reads (``LiveQuantile.previous_ms``): one
+# short stall - a CPU-starved process answering late on every request it has in flight -
+# lands in one second, or two adjacent ones, so it can never be in both reads.
+PREVIOUS_READ_GAP_SECONDS = 1
+
+
 @dataclass(frozen=True, slots=True)
 class LiveQuantile:
-    """A percentile of the most recent samples of one deployment, and how many it rests on."""
+    """A percentile of the most recent samples of one deployment, and how many it rests on.
+
+    ``previous_ms`` is the same percentile of the samples before those, from seconds at
+    least ``PREVIOUS_READ_GAP_SECONDS`` older than the oldest second of the first read
+    (as many samples again when the window has them): a figure that is high in both
+    reads has been high for more than a moment (``cost-slo`` leaves a deployment only
+    then). None when the window holds nothing older.
+    """
 
     ms: float
     samples: int  # samples the percentile was read from (the newest seconds)
     window_samples: int  # samples in the whole window
+    previous_ms: float | None = None
+    previous_samples: int = 0  # samples the previous read rests on
 
 
 def _new_bucket() -> list[Any]:
@@ -265,22 +282,30 @@ class LiveLatency:
                                 counts[index] = counts.get(index, 0) + count
         result: dict[str, LiveQuantile] = {}
         for deployment, by_second in per_second.items():
-            histogram = Histogram()
-            used = 0
-            total = sum(sum(second_counts.values()) for second_counts in by_second.values())
-            if not total:
-                continue
+            newest, previous = Histogram(), Histogram()
+            total = 0
+            oldest_used: int | None = None  # the oldest second of the newest read, once it holds ``recent``
             for second in sorted(by_second, reverse=True):
                 second_counts = by_second[second]
-                if not second_counts:
+                count = sum(second_counts.values())
+                if not count:
                     continue
-                histogram.merge([index, count] for index, count in second_counts.items())
-                used += sum(second_counts.values())
-                if used >= recent:
-                    break
-            value = histogram.percentile(q)
+                total += count
+                if oldest_used is None:
+                    newest.merge(second_counts.items())
+                    if newest.total >= recent:
+                        oldest_used = second
+                elif previous.total < recent and second < oldest_used - PREVIOUS_READ_GAP_SECONDS:
+                    previous.merge(second_counts.items())
+            value = newest.percentile(q)
             if value is not None:
-                result[deployment] = LiveQuantile(ms=value, samples=used, window_samples=total)
+                result[deployment] = LiveQuantile(
+                    ms=value,
+                    samples=newest.total,
+                    window_samples=total,
+                    previous_ms=previous.percentile(q),
+                    previous_samples=previous.total,
+                )
         return result
 
     def stats(self) -> dict[str, tuple[float, int]]:
