@@ -82,12 +82,24 @@ class KeyCache:
         self._prefixes: frozenset[str] | None = None
         self._generation = 0
         self._lock = threading.Lock()
+        # One load at a time per prefix (and one of the prefix set): when the cache was just
+        # cleared, every request in flight misses at once, and each would open a database
+        # connection of its own (connections are per greenlet and closed after the request).
+        self._flights: dict[str, threading.Lock] = {}
 
     def clear(self) -> None:
         with self._lock:
             self._generation += 1
             self._entries = {}
             self._prefixes = None
+            self._flights = {}
+
+    def _flight(self, name: str) -> threading.Lock:
+        with self._lock:
+            lock = self._flights.get(name)
+            if lock is None:
+                lock = self._flights[name] = threading.Lock()
+            return lock
 
     def _load_prefixes(self) -> frozenset[str]:
 
@@ -135,17 +147,24 @@ class KeyCache:
         """The key with this prefix; None when there is none (with no query once the prefixes are loaded)."""
         prefixes = self._prefixes
         if prefixes is None:
-            prefixes = self._load_prefixes()
+            with self._flight(""):  # "" is no prefix: the prefix set's own flight
+                prefixes = self._prefixes
+                if prefixes is None:
+                    prefixes = self._load_prefixes()
         if prefix not in prefixes:
             return None
         entries = self._entries
         if prefix in entries:
             return entries[prefix]
-        generation = self._generation
-        info = self._load(prefix)
-        with self._lock:
-            if generation == self._generation:
-                self._entries[prefix] = info
+        with self._flight(prefix):
+            entries = self._entries
+            if prefix in entries:  # loaded by the request this one waited for
+                return entries[prefix]
+            generation = self._generation
+            info = self._load(prefix)
+            with self._lock:
+                if generation == self._generation:
+                    self._entries[prefix] = info
         return info
 
     def authenticate(self, raw_key: str) -> KeyInfo:

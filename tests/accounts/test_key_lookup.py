@@ -107,3 +107,43 @@ def test_a_load_that_raced_a_change_is_not_kept(db: None, issue_key: Any) -> Non
     finally:
         del ClientKey.objects.values_list
     assert key_cache._prefixes is None  # not kept: the next lookup reads again
+
+
+def test_requests_that_miss_together_share_one_load(db: None, issue_key: Any) -> None:
+    """After a configuration change every request in flight misses the cache at once; they
+    wait for one load instead of each opening a database connection (docs/scaling.md)."""
+    import threading
+    import time
+
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    key, _secret = issue_key()
+    key_cache.clear()
+    opened: list[int] = []
+
+    def slow_connect(sender: Any, **kwargs: Any) -> None:  # a busy database: connecting takes a while
+        opened.append(threading.get_ident())
+        time.sleep(0.2)
+
+    start = threading.Barrier(20)
+    found: list[Any] = []
+
+    def request() -> None:
+        start.wait()
+        try:
+            found.append(key_cache.lookup(key.prefix))
+        finally:
+            connection.close()
+
+    connection_created.connect(slow_connect)
+    try:
+        threads = [threading.Thread(target=request) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        connection_created.disconnect(slow_connect)
+    assert len(found) == 20 and all(info is not None and info.id == key.id for info in found)
+    assert len(opened) <= 2  # the prefix set's load and the key's: not one per request

@@ -22,7 +22,7 @@ from routing.config.snapshot import DeploymentInfo
 from routing.strategies.latency import LatencyStrategy
 from tests.fakes.http_server import Received, Reply
 from tests.fakes.openai_server import FakeOpenAI
-from usage.latency.live import LiveLatency
+from usage.latency.live import FULL_READ_EVERY, RECENT_SECONDS, LiveLatency
 
 
 class MovableClock(Clock):
@@ -131,6 +131,77 @@ def test_redis_outage_keeps_local_observations(clock: MovableClock, conf: dict[s
     other.sync_now()
     assert other.stats()["a"] == (50.0, 1)
     assert live.stats()["a"] == (50.0, 1)
+
+
+class CountingClient:
+    """The real Redis client; counts the HGETALLs its pipelines send."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.hgetalls = 0
+
+    def pipeline(self, **kwargs: Any) -> Any:
+        pipe = self.client.pipeline(**kwargs)
+        hgetall = pipe.hgetall
+
+        def counted(name: str) -> Any:
+            self.hgetalls += 1
+            return hgetall(name)
+
+        pipe.hgetall = counted
+        return pipe
+
+
+def test_sync_reads_the_whole_window_only_every_few_seconds(
+    clock: MovableClock, conf: dict[str, Any], redis_client: Any
+) -> None:
+    """An idle process re-reads the recent seconds each sync, not the whole window (docs/scaling.md)."""
+    client = CountingClient(redis_client)
+    reader = LiveLatency(client_factory=lambda: client, background=False)
+    writer = LiveLatency(background=False)
+    writer.observe("a", 100.0, True)
+    writer.sync_now()
+    reader.sync_now()  # the first sync reads the whole window
+    assert client.hgetalls == conf["LATENCY_WINDOW_SECONDS"]
+    assert reader.stats()["a"] == (100.0, 1)
+
+    clock.advance(20)  # that second is now older than the recent ones: kept as read, not read again
+    client.hgetalls = 0
+    reader.sync_now()
+    assert client.hgetalls == RECENT_SECONDS
+    assert reader.stats()["a"] == pytest.approx((100.0, 1))
+
+    # a process whose sync stalled pushes a second that is no longer recent: seen at the next whole read
+    late = LiveLatency(background=False)
+    late.sync_now()
+    late.observe("a", 300.0, True)
+    clock.advance(20)
+    late.sync_now()
+    assert late.stats()["a"][1] == 2  # its own late push is read back at once, with the recent seconds
+    syncs = 1
+    while reader.stats()["a"][1] == 1:
+        reader.sync_now()
+        syncs += 1
+        assert syncs <= FULL_READ_EVERY
+    assert reader.stats()["a"][1] == 2
+
+    clock.advance(conf["LATENCY_WINDOW_SECONDS"])  # seconds kept from earlier reads leave with the window
+    reader.sync_now()
+    assert reader.stats() == {}
+
+
+def test_failed_sync_reads_the_whole_window_next(clock: MovableClock, conf: dict[str, Any], redis_client: Any) -> None:
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    client: list[Any] = [CountingClient(redis_client)]
+    live = LiveLatency(client_factory=lambda: client[0], background=False)
+    live.sync_now()
+    live.sync_now()
+    client[0] = down
+    with pytest.raises(redis.ConnectionError):
+        live.sync_now()
+    counting = client[0] = CountingClient(redis_client)
+    live.sync_now()
+    assert counting.hgetalls == conf["LATENCY_WINDOW_SECONDS"]
 
 
 def deployment(name: str, priority: int = 0) -> DeploymentInfo:

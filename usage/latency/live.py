@@ -9,7 +9,14 @@ The request path never waits on Redis for it:
   again after a fork, syncs once a second in one pipeline: it adds this process's new
   aggregates to the shared per-second hashes ``gw:lat:{epoch_second}`` (fields
   ``s|{deployment}``, ``n|{deployment}``, ``e|{deployment}``, HINCRBY, with EXPIRE) and
-  reads back the whole window for every deployment, from every process.
+  reads back what other processes may have changed since: the last ``RECENT_SECONDS``
+  seconds (and any older second this process just pushed to), the whole window only
+  every ``FULL_READ_EVERY`` syncs and after a failed one. Processes push a second within
+  about a second of it, so older seconds are final; a process whose sync failed or
+  stalled pushes late, and the others see that at their next whole read (at most
+  ``FULL_READ_EVERY`` seconds later). Reading the whole 60-second window every second was
+  60 HGETALLs per process per second, most of Redis' work for an idle process
+  (docs/scaling.md, "How many processes one Redis and one Postgres carry").
 - ``stats()`` combines the last view read back with what this process observed since,
   as a time-decayed mean: a second ``age`` seconds old weighs ``0.5 ** (age /
   half_life)``, seconds older than the window do not count. A failed attempt counts as
@@ -52,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "gw:lat:"
 SYNC_INTERVAL_SECONDS = 1.0
+RECENT_SECONDS = 5  # seconds read back at every sync: where the other processes' pushes land
+FULL_READ_EVERY = 10  # syncs between reads of the whole window (late pushes)
 
 # deployment -> epoch second -> [sum of successful microseconds, successes, failures, histogram counts]
 # histogram counts: "h{bucket}" (whole answers) / "t{bucket}" (streams' first token) -> count
@@ -160,6 +169,7 @@ class LiveLatency:
         self._remote: Buckets = {}  # the window as last read back (all processes, this one included)
         self._remote_totals: dict[str, _Totals] = {}
         self._remote_second: int | None = None
+        self._syncs = 0  # successful syncs since the last read of the whole window (0: read it next)
         self._sync_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._passengers: list[Passenger] = []
@@ -327,7 +337,14 @@ class LiveLatency:
         for key in keys:
             pipe.expire(key, window + 10)
         first = now_second - window + 1
-        for second in range(first, now_second + 1):
+        full = self._syncs % FULL_READ_EVERY == 0
+        if full:
+            seconds_read = list(range(first, now_second + 1))
+        else:  # the recent seconds, and older ones this process just pushed to (its own late push)
+            pushed = {int(key[len(KEY_PREFIX) :]) for key in keys}
+            recent = range(max(first, now_second - RECENT_SECONDS + 1), now_second + 1)
+            seconds_read = sorted(pushed.union(recent))
+        for second in seconds_read:
             pipe.hgetall(f"{KEY_PREFIX}{second}")
 
         shared = [(passenger, passenger.contribute(pipe, now_second)) for passenger in self._passengers]
@@ -338,6 +355,7 @@ class LiveLatency:
             with self._lock:  # keep what was not pushed for the next attempt
                 _merge(self._local, self._inflight)
                 self._inflight = {}
+                self._syncs = 0  # others may have pushed late meanwhile: read the whole window next
             raise
         if shared_commands:
             tail = replies[-shared_commands:]
@@ -346,7 +364,7 @@ class LiveLatency:
                 passenger.absorb(tail[:count], now_second)
                 tail = tail[count:]
         remote: Buckets = {}
-        for second, fields in zip(range(first, now_second + 1), replies[-window:], strict=True):
+        for second, fields in zip(seconds_read, replies[len(replies) - len(seconds_read) :], strict=True):
             for raw_field, raw_value in fields.items():
                 kind, _, deployment = raw_field.decode().partition("|")
                 bucket = remote.setdefault(deployment, {}).get(second)
@@ -356,10 +374,17 @@ class LiveLatency:
                     bucket["sne".index(kind)] += int(raw_value)
                 elif kind[:1] in ("h", "t"):
                     bucket[3][kind] = bucket[3].get(kind, 0) + int(raw_value)
+        if not full:  # keep the seconds not read again, as last read, within the window
+            read = set(seconds_read)
+            for deployment, seconds in self._remote.items():
+                kept = {second: bucket for second, bucket in seconds.items() if second >= first and second not in read}
+                if kept:
+                    remote.setdefault(deployment, {}).update(kept)
         with self._lock:
             self._remote = remote
             self._inflight = {}
             self._remote_second = None
+            self._syncs += 1
 
     def _after_fork(self) -> None:
         """In a forked child: no sync thread yet, locks fresh, the parent's observations dropped."""
@@ -369,6 +394,7 @@ class LiveLatency:
         self._local, self._inflight, self._remote = {}, {}, {}
         self._remote_totals = {}
         self._remote_second = None
+        self._syncs = 0
 
     def _ensure_sync(self) -> None:
         if self._thread is not None or not self._background:
@@ -398,6 +424,7 @@ class LiveLatency:
             self._local, self._inflight, self._remote = {}, {}, {}
             self._remote_totals = {}
             self._remote_second = None
+            self._syncs = 0
 
 
 live_latency = LiveLatency()
