@@ -56,7 +56,7 @@ worker: $(VENV)/.installed
 beat: $(VENV)/.installed
 	$(BIN)/celery -A gatewaysite beat --loglevel INFO --schedule var/celerybeat-schedule
 
-## bench: the benchmark, quick run (~3 min); bench-full: 30-second streams (~6 min). See docs/benchmark.md
+## bench: the benchmark, quick run (~3 min); bench-full: 8,000 concurrent streams (~8 min). See docs/benchmark.md
 bench: $(VENV)/.installed
 	bash bench/run.sh --quick
 

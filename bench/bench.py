@@ -23,14 +23,19 @@ from typing import Any
 from bench import large_bodies, peers, procs
 from bench.report import (
     STREAM_MARKER,
+    STREAM_TARGET,
     check_targets,
+    cpu_peak_percent,
+    cpu_percent,
     headline,
     parse_cpuinfo,
+    parse_gc_pauses,
     parse_marked_json,
     parse_meminfo_gib,
     parse_wrk,
     render_markdown,
     render_peers,
+    rss_slope_kb,
     summarize_collapsed,
     summarize_compare,
     summarize_peers,
@@ -231,6 +236,33 @@ def replace_block(path: Path, start: str, end: str, body: str) -> None:
         path.write_text(f"{head}{start}\n{body.strip()}\n{end}{tail}")
 
 
+def stream_load(samples: list[tuple[float, int, int]], run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The gateway worker's memory and CPU over a stream run, from its /proc samples.
+
+    ``rss_kb_per_stream``: the slope of RSS against the streams open during the ramp (what
+    one more open stream costs); ``cpu_ramp_percent`` while streams start, ``cpu_open_percent``
+    while all are open (from the end of the ramp to the first stream's end), and the busiest
+    2 seconds, in % of one core; ``timeline``: one ``[seconds, RSS MB, CPU %]`` per second.
+    """
+    started = float(run.get("started_at") or (samples[0][0] if samples else 0.0))
+    ramp, lasts = args.ramp, args.chunks * args.interval
+    timeline = []
+    previous = None
+    for t, rss, ticks in samples:
+        if previous is None or t - previous[0] >= 1.0:
+            cpu = 100 * (ticks - previous[2]) / CLK_TCK / (t - previous[0]) if previous else None
+            timeline.append([round(t - started, 1), round(rss / 1024, 1), None if cpu is None else round(cpu, 1)])
+            previous = (t, rss, ticks)
+    return {
+        "rss_before_mb": round(samples[0][1] / 1024, 1) if samples else None,
+        "rss_kb_per_stream": rss_slope_kb(samples, started=started, streams=args.streams, ramp=ramp),
+        "cpu_ramp_percent": cpu_percent(samples, CLK_TCK, start=started, end=started + ramp),
+        "cpu_open_percent": cpu_percent(samples, CLK_TCK, start=started + ramp, end=started + max(ramp, lasts)),
+        "cpu_peak_percent": cpu_peak_percent(samples, CLK_TCK),
+        "timeline": timeline,
+    }
+
+
 # --- phases -----------------------------------------------------------------------------
 
 
@@ -269,13 +301,19 @@ class Bench:
             self.services.remove(service)
 
     def gateway(
-        self, *, workers: int = 1, recording: bool = True, root: Path | None = None, upstream: bool = True
+        self,
+        *,
+        workers: int = 1,
+        recording: bool = True,
+        root: Path | None = None,
+        upstream: bool = True,
+        env: dict[str, str] | None = None,
     ) -> tuple[procs.Service, list[int]]:
         root = root or (Path(self.args.gateway_root).resolve() if self.args.gateway_root else ROOT)
         service = self.start(
             procs.start_gateway(
                 self.args.gateway_port,
-                self.env,
+                {**self.env, **(env or {})},
                 workers=workers,
                 recording=recording,
                 log=self.logs / "gateway.log",
@@ -407,12 +445,17 @@ class Bench:
         direct["upstream_cpu_s"] = round((procs.cpu_ticks(upstream_pid) - before) / CLK_TCK, 2)
         streams["direct"] = direct
         log(f"  {direct}")
-        gateway, pids = self.gateway()
+        gateway_log = self.logs / "gateway.log"
+        log_from = gateway_log.stat().st_size if gateway_log.exists() else 0
+        gateway, pids = self.gateway(env={"GUNICORN_GC_LOG": "1"})
         log("streams through the gateway")
         before = procs.cpu_ticks(pids)
         spy = self.start_spy(pids[0], "streams", args.ramp + args.chunks * args.interval) if args.profile else None
-        with procs.RssSampler(pids, interval=0.2) as sampler:
+        upstream_before = procs.cpu_ticks(upstream_pid)
+        with procs.RssSampler(pids, interval=0.2, timeline=True) as sampler:
             through = self.stream_client(self.gateway_url)
+        through["upstream_cpu_s"] = round((procs.cpu_ticks(upstream_pid) - upstream_before) / CLK_TCK, 2)
+        through.update(stream_load(sampler.samples, through, args))
         if spy is not None:
             spy.wait(60)
             raw = RESULTS / "profile-streams.txt"
@@ -422,9 +465,12 @@ class Bench:
         through["gateway_cpu_s"] = round((procs.cpu_ticks(pids) - before) / CLK_TCK, 2)
         through["peak_rss_mb"] = sampler.peak_mb
         through["vm_hwm_mb"] = round(max(procs.rss_kb(p).get("VmHWM", 0) for p in pids) / 1024, 1)
-        streams["gateway"] = through
-        log(f"  {through}")
         self.stop(gateway)
+        with gateway_log.open("rb") as handle:
+            handle.seek(log_from)
+            through.update(parse_gc_pauses(handle.read().decode(errors="replace")))
+        streams["gateway"] = through
+        log(f"  { ({k: v for k, v in through.items() if k != 'timeline'}) }")
         self.stop(upstream)
         self.results["streams"] = streams
         drain_usage()
@@ -702,14 +748,16 @@ class Bench:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Gateway benchmark (see docs/benchmark.md).")
     parser.add_argument(
-        "--quick", action="store_true", help="short runs: 3 s per HTTP run, 10-second streams started over 8 s"
+        "--quick",
+        action="store_true",
+        help="short runs: 3 s per HTTP run, 2,000 streams of 10 s started over 8 s",
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (10; quick 3)")
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--streams", type=int, default=2000)
-    parser.add_argument("--chunks", type=int, help="chunks per stream (60; quick 20)")
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between chunks")
-    parser.add_argument("--ramp", type=float, help="seconds over which the streams start (10; quick 8)")
+    parser.add_argument("--streams", type=int, help="concurrent streams (8,000; quick 2,000)")
+    parser.add_argument("--chunks", type=int, help="chunks per stream (30; quick 20)")
+    parser.add_argument("--interval", type=float, help="seconds between chunks (2; quick 0.5)")
+    parser.add_argument("--ramp", type=float, help="seconds over which the streams start (20; quick 8)")
     parser.add_argument("--strategies", default="", help="comma-separated; default: every registered strategy")
     parser.add_argument(
         "--phases",
@@ -740,10 +788,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
+    # The full run holds the stream target: 8,000 streams open together in one process,
+    # 4,000 chunks per second in all (docs/benchmark.md, "Concurrent streams").
+    if args.streams is None:
+        args.streams = 2000 if args.quick else STREAM_TARGET
     if args.chunks is None:
-        args.chunks = 20 if args.quick else 60
+        args.chunks = 20 if args.quick else 30
+    if args.interval is None:
+        args.interval = 0.5 if args.quick else 2.0
     if args.ramp is None:
-        args.ramp = 8.0 if args.quick else 10.0
+        args.ramp = 8.0 if args.quick else 20.0
     args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     if args.peers:
         args.phases.add("peers")
@@ -751,7 +805,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    Bench(parse_args(argv)).run()
+    args = parse_args(argv)
+    limit = procs.raise_open_files()  # inherited by every process the benchmark starts
+    needed = 2 * args.streams + 256 if "streams" in args.phases else 0  # the gateway's: client + upstream
+    if limit < needed:
+        log(f"open-file limit {limit} is below the {needed} one gateway process needs for {args.streams} streams")
+    Bench(args).run()
     return 0
 
 

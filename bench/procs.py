@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -18,6 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+
+
+def raise_open_files() -> int:
+    """Raise this process's open-file limit (``RLIMIT_NOFILE``) to its hard limit; returns the
+    new soft limit. Children inherit it: the benchmark calls this before starting anything.
+    Each stream holds a descriptor in the client, two in the gateway (client and upstream)
+    and one in the upstream."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
 
 
 def wait_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
@@ -168,19 +182,31 @@ def cpu_ticks(pids: list[int]) -> int:
 
 
 class RssSampler:
-    """Samples VmRSS of the given processes every ``interval`` seconds; keeps the peak."""
+    """Samples VmRSS of the given processes every ``interval`` seconds; keeps the peak.
 
-    def __init__(self, pids: list[int], interval: float = 0.1) -> None:
+    With ``timeline`` it also keeps every sample as ``(wall-clock time, RSS kB summed over
+    the processes, CPU ticks summed)``: memory against the streams open, CPU per second
+    (``bench.report.rss_slope_kb`` and ``cpu_percent``).
+    """
+
+    def __init__(self, pids: list[int], interval: float = 0.1, *, timeline: bool = False) -> None:
         self.pids = pids
         self.interval = interval
         self.peak_kb = 0
+        self.timeline = timeline
+        self.samples: list[tuple[float, int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            total = 0
             for pid in self.pids:
-                self.peak_kb = max(self.peak_kb, rss_kb(pid).get("VmRSS", 0))
+                rss = rss_kb(pid).get("VmRSS", 0)
+                self.peak_kb = max(self.peak_kb, rss)
+                total += rss
+            if self.timeline:
+                self.samples.append((time.time(), total, cpu_ticks(self.pids)))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RssSampler:

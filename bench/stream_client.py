@@ -28,6 +28,7 @@ from urllib.parse import urlsplit  # noqa: E402
 import gevent  # noqa: E402
 import orjson  # noqa: E402
 
+from bench.procs import raise_open_files  # noqa: E402
 from bench.report import summarize_streams  # noqa: E402
 
 
@@ -38,6 +39,7 @@ class StreamOutcome:
     ttft_ms: float | None = None
     duration_ms: float = 0.0
     events: int = 0
+    max_gap_ms: float = 0.0  # the longest wait between two reads that brought events
 
 
 def build_request(host: str, port: int, path: str, key: str, model: str) -> bytes:
@@ -75,9 +77,16 @@ def one_stream(host: str, port: int, request: bytes, timeout: float, state: dict
         ttft = None
         events = 0
         tail = b""
+        last = 0.0
+        max_gap = 0.0
         while True:
-            if ttft is None and b"data:" in body:
-                ttft = (time.perf_counter() - sent) * 1000
+            if b"data:" in body:
+                now = time.perf_counter()
+                if ttft is None:
+                    ttft = (now - sent) * 1000
+                else:
+                    max_gap = max(max_gap, now - last)
+                last = now
             if body:
                 scan = tail + body
                 events += body.count(b"data:")
@@ -89,7 +98,7 @@ def one_stream(host: str, port: int, request: bytes, timeout: float, state: dict
             body = sock.recv(65536)
             if not body:
                 return StreamOutcome(False, "cut_short", ttft, (time.perf_counter() - sent) * 1000, events)
-        return StreamOutcome(True, "", ttft, (time.perf_counter() - sent) * 1000, events)
+        return StreamOutcome(True, "", ttft, (time.perf_counter() - sent) * 1000, events, max_gap * 1000)
     except TimeoutError:
         return StreamOutcome(False, "timeout", duration_ms=(time.perf_counter() - started) * 1000)
     except OSError as exc:
@@ -105,6 +114,7 @@ def run(url: str, streams: int, ramp: float, key: str, model: str, timeout: floa
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
     request = build_request(host, port, path, key, model)
     state = {"open": 0, "peak": 0}
+    started_at = time.time()
     begin = time.perf_counter()
 
     def delayed(index: int) -> StreamOutcome:
@@ -125,10 +135,14 @@ def run(url: str, streams: int, ramp: float, key: str, model: str, timeout: floa
         ttft_ms=[o.ttft_ms for o in outcomes if o.ttft_ms is not None],
         duration_ms=[o.duration_ms for o in outcomes if o.ok],
         events=[o.events for o in outcomes if o.ok],
+        max_gap_ms=[o.max_gap_ms for o in outcomes if o.ok],
     )
+    summary["started_at"] = round(started_at, 3)  # wall clock: lines the run up with /proc samples
     summary["wall_s"] = round(time.perf_counter() - begin, 3)
     summary["peak_open"] = state["peak"]
-    summary["client_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    summary["client_max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    summary["client_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     return summary
 
 
@@ -141,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="bench-stream")
     parser.add_argument("--timeout", type=float, default=120.0, help="socket timeout per read")
     args = parser.parse_args(argv)
+    raise_open_files()
     summary = run(args.url, args.streams, args.ramp, args.key, args.model, args.timeout)
     sys.stdout.write("STREAM_JSON " + orjson.dumps(summary).decode() + "\n")
     return 0

@@ -5,6 +5,10 @@
 ``--first-delay``), then a usage chunk and ``[DONE]``. Keep-alive connections are
 served request after request. Anything else gets a 404.
 
+``--gate N`` holds every stream before its first byte until N streams are waiting at
+once, then lets them all go (what a test uses to show that a proxy holds N streams
+together); past ``--gate-timeout`` seconds without N, the waiting ones get a 503.
+
     python -m bench.stream_upstream --port 18091 --chunks 60 --interval 0.5
 """
 
@@ -20,7 +24,10 @@ import sys  # noqa: E402
 
 import gevent  # noqa: E402
 import orjson  # noqa: E402
+from gevent.event import Event  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
+
+from bench.procs import raise_open_files  # noqa: E402
 
 
 def chunk(payload: bytes) -> bytes:
@@ -80,10 +87,40 @@ def read_request(sock, buffer: bytes) -> tuple[bytes, bytes, bytes] | None:
     return lines[0], rest[:length], rest[length:]
 
 
-def make_handler(events: list[bytes], interval: float, first_delay: float):
+UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 66\r\n"
+    b'Connection: keep-alive\r\n\r\n{"error": {"message": "gate not reached", "type": "server_error"}}'
+)
+
+
+class Gate:
+    """Opens when ``size`` streams wait at once; ``size`` 0 is always open."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.size = size
+        self.timeout = timeout
+        self.waiting = 0
+        self.opened = Event()
+        if size <= 0:
+            self.opened.set()
+
+    def wait(self) -> bool:
+        if self.opened.is_set():
+            return True
+        self.waiting += 1
+        if self.waiting >= self.size:
+            print(f"gate open: {self.waiting} streams waiting together", file=sys.stderr, flush=True)
+            self.opened.set()
+        opened = self.opened.wait(self.timeout)
+        self.waiting -= 1
+        return bool(opened)
+
+
+def make_handler(events: list[bytes], interval: float, first_delay: float, gate: Gate | None = None):
     encoded = [chunk(e) for e in events]
     content = encoded[:-3]
     tail = b"".join(encoded[-3:]) + b"0\r\n\r\n"
+    gate = gate or Gate(0, 0.0)
 
     def handle(sock, address) -> None:
         buffer = b""
@@ -95,6 +132,9 @@ def make_handler(events: list[bytes], interval: float, first_delay: float):
                 line, _body, buffer = request
                 if not line.startswith(b"POST /v1/chat/completions"):
                     sock.sendall(NOT_FOUND)
+                    continue
+                if not gate.wait():
+                    sock.sendall(UNAVAILABLE)
                     continue
                 if first_delay:
                     gevent.sleep(first_delay)
@@ -118,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=60)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--first-delay", type=float, default=0.0)
+    parser.add_argument("--gate", type=int, default=0, help="hold streams until this many wait at once")
+    parser.add_argument("--gate-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
-    handler = make_handler(sse_events(args.chunks), args.interval, args.first_delay)
+    raise_open_files()
+    gate = Gate(args.gate, args.gate_timeout)
+    handler = make_handler(sse_events(args.chunks), args.interval, args.first_delay, gate)
     server = StreamServer((args.host, args.port), handler, backlog=8192)
     gevent.signal_handler(signal.SIGTERM, server.stop)
     print(f"stream upstream on {args.host}:{args.port}", file=sys.stderr, flush=True)

@@ -7,10 +7,17 @@ serves. Environment:
 - ``PORT`` (8084) and ``HOST`` (0.0.0.0), or ``GUNICORN_BIND`` (e.g. ``unix:/run/gw.sock``).
 - ``WEB_CONCURRENCY``: worker processes. Default: one per CPU when ``REDIS_URL`` is set;
   one in the embedded default, whose counters live in the process.
-- ``GUNICORN_WORKER_CONNECTIONS`` (10000): simultaneous clients per worker.
+- ``GUNICORN_WORKER_CONNECTIONS`` (10000): simultaneous clients per worker. A stream
+  holds two descriptors in its worker (the client's and the upstream's); the master
+  raises its open-file limit to the hard limit at start and the workers inherit it
+  (``on_starting``), and warns when that limit is below what the connections need.
+- ``GUNICORN_BACKLOG`` (4096): the listen queue (the kernel caps it at
+  ``net.core.somaxconn``).
 - ``GUNICORN_KEEPALIVE`` (75 s): idle keep-alive; above a load balancer's idle timeout.
-- ``GUNICORN_GC_THRESHOLD`` (``700,10,1000``) and ``GUNICORN_GC_FULL_SECONDS`` (30):
-  garbage collection (see ``post_worker_init``).
+- ``GUNICORN_GC_THRESHOLD`` (``700,10,1000``), ``GUNICORN_GC_FULL_SECONDS`` (30) and
+  ``GUNICORN_GC_FULL_SHARE`` (0.005): garbage collection (see ``post_worker_init``);
+  ``GUNICORN_GC_LOG``: 1 logs every full collection and every younger one of 5 ms or
+  more, with its duration (the benchmark's stream phase reads them).
 - ``GUNICORN_ACCESS_LOG``: 1 writes the access log to stdout (off by default: it costs
   throughput); ``GUNICORN_LOG_LEVEL`` (info).
 - ``GUNICORN_LIMIT_REQUEST_LINE`` (8190 bytes), ``GUNICORN_LIMIT_REQUEST_FIELDS`` (100
@@ -76,17 +83,48 @@ def _gc_thresholds() -> tuple[int, int, int]:
     return 700, 10, 1000
 
 
-def _full_collections(interval: float) -> None:
+def next_full_collection(interval: float, share: float, cost: float) -> float:
+    """Seconds to the next timed full collection: ``interval``, or longer when the last one
+    cost more than ``share`` of that time (``cost``: its CPU seconds), so that full
+    collections never take more than ``share`` of the worker."""
+    return max(interval, cost / share) if share > 0 else interval
+
+
+def _full_collections(interval: float, share: float) -> None:
     import gc
     import time
 
+    wait = interval
     while True:
-        time.sleep(interval)  # cooperative under the gevent worker
+        time.sleep(wait)  # cooperative under the gevent worker
+        started = time.thread_time()  # the hub's thread: nothing else runs during the collection
         gc.collect()
+        wait = next_full_collection(interval, share, time.thread_time() - started)
+
+
+def _raise_open_files() -> tuple[int, int]:
+    """Raise the open-file limit (``RLIMIT_NOFILE``) to the hard limit; returns (soft, hard).
+
+    Soft limits are often 1,024 while hard limits are far higher, and a worker holding
+    thousands of streams needs two descriptors per stream. The hard limit itself is the
+    system's (``ulimit -Hn``, systemd's ``LimitNOFILE``, a container's ``--ulimit``).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # kept as it was; the warning below says what follows
+    return soft, hard
 
 
 def on_starting(server: object) -> None:
-    """Empty the metrics directory: counters start from zero with the server (docs/observability.md).
+    """Raise the open-file limit (inherited by the workers), and empty the metrics directory:
+    counters start from zero with the server (docs/observability.md).
 
     Each worker writes its sums to a file there; files of exited workers are kept (and
     still counted) until the next start.
@@ -94,11 +132,65 @@ def on_starting(server: object) -> None:
     import shutil
     from pathlib import Path
 
+    soft, _hard = _raise_open_files()
+    needed = 2 * worker_connections  # a stream's client and upstream connections
+    if soft < needed:
+        server.log.warning(  # type: ignore[attr-defined]  # gunicorn's Arbiter
+            "open-file limit %d is below the %d descriptors %d connections per worker may need "
+            "(two per stream); raise the hard limit (ulimit -Hn, LimitNOFILE)",
+            soft,
+            needed,
+            worker_connections,
+        )
+
     var_dir = os.environ.get("GATEWAY_VAR_DIR") or str(Path(__file__).resolve().parent.parent / "var")
     directory = Path(os.environ.get("GATEWAY_METRICS_DIR") or Path(var_dir) / "metrics")
     if directory.is_dir():
         shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
+
+
+GC_LOG_MS = 5.0  # GUNICORN_GC_LOG: shorter young collections are not logged
+
+
+def _log_collections() -> None:
+    """Log collections as ``gc pause: generation G, N ms, C ms CPU, K collected`` (gunicorn's
+    error log), full ones with the objects they traversed. The CPU time is the collector's
+    own; the wall time also counts what other processes took from this one meanwhile."""
+    import gc
+    import logging
+    import time
+
+    logger = logging.getLogger("gunicorn.error")
+    began = [0.0, 0.0]
+    tracked = [0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            if info["generation"] == 2:
+                tracked[0] = len(gc.get_objects())  # not frozen ones: those the collection skips
+            began[:] = time.perf_counter(), time.thread_time()
+            return
+        took = (time.perf_counter() - began[0]) * 1000
+        cpu = (time.thread_time() - began[1]) * 1000
+        if info["generation"] == 2:
+            logger.warning(
+                "gc pause: generation 2, %.1f ms, %.1f ms CPU, %d collected, %d objects",
+                took,
+                cpu,
+                info["collected"],
+                tracked[0],
+            )
+        elif took >= GC_LOG_MS:
+            logger.warning(
+                "gc pause: generation %d, %.1f ms, %.1f ms CPU, %d collected",
+                info["generation"],
+                took,
+                cpu,
+                info["collected"],
+            )
+
+    gc.callbacks.append(callback)
 
 
 def post_worker_init(worker: object) -> None:
@@ -116,6 +208,14 @@ def post_worker_init(worker: object) -> None:
       other) then accumulate until a full collection, so one runs on a timer instead:
       every ``GUNICORN_GC_FULL_SECONDS`` (30; 0 turns it off), which bounds the garbage
       to 30 seconds' worth and the pauses to one per 30 seconds.
+    - A full collection's cost grows with the live objects: with 8,000 open streams
+      (1.2 million objects) one took 0.8 s of CPU, and every stream waited meanwhile.
+      So the timer also keeps full collections under ``GUNICORN_GC_FULL_SHARE`` (0.005)
+      of the worker's time: after one that took C seconds of CPU the next comes after
+      ``max(GUNICORN_GC_FULL_SECONDS, C / share)`` (0.8 s: 160 s), so a pause reaches
+      at most about that share of the streams starting. Garbage is kept longer in
+      exchange, only when the heap is large (a small heap collects in milliseconds and
+      keeps the 30 s).
     Measured in docs/benchmark.md.
 
     Also: gunicorn's per-request work without repeated costs (``gatewaysite/gunicorn_worker.py``).
@@ -129,6 +229,9 @@ def post_worker_init(worker: object) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_gc_thresholds())
+    if _flag("GUNICORN_GC_LOG"):
+        _log_collections()
     interval = float(os.environ.get("GUNICORN_GC_FULL_SECONDS", "30") or 0)
+    share = float(os.environ.get("GUNICORN_GC_FULL_SHARE", "0.005") or 0)
     if interval > 0:
-        threading.Thread(target=_full_collections, args=(interval,), name="gc-full", daemon=True).start()
+        threading.Thread(target=_full_collections, args=(interval, share), name="gc-full", daemon=True).start()

@@ -1,109 +1,64 @@
-"""The pooled HTTP client every adapter uses, and server-sent-event parsing.
+"""The upstream calls every adapter makes (``post_json``, ``read_json``, ``iter_sse``), their deadlines and cancellation.
 
-urllib3 directly, not requests: the same connection pool without requests' session,
-adapter and hook layers on every call (the upstream call's share of a request's CPU is
-in docs/benchmark.md). Under gunicorn's gevent worker urllib3 is cooperative.
-
-Two costs of the general-purpose path are cut (measured in docs/benchmark.md):
-- checking a pooled connection for a hang-up before reuse is one ``poll(0)`` system
-  call on the real ``select.poll``; gevent's cooperative ``poll`` sets up watchers and a
-  timeout for what cannot block (about a tenth of a request's CPU otherwise);
-- each URL's connection pool and request path are looked up once, not parsed and
-  normalized by the ``PoolManager`` on every call.
+The wire is providers/http1.py: a lean keep-alive HTTP/1.1 client with a pool of
+connections per upstream origin (one ``send`` per request of a header block prebuilt
+per URL and headers; status line and headers parsed with bytes and string operations).
+It replaced urllib3 + ``http.client``, the largest single cost of a request in the
+profile (docs/benchmark.md). Under gunicorn's gevent worker its sockets are gevent's.
+Proxies are not supported and redirects are not followed (a 3xx is an upstream error),
+as before with urllib3's pool.
 
 Deadlines. ``read_timeout`` bounds one read from the socket, so an upstream sending a
 byte every half second would hold a request for ever. On top of it, each provider has
 a deadline for a whole non-streaming response (``response_timeout``), for a stream's
 first event (``first_chunk_timeout``) and between two stream events
 (``stream_idle_timeout``). They are enforced the same way under gevent and under plain
-threads: before every read the socket timeout is set to what is left of the deadline
-(never more than ``read_timeout``), and the deadline is checked after every read. The
-status line and headers are read by ``http.client`` in many small reads; under gevent a
-``gevent.Timeout`` also bounds that phase as a whole. A deadline that passes raises
+threads: before every socket read (the status line and headers included) the socket
+timeout is set to what is left of the deadline (never more than ``read_timeout``), and
+the deadline is checked after every read. A deadline that passes raises
 ``UpstreamError`` 504 ``upstream_timeout`` (retryable: the next deployment is tried if
 nothing reached the client yet) and closes the connection: it is never reused.
 
 Cancellation (hedged requests, routing/services/hedging.py). An attempt run inside a
 ``CancelScope`` (``with cancel_scope(scope):``) has every connection it takes from a
-pool registered there; ``scope.cancel()``, from another greenlet or thread, shuts those
-sockets down, which wakes the attempt's blocked read with an error. Its connection is
-then closed by urllib3 / ``read_body`` / ``iter_sse`` like any broken one, and one
-released into the pool after the cancellation is closed instead: a cancelled attempt's
-connection never goes back to the pool.
+pool (or opens) registered there; ``scope.cancel()``, from another greenlet or thread,
+shuts those sockets down, which wakes the attempt's blocked read with an error. Its
+connection is then closed like any broken one, and one released after the cancellation
+is closed instead of pooled: a cancelled attempt's connection never goes back to the pool.
+
+Errors map to ``UpstreamError`` as docs/providers.md ("Errors and retries") says: a
+timeout (connect or read) is 504 ``upstream_timeout``, a connection that cannot be
+opened is 502 ``upstream_unreachable``, a connection that breaks or an answer that is not
+HTTP is 502 ``upstream_error``; mid-stream, 502 ``upstream_truncated``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import select
 import socket
+import ssl
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
 
 from gatewaysite.clock import monotonic
 from providers.adapters.base import Target, UpstreamError, error_for_status, retry_after_seconds
+from providers.http1 import Connection, Origin, ProtocolError, Response, read_response, request_head
 
-_poll_factory: Callable[[], Any] | None = None
-_gevent_timeout: Any = None  # gevent.Timeout when this process runs under gevent's monkey patching, else False
-
-
-def _real_poll() -> Any:
-    """``select.poll()`` as the OS provides it, even when gevent has patched ``select``."""
-    global _poll_factory
-    if _poll_factory is None:
-        factory = select.poll
-        try:
-            from gevent import monkey
-
-            if monkey.is_module_patched("select"):
-                factory = monkey.get_original("select", "poll")
-        except ImportError:
-            pass
-        _poll_factory = factory
-    return _poll_factory()
-
-
-class _IdleCheck:
-    sock: Any
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]  # a mixin: urllib3's connection class comes after it
-        scope = _current_scope.get()
-        if scope is not None and scope.cancelled:  # cancelled while connecting: the socket was not there to cut
-            self.close()  # type: ignore[attr-defined]  # urllib3's connection, mixed in
-            raise AttemptCancelled("the attempt was cancelled")
-
-    @property
-    def is_connected(self) -> bool:
-        """False when the peer closed (or sent something unasked): the connection is not reusable."""
-        if self.sock is None:
-            return False
-        poller = _real_poll()
-        poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
-        return not poller.poll(0)
-
-
-class _HTTPConnection(_IdleCheck, HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_IdleCheck, HTTPSConnection):
-    pass
+__all__ = [
+    "AttemptCancelled",
+    "CancelScope",
+    "Response",
+    "cancel_scope",
+    "error_message",
+    "iter_sse",
+    "post_json",
+    "read_body",
+    "read_json",
+]
 
 
 class AttemptCancelled(ConnectionError):
@@ -111,7 +66,7 @@ class AttemptCancelled(ConnectionError):
 
 
 class CancelScope:
-    """The pooled connections one upstream attempt holds, so that another greenlet can cut them."""
+    """The connections one upstream attempt holds, so that another greenlet can cut them."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -127,7 +82,7 @@ class CancelScope:
             return True
 
     def release(self, conn: Any) -> bool:
-        """Forget ``conn`` (going back to the pool); True when it must be closed instead."""
+        """Forget ``conn`` (going back to the pool, or closed); True when it must be closed instead of pooled."""
         with self.lock:
             self._connections.discard(conn)
             return self.cancelled
@@ -162,76 +117,12 @@ def cancel_scope(scope: CancelScope) -> Iterator[CancelScope]:
         _current_scope.reset(token)
 
 
-class _ScopedPool:
-    """Registers connections taken inside a ``CancelScope``; closes those released after it was cancelled."""
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)  # type: ignore[misc]  # a mixin: urllib3's pool comes after it
-        scope = _current_scope.get()
-        if scope is not None and not scope.hold(conn):
-            conn.close()
-            self._put_conn(None)
-            raise AttemptCancelled("the attempt was cancelled")
-        return conn
-
-    def _put_conn(self, conn: Any) -> None:
-        scope = _current_scope.get()
-        if conn is not None and scope is not None and scope.release(conn):
-            conn.close()
-            conn = None
-        super()._put_conn(conn)  # type: ignore[misc]  # a mixin: urllib3's pool comes after it
-
-
-class _HTTPPool(_ScopedPool, HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(_ScopedPool, HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-# maxsize: connections kept per upstream; thousands of concurrent streams each hold one.
-_pool = urllib3.PoolManager(num_pools=64, maxsize=4096, block=False, retries=False)
-_pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-_routes: dict[str, tuple[HTTPConnectionPool, str]] = {}
-
-
-def pool() -> urllib3.PoolManager:
-    return _pool
-
-
-def _route(url: str) -> tuple[HTTPConnectionPool, str]:
-    """The connection pool and request path for ``url`` (looked up once per URL)."""
-    route = _routes.get(url)
-    if route is None or route[0].pool is None:  # unknown, or closed by the manager's LRU
-        if len(_routes) > 256:
-            _routes.clear()
-        route = (_pool.connection_from_url(url), urllib3.util.parse_url(url).request_uri)
-        _routes[url] = route
-    return route
-
-
-def _cooperative_timeout() -> Any:
-    """``gevent.Timeout`` when sockets are gevent's (the production worker), else None."""
-    global _gevent_timeout
-    if _gevent_timeout is None:
-        _gevent_timeout = False
-        try:
-            from gevent import Timeout, monkey
-
-            if monkey.is_module_patched("socket"):
-                _gevent_timeout = Timeout
-        except ImportError:
-            pass
-    return _gevent_timeout or None
-
-
 class DeadlineExceeded(TimeoutError):
     """A deadline of the gateway passed while reading from the upstream (not one read's timeout)."""
 
 
 class _Deadline:
-    """A moment by which a sequence of socket reads must be done."""
+    """A moment by which a sequence of socket reads must be done (the ``ReadGuard`` of providers/http1.py)."""
 
     __slots__ = ("at", "read_timeout", "seconds", "what")
 
@@ -252,13 +143,10 @@ class _Deadline:
             raise DeadlineExceeded(self.what)
         return left
 
-    def before_read(self, response: urllib3.BaseHTTPResponse) -> None:
+    def before_read(self, sock: socket.socket) -> None:
         """Let the next socket read wait no longer than what is left (and than ``read_timeout``)."""
         left = self.remaining()
-        connection = response.connection
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(min(self.read_timeout, left))
+        sock.settimeout(left if left < self.read_timeout else self.read_timeout)
 
     def error(self, target: Target) -> UpstreamError:
         return UpstreamError(
@@ -266,18 +154,13 @@ class _Deadline:
         )
 
 
-def _deadline_of(response: urllib3.BaseHTTPResponse) -> _Deadline | None:
-    return getattr(response, "gateway_deadline", None)
-
-
-def _transport_error(target: Target, exc: Exception) -> UpstreamError:
-    if isinstance(exc, MaxRetryError) and exc.reason is not None:
-        exc = exc.reason
-    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
+def _transport_error(target: Target, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, TimeoutError):
         return UpstreamError(f"{target.provider}: timed out", status=504, code="upstream_timeout")
-    if isinstance(exc, NewConnectionError | ConnectionError):
+    if isinstance(exc, ConnectionError):
         return UpstreamError(f"{target.provider}: could not connect", status=502, code="upstream_unreachable")
-    return UpstreamError(f"{target.provider}: connection failed ({type(exc).__name__})", status=502)
+    name = "SSLError" if isinstance(exc, ssl.SSLError) else "ProtocolError"
+    return UpstreamError(f"{target.provider}: connection failed ({name})", status=502)
 
 
 def error_message(payload: bytes) -> str:
@@ -297,46 +180,75 @@ def error_message(payload: bytes) -> str:
     return ""
 
 
+_RETRY_ON_FRESH = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError)
+
+
+def _exchange(origin: Origin, request: bytes, target: Target, deadline: _Deadline) -> Response:
+    """Send ``request`` on a pooled (else new) connection and read the response's head.
+
+    A pooled connection that turns out closed when the request is sent (the server hung up
+    after the idle check) is replaced once by a new one: nothing reached the server.
+    """
+    scope = _current_scope.get()
+    conn: Connection | None = origin.take()
+    while True:
+        reused = conn is not None
+        if conn is None:
+            timeout = deadline.remaining()
+            conn = origin.connect(target.connect_timeout if target.connect_timeout < timeout else timeout)
+        if scope is not None:
+            if not scope.hold(conn):  # cancelled before (or while connecting): nothing to cut, nothing sent
+                conn.close()
+                raise AttemptCancelled("the attempt was cancelled")
+            conn.holder = scope
+        sock = conn.sock
+        assert sock is not None  # a connection just taken or opened
+        try:
+            deadline.before_read(sock)  # sending waits no longer than a read may
+            # one send is the rule (gevent's sendall would first ask the kernel for the send buffer's size)
+            sent = sock.send(request)
+            if sent < len(request):
+                sock.sendall(memoryview(request)[sent:])
+        except TimeoutError:
+            conn.close()
+            raise
+        except OSError as exc:
+            conn.close()
+            if reused and isinstance(exc, _RETRY_ON_FRESH) and not (scope is not None and scope.cancelled):
+                conn = None
+                continue
+            raise ProtocolError(f"sending the request failed ({type(exc).__name__})") from exc
+        try:
+            return read_response(conn, deadline)
+        except BaseException:
+            conn.close()
+            raise
+
+
 def post_json(
     target: Target, url: str, payload: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool = False
-) -> urllib3.BaseHTTPResponse:
+) -> Response:
     """POST JSON; returns the response for 2xx (body not read yet), raises ``UpstreamError`` otherwise.
 
-    The response carries its deadline (``gateway_deadline``): the whole answer's for a
-    non-streaming call (``read_json`` reads the body within it), the first event's for a
-    stream (``iter_sse``).
+    The response carries its deadline (``guard``): the whole answer's for a non-streaming
+    call (``read_json`` reads the body within it), the first event's for a stream
+    (``iter_sse``).
     """
     if stream:
         deadline = _Deadline(target.first_chunk_timeout, target.read_timeout, "sent no stream event")
     else:
         deadline = _Deadline(target.response_timeout, target.read_timeout, "did not finish its answer")
-    guard = _cooperative_timeout()
-    timer = guard(deadline.seconds, DeadlineExceeded(deadline.what)) if guard is not None else None
+    route, head = request_head(url, headers, "application/json")
+    body = orjson.dumps(payload)
     try:
-        connection_pool, path = _route(url)
-        if timer is not None:
-            timer.start()
-        response = connection_pool.urlopen(
-            "POST",
-            path,
-            body=orjson.dumps(payload),
-            headers={"content-type": "application/json", **headers},
-            timeout=urllib3.Timeout(
-                connect=min(target.connect_timeout, deadline.seconds), read=min(target.read_timeout, deadline.seconds)
-            ),
-            preload_content=False,
-            redirect=False,
-            retries=False,
-            assert_same_host=False,
-        )
-    except (HTTPError, OSError) as exc:
+        response = _exchange(route.origin, b"%b%d\r\n\r\n%b" % (head, len(body), body), target, deadline)
+    except DeadlineExceeded:
+        raise deadline.error(target) from None
+    except (ProtocolError, OSError) as exc:
         if deadline.at <= monotonic():
             raise deadline.error(target) from None
         raise _transport_error(target, exc) from None
-    finally:
-        if timer is not None:
-            timer.close()
-    response.gateway_deadline = deadline  # type: ignore[attr-defined]  # the gateway's own attribute, read by _deadline_of
+    response.guard = deadline
     if response.status >= 300:
         try:
             body = read_body(target, response)
@@ -352,52 +264,46 @@ def post_json(
     return response
 
 
-def _chunks(response: urllib3.BaseHTTPResponse, deadline: _Deadline | None) -> Iterator[bytes]:
-    """The body as it arrives, each socket read waiting no longer than ``deadline`` leaves."""
-    while True:
-        if deadline is not None:
-            deadline.before_read(response)
-        chunk = response.read1(65536)
-        if not chunk:
-            return
-        yield chunk
+def _deadline_of(response: Response) -> _Deadline | None:
+    guard = response.guard
+    return guard if isinstance(guard, _Deadline) else None
 
 
-def _read_error(target: Target, deadline: _Deadline | None, exc: Exception) -> UpstreamError:
+def _read_error(target: Target, deadline: _Deadline | None, exc: BaseException) -> UpstreamError:
     """A read that failed: the deadline's 504 once it has passed, else what the transport error means."""
     if deadline is not None and deadline.at <= monotonic():
         return deadline.error(target)
     return _transport_error(target, exc)
 
 
-def read_body(target: Target, response: urllib3.BaseHTTPResponse) -> bytes:
+def read_body(target: Target, response: Response) -> bytes:
     """The whole body, read within the response's deadline; the connection goes back to the pool."""
     deadline = _deadline_of(response)
     parts: list[bytes] = []
     finished = False
     try:
-        for chunk in _chunks(response, deadline):
+        while chunk := response.read1():
             parts.append(chunk)
         finished = True
     except DeadlineExceeded:
         raise deadline.error(target) from None  # type: ignore[union-attr]  # only a deadline raises DeadlineExceeded
-    except (HTTPError, OSError) as exc:
+    except (ProtocolError, OSError) as exc:
         raise _read_error(target, deadline, exc) from None
     finally:
         if not finished:  # unread data, or a stalled peer: the connection is closed, never reused
             response.close()
         response.release_conn()
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def read_json(target: Target, response: urllib3.BaseHTTPResponse) -> Any:
+def read_json(target: Target, response: Response) -> Any:
     try:
         return orjson.loads(read_body(target, response))
     except orjson.JSONDecodeError:
         raise UpstreamError(f"{target.provider}: answered with invalid JSON", status=502) from None
 
 
-def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tuple[str | None, bytes]]:
+def iter_sse(target: Target, response: Response) -> Iterator[tuple[str | None, bytes]]:
     """Yield ``(event, data)`` for each server-sent event of a streaming response.
 
     The first event must come within the provider's ``first_chunk_timeout`` of the
@@ -410,8 +316,8 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
     data_lines: list[bytes] = []
     finished = False
     try:
-        for chunk in _chunks(response, deadline):
-            buffer += chunk
+        while chunk := response.read1():
+            buffer = buffer + chunk if buffer else chunk
             while True:
                 newline = buffer.find(b"\n")
                 if newline < 0:
@@ -434,7 +340,7 @@ def iter_sse(target: Target, response: urllib3.BaseHTTPResponse) -> Iterator[tup
         finished = True
     except DeadlineExceeded:
         raise deadline.error(target) from None  # type: ignore[union-attr]  # only a deadline raises DeadlineExceeded
-    except (HTTPError, OSError, ProtocolError) as exc:
+    except (ProtocolError, OSError) as exc:
         error = _read_error(target, deadline, exc)
         if error.status != 504:  # the connection broke mid-stream: the answer is cut short
             error = UpstreamError(

@@ -22,6 +22,7 @@ same to the last decimal as summing the records (docs/scaling.md).
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -358,40 +359,70 @@ def detail_rows(records: QuerySet[UsageRecord]) -> Iterator[tuple[Any, ...]]:
     return records.order_by("created_at", "id").values_list(*DETAIL_FIELDS).iterator(chunk_size=CHUNK_SIZE)
 
 
+_CREATED_AT = DETAIL_FIELDS.index("created_at")
+_COST = DETAIL_FIELDS.index("cost_usd")
+_EXPORT_BATCH = 1000  # rows per chunk of the streamed response
+
+
+def _detail_values(row: tuple[Any, ...], *, iso: bool = True) -> list[Any]:
+    """A record's export values: the two columns that need it formatted, the others as they are.
+
+    ``created_at`` is never null, ``cost_usd`` is the only ``Decimal`` (``format_usd``; null
+    stays null: an empty CSV cell, JSON ``null``); ``csv`` writes ``None`` as an empty cell.
+    Converting by position, not by type per value, is what keeps the export fast.
+    """
+    values = list(row)
+    if iso:  # orjson writes a datetime as ``isoformat`` does, natively
+        values[_CREATED_AT] = values[_CREATED_AT].isoformat()
+    cost = values[_COST]
+    if cost is not None:
+        values[_COST] = format_usd(cost)
+    return values
+
+
 def detail_csv(records: QuerySet[UsageRecord], total: dict[str, Any] | None = None) -> Iterator[bytes]:
-    """Streamed CSV: a header and one line per record; with ``total``, a TOTAL line (summed by the database)."""
-    writer = csv.writer(_Echo(), lineterminator="\n")
-    yield _csv_line(writer, DETAIL_FIELDS)
-    batch: list[bytes] = []
+    """Streamed CSV: a header and one line per record; with ``total``, a TOTAL line (summed by the database).
+
+    Memory stays bounded whatever the range: ``CHUNK_SIZE`` rows from the server-side
+    cursor and one chunk of ``_EXPORT_BATCH`` lines at a time.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = csv.writer(_Echo(), lineterminator="\n")
+    yield _csv_line(header, DETAIL_FIELDS)
+    batch: list[list[Any]] = []
     for row in detail_rows(records):
-        batch.append(_csv_line(writer, row))
-        if len(batch) >= 500:
-            yield b"".join(batch)
+        batch.append(_detail_values(row))
+        if len(batch) >= _EXPORT_BATCH:
+            writer.writerows(batch)
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
             batch = []
     if batch:
-        yield b"".join(batch)
+        writer.writerows(batch)
+        yield buffer.getvalue().encode()
     if total is None:
         return
     line: list[Any] = [""] * len(DETAIL_FIELDS)
     line[0] = "TOTAL"
     for name in [*TOKEN_METRICS, "cost_usd"]:
         line[DETAIL_FIELDS.index(name)] = total[name]
-    yield _csv_line(writer, line)
+    yield _csv_line(header, line)
 
 
 def detail_json(records: QuerySet[UsageRecord], total: dict[str, Any], params: ReportParams) -> Iterator[bytes]:
-    """Streamed JSON: ``{"start", "end", "rows": [...], "total": {...}}``."""
+    """Streamed JSON: ``{"start", "end", "rows": [...], "total": {...}}``, a chunk of rows serialized at once."""
     head = {"start": params.start.isoformat(), "end": params.end.isoformat(), "group_by": [], "currency": "USD"}
     yield orjson.dumps(head)[:-1] + b',"rows":['
     first = True
-    batch: list[bytes] = []
+    batch: list[dict[str, Any]] = []
     for row in detail_rows(records):
-        item = orjson.dumps(dict(zip(DETAIL_FIELDS, row, strict=True)), default=_json_value)
-        batch.append(item if first else b"," + item)
-        first = False
-        if len(batch) >= 500:
-            yield b"".join(batch)
+        batch.append(dict(zip(DETAIL_FIELDS, _detail_values(row, iso=False), strict=True)))
+        if len(batch) >= _EXPORT_BATCH:
+            yield (b"" if first else b",") + orjson.dumps(batch)[1:-1]
+            first = False
             batch = []
     if batch:
-        yield b"".join(batch)
+        yield (b"" if first else b",") + orjson.dumps(batch)[1:-1]
     yield b'],"total":' + orjson.dumps(total, default=_json_value) + b"}"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 
 from bench.report import (
+    STREAM_TARGET,
     added,
     bucket_of,
     check_targets,
+    cpu_peak_percent,
+    cpu_percent,
     headline,
     parse_cpuinfo,
+    parse_gc_pauses,
     parse_marked_json,
     parse_meminfo_gib,
     parse_proc_stat_cpu_ticks,
@@ -17,6 +21,7 @@ from bench.report import (
     parse_wrk,
     percentile,
     render_markdown,
+    rss_slope_kb,
     summarize_collapsed,
     summarize_streams,
 )
@@ -169,7 +174,7 @@ def test_collapsed_profile_is_bucketed_by_the_layers_of_the_request_path() -> No
     lines = [
         "run (gevent/hub.py:647) 50",
         "handle (gunicorn/workers/ggevent.py:120);post (routing/views/completions.py:60);"
-        "post_json (providers/http.py:75);request (urllib3/_request_methods.py:143) 30",
+        "post_json (providers/http.py:75);read_response (providers/http1.py:143) 30",
         "handle (gunicorn/workers/ggevent.py:120);record (usage/recorder.py:300);wait (gevent/event.py:1) 15",
         "handle (gunicorn/workers/ggevent.py:120);parse (gunicorn/http/parser.py:10) 5",
         "garbage line",
@@ -178,7 +183,7 @@ def test_collapsed_profile_is_bucketed_by_the_layers_of_the_request_path() -> No
     assert summary["samples"] == 100
     buckets = {b["bucket"]: b["percent"] for b in summary["buckets"]}
     assert buckets["gevent hub loop (epoll, timers, switches)"] == 50.0
-    assert buckets["upstream HTTP call (urllib3, http.client)"] == 30.0
+    assert buckets["upstream HTTP call (providers/http.py, http1.py)"] == 30.0
     assert buckets["usage recording (recorder, event payload)"] == 15.0
     assert buckets["gunicorn worker and HTTP parsing"] == 5.0
     assert summary["self"][0] == {"frame": "run (gevent/hub.py:647)", "percent": 50.0}
@@ -359,3 +364,74 @@ def test_replace_block_rewrites_only_between_its_markers(tmp_path) -> None:
     bare.write_text("no markers\n")
     replace_block(bare, PEERS_START, PEERS_END, "table")
     assert bare.read_text() == "no markers\n"
+
+
+def test_memory_per_stream_is_the_rss_slope_over_the_ramp() -> None:
+    # 1,000 streams over 10 s from t=100: 50 kB per stream on top of 100 MB, then flat
+    samples = [(100.0 + t, 102_400 + int(50 * 100 * t), 0) for t in range(11)]
+    samples += [(112.0, 160_000, 0), (130.0, 90_000, 0)]  # after the ramp: not counted
+    assert rss_slope_kb(samples, started=100.0, streams=1000, ramp=10.0) == 50.0
+    assert rss_slope_kb(samples[:2], started=100.0, streams=1000, ramp=10.0) is None  # too few samples
+    assert rss_slope_kb(samples, started=100.0, streams=1000, ramp=0.0) is None
+
+
+def test_cpu_of_the_sampled_process_per_window_and_at_its_busiest() -> None:
+    # 100 ticks per second; 20% of a core for 10 s, then 80% for 4 s (samples every 0.5 s)
+    samples, ticks = [], 0
+    for step in range(29):
+        t = step * 0.5
+        samples.append((t, 0, ticks))
+        ticks += 10 if t < 10 else 40
+    assert cpu_percent(samples, 100, start=0.0, end=10.0) == 20.0
+    assert cpu_percent(samples, 100, start=10.0, end=14.0) == 80.0
+    assert cpu_percent(samples, 100, start=20.0, end=30.0) is None  # no samples there
+    assert cpu_peak_percent(samples, 100, window=2.0) == 80.0
+
+
+def test_gc_pauses_are_read_from_the_gateway_log() -> None:
+    log = (
+        "[x] [1] [WARNING] gc pause: generation 2, 812.5 ms, 640.0 ms CPU, 12 collected, 4000000 objects\n"
+        "[x] [1] [WARNING] gc pause: generation 1, 7.5 ms, 6.0 ms CPU, 0 collected\n"
+        "[x] [1] [WARNING] gc pause: generation 2, 300.0 ms, 290.5 ms CPU, 3 collected\n"
+        "noise\n"
+    )
+    pauses = parse_gc_pauses(log)
+    assert pauses["gc_full"] == 2
+    assert pauses["gc_full_max_ms"] == 812.5
+    assert pauses["gc_full_max_cpu_ms"] == 640.0
+    assert pauses["gc_full_total_ms"] == 1112.5
+    assert pauses["gc_full_max_objects"] == 4_000_000
+    assert (pauses["gc_young_logged"], pauses["gc_young_max_ms"], pauses["gc_young_max_cpu_ms"]) == (1, 7.5, 6.0)
+    assert parse_gc_pauses("")["gc_full"] == 0
+
+
+def test_stream_targets_name_the_stream_count_and_flag_smaller_runs() -> None:
+    figures = headline(_results())
+    figures["stream_count"] = 2000
+    checks = {c["key"]: c for c in check_targets(figures)}
+    assert checks["stream_peak_rss_mb"]["target"].startswith(f"{STREAM_TARGET:,} concurrent streams")
+    assert checks["stream_peak_rss_mb"]["goal"] == "< 2048"
+    assert "(only 2,000 streams in this run)" in checks["stream_errors"]["target"]
+    figures["stream_count"] = STREAM_TARGET
+    assert "only" not in {c["key"]: c for c in check_targets(figures)}["stream_errors"]["target"]
+
+
+def test_the_full_run_holds_the_stream_target_and_the_quick_run_fewer() -> None:
+    from bench.bench import parse_args
+
+    full = parse_args([])
+    assert (full.streams, full.chunks, full.interval, full.ramp) == (STREAM_TARGET, 30, 2.0, 20.0)
+    quick = parse_args(["--quick"])
+    assert (quick.streams, quick.chunks, quick.interval, quick.ramp) == (2000, 20, 0.5, 8.0)
+    assert parse_args(["--streams", "500", "--interval", "1"]).streams == 500
+
+
+def test_stream_section_reports_memory_per_stream_and_gc() -> None:
+    results = _results()
+    results["streams"]["gateway"].update(
+        rss_kb_per_stream=55.5, rss_before_mb=100.0, cpu_ramp_percent=40.0, cpu_open_percent=25.0,
+        cpu_peak_percent=60.0, gap_max_p99_ms=2100.0, gc_full=2, gc_full_max_ms=800.0, gc_full_max_cpu_ms=700.0,
+    )  # fmt: skip
+    text = render_markdown(results)
+    assert "Gateway worker: 55.5 kB per open stream" in text
+    assert "Full garbage collections: 2, the longest 800 ms (700 ms of CPU)." in text

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from gatewaysite.clock import now
 from usage.ingest import ingest_events
@@ -229,3 +230,38 @@ def test_no_sample_lost_when_the_worker_dies_between_commit_and_ack(redis_client
     assert drain(claim_idle_ms=0) == 0
     refresh_buckets({(d, moment.replace(second=0, microsecond=0)) for d in rows})
     assert rollup_rows() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the database sums on Postgres only")
+def test_the_database_sums_the_rollups_python_would() -> None:
+    """Edges exactly, below 1 ms, past the last edge, failures, streams: the same rows either way."""
+    from usage.latency.histogram import EDGES
+    from usage.latency.rollup import _SAMPLE_COLUMNS, _aggregate_in_database, aggregate
+
+    values = [0.0, 0.25, 1.0, *EDGES[1:6], EDGES[40], EDGES[-1], EDGES[-1] * 3, 17.3, 250.125, 999.999]
+    events = []
+    for n, value in enumerate(values):
+        at = MINUTE + timedelta(seconds=n, minutes=n % 2)
+        events.append(
+            event(
+                f"req_e{n}",
+                [
+                    sample(f"req_e{n}", at=at, upstream_ms=value, ttft_ms=value / 3 if n % 3 else None),
+                    sample(f"req_e{n}", at=at, upstream_ms=value + 9, attempt=2, ok=n % 4 != 0, deployment="d2"),
+                ],
+            )
+        )
+    ingest_events(events)
+    samples = LatencySample.objects.all()
+    in_python = {(r.deployment, r.minute): r for r in aggregate(samples.values_list(*_SAMPLE_COLUMNS))}
+    in_database = {(r.deployment, r.minute): r for r in _aggregate_in_database(samples)}
+    assert in_python.keys() == in_database.keys() and len(in_python) == 4
+    fields = ["provider", "count", "error_count", "min_ms", "max_ms", "histogram", "ttft_count", "ttft_min_ms"]
+    fields += ["ttft_max_ms", "ttft_histogram"]
+    for key, expected in in_python.items():
+        got = in_database[key]
+        for name in fields:
+            assert getattr(got, name) == getattr(expected, name), (key, name)
+        for name in ("sum_ms", "ttft_sum_ms", "overhead_sum_ms"):
+            assert getattr(got, name) == pytest.approx(getattr(expected, name), abs=0.001), (key, name)
