@@ -36,7 +36,7 @@ from gatewaysite.redis_client import get_redis
 from usage.events import PendingEvent, decode_payload
 from usage.ingest import ingest_events
 from usage.latency.rollup import refresh_buckets
-from usage.redis_batch import apply_batch
+from usage.redis_batch import BatchConnection
 from usage.spool import spool_replay, spool_write
 
 logger = logging.getLogger(__name__)
@@ -236,6 +236,7 @@ class RedisStreamRecorder(Recorder):
         self._name = ""
         self._seq = 0
         self._spooled = False  # this process has spooled batches not replayed yet
+        self._connection = BatchConnection()  # used by the writer thread only
 
     def _batch_id(self) -> tuple[str, int]:
         if self._pid != os.getpid():  # a new process (fork): its own writer name and sequence
@@ -285,7 +286,7 @@ class RedisStreamRecorder(Recorder):
                 return self._spool(events, batch)
         items = [(e.payload(), [(c.key, c.amount, c.ttl_seconds or 0) for c in e.counters]) for e in events]
         try:
-            values = apply_batch(client, settings.GATEWAY["USAGE_STREAM"], batch[0], batch[1], items)
+            values = self._connection.apply(client, settings.GATEWAY["USAGE_STREAM"], batch[0], batch[1], items)
         except Exception:
             logger.exception("usage: Redis write failed; spooling %d events with their counter increments", len(events))
             return self._spool(events, batch)

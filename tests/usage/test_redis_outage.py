@@ -106,6 +106,24 @@ def test_a_quiet_recorder_replays_its_spool_within_seconds_of_redis_coming_back(
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == ["req_a", "req_b"]
 
 
+def test_the_writer_connection_is_renewed_after_a_kill_and_the_script_reloaded_after_a_flush(
+    private_redis: PrivateRedis,
+) -> None:
+    """The writer keeps one connection for its batches: a connection Redis closed is retried once
+    on a new one (nothing spooled), and a script cache emptied by SCRIPT FLUSH is filled again."""
+    recorder = RedisStreamRecorder()
+    assert recorder.record(_event("req_x", 100)) == [100, 100, -1000]
+    client = private_redis.client()
+    client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    assert recorder.record(_event("req_y", 20)) == [120, 120, -2000]
+    client.script_flush()
+    assert recorder.record(_event("req_z", 3)) == [123, 123, -3000]
+    assert not list(spool_dir().glob("usage-*"))
+    assert int(client.get("{gw}:spend:key:7")) == 123
+    assert drain() == 3
+    assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == ["req_x", "req_y", "req_z"]
+
+
 def test_the_embedded_default_replays_the_spool_into_the_database(tmp_path: Path, settings: Any) -> None:
     from usage.spool import spool_write
 
