@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import subprocess
 import sys
@@ -28,10 +27,9 @@ from bench.report import (
     cpu_peak_percent,
     cpu_percent,
     headline,
-    parse_cpuinfo,
+    machine,
     parse_gc_pauses,
     parse_marked_json,
-    parse_meminfo_gib,
     parse_wrk,
     render_markdown,
     render_peers,
@@ -196,24 +194,6 @@ def measure(
         result["cpu_percent"] = round(100 * cpu_seconds / result["seconds"], 1)
         result["peak_rss_mb"] = sampler.peak_mb
     return result
-
-
-def machine() -> dict[str, Any]:
-    def read(path: str) -> str:
-        try:
-            return Path(path).read_text()
-        except OSError:
-            return ""
-
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu_model": parse_cpuinfo(read("/proc/cpuinfo")),
-        "mem_gib": parse_meminfo_gib(read("/proc/meminfo")),
-        "kernel": f"Linux {platform.release()}",
-        "python": platform.python_version(),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def commit() -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -42,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import procs
-from bench.report import parse_cpuinfo, parse_meminfo_gib, parse_proc_stat_cpu_ticks, parse_wrk
+from bench.report import machine, parse_proc_stat_cpu_ticks, parse_wrk
 
 ROOT = procs.ROOT
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -636,23 +635,6 @@ class Capacity:
             if self.stop_postgres:
                 subprocess.run(self.stop_postgres, capture_output=True)
         return results
-
-
-def machine() -> dict[str, Any]:
-    def read(path: str) -> str:
-        try:
-            return Path(path).read_text()
-        except OSError:
-            return ""
-
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu_model": parse_cpuinfo(read("/proc/cpuinfo")),
-        "mem_gib": parse_meminfo_gib(read("/proc/meminfo")),
-        "kernel": f"Linux {platform.release()}",
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 WRK_MARKER = "WRK_JSON "
@@ -769,4 +773,24 @@ def summarize_collapsed(lines: Iterable[str], *, top: int = 25) -> dict[str, Any
         "buckets": [{"bucket": b, "percent": share(c)} for b, c in buckets.most_common()],
         "self": [{"frame": f, "percent": share(c)} for f, c in self_counts.most_common(top)],
         "inclusive": [{"frame": f, "percent": share(c)} for f, c in inclusive.most_common(top)],
+    }
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run was measured on (kept with every result)."""
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu_model": parse_cpuinfo(read("/proc/cpuinfo")),
+        "mem_gib": parse_meminfo_gib(read("/proc/meminfo")),
+        "kernel": f"Linux {platform.release()}",
+        "python": platform.python_version(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
     }

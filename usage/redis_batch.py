@@ -84,16 +84,7 @@ def apply_batch(
         for key, amount, ttl in counters:
             keys.append(key)
             args += [amount, ttl]
-    reply = _script(keys=keys, args=args, client=client)
-    if reply is None:
-        return None
-    values = [int(v) for v in reply]
-    result: list[list[int]] = []
-    position = 0
-    for _, counters in events:
-        result.append(values[position : position + len(counters)])
-        position += len(counters)
-    return result
+    return split_values(_script(keys=keys, args=args, client=client), events)
 
 
 def _bulk(value: bytes) -> bytes:
@@ -116,6 +107,7 @@ def pack_batch(stream: str, writer: str, seq: int, events: Sequence[tuple[bytes,
 
 
 def split_values(reply: Any, events: Sequence[tuple[bytes, Sequence[Counter]]]) -> list[list[int]] | None:
+    """The script's flat reply as the counters' new values per event, or None if the batch was applied before."""
     if not isinstance(reply, list):  # nil (RESP2) or false (RESP3): applied before
         return None
     values = [int(v) for v in reply]
