@@ -139,7 +139,7 @@ def test_targets_are_judged_against_their_goals() -> None:
     checks = {c["key"]: c for c in check_targets(figures)}
     assert checks["rps_c16"]["met"] is True
     assert checks["added_p50_c1_ms"]["met"] is True
-    assert checks["recording_cost"]["met"] is True
+    assert checks["recording_cost"]["met"] is False  # 0.12 > 0.10
     assert checks["stream_errors"]["met"] is True
     assert checks["stream_added_ttft_p99_ms"]["met"] is True
     assert checks["two_process_ratio"]["met"] is False
