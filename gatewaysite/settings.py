@@ -251,6 +251,7 @@ GATEWAY: GatewaySettings = {
     # Latency strategy: live window and half-life of its decay, what a failed attempt counts as,
     # samples a deployment needs to be ranked, and one request in N that tries one without them.
     "LATENCY_WINDOW_SECONDS": env_int("GATEWAY_LATENCY_WINDOW_SECONDS", 60, minimum=2),
+    "LATENCY_QUANTILE_CACHE_SECONDS": env_float("GATEWAY_LATENCY_QUANTILE_CACHE_SECONDS", 0.25, minimum=0.0),
     "LATENCY_HALF_LIFE_SECONDS": env_float("GATEWAY_LATENCY_HALF_LIFE_SECONDS", 10.0, minimum=0.1),
     "LATENCY_ERROR_PENALTY_MS": env_float("GATEWAY_LATENCY_ERROR_PENALTY_MS", 5000.0, minimum=0),
     "LATENCY_MIN_SAMPLES": env_int("GATEWAY_LATENCY_MIN_SAMPLES", 3, minimum=1),

@@ -213,6 +213,7 @@ def gateway_env(
         "REDIS_URL": settings.REDIS_URL if redis_url is None else redis_url,
         "GATEWAY_CONFIG_POLL_SECONDS": "0.5",
         "GATEWAY_PLAIN_STATIC": "1",
+        "GATEWAY_LATENCY_QUANTILE_CACHE_SECONDS": "0.25",  # the production default (tests/settings.py turns it off)
         "GATEWAY_VAR_DIR": str(var_dir),
         "SECRET_KEY": settings.SECRET_KEY,
         "JWT_SIGNING_KEY": settings.JWT_SIGNING_KEY,

@@ -100,6 +100,22 @@ def test_quantiles_read_the_newest_samples_and_the_ones_a_second_before_them(
     assert figure.previous_ms is None and figure.previous_samples == 0
 
 
+def test_quantiles_are_reused_briefly_within_a_second(clock: MovableClock, conf: dict[str, Any], settings: Any) -> None:
+    """Routing asks on every request: one fold of the window serves the next 0.25 s of that second."""
+    settings.GATEWAY = {**settings.GATEWAY, "LATENCY_QUANTILE_CACHE_SECONDS": 30.0}
+    live = embedded()
+    for _ in range(20):
+        live.observe("a", 100, True)
+    first = live.quantiles(0.95, stream=False, recent=20)
+    live.observe("a", 900, True)
+    assert live.quantiles(0.95, stream=False, recent=20) is first  # reused
+    clock.advance(1)  # a new second reads the samples again
+    assert live.quantiles(0.95, stream=False, recent=20)["a"].window_samples == 21
+    settings.GATEWAY = {**settings.GATEWAY, "LATENCY_QUANTILE_CACHE_SECONDS": 0.0}
+    live.observe("a", 900, True)
+    assert live.quantiles(0.95, stream=False, recent=20)["a"].window_samples == 22  # off: always fresh
+
+
 def test_errors_count_as_slow(clock: MovableClock, conf: dict[str, Any]) -> None:
     live = embedded()
     live.observe("a", 20.0, True)

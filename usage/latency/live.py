@@ -186,6 +186,9 @@ class LiveLatency:
         self._remote: Buckets = {}  # the window as last read back (all processes, this one included)
         self._remote_totals: dict[str, _Totals] = {}
         self._remote_second: int | None = None
+        # (q, stream, recent, second) -> (monotonic time, result): routing asks on every
+        # request, and folding the window costs ~300 µs; see quantiles()
+        self._quantile_cache: dict[tuple[float, bool, int, int], tuple[float, dict[str, LiveQuantile]]] = {}
         self._syncs = 0  # successful syncs since the last read of the whole window (0: read it next)
         self._sync_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -254,6 +257,12 @@ class LiveLatency:
     def quantiles(self, q: float, *, stream: bool, recent: int) -> dict[str, LiveQuantile]:
         """Deployment -> the ``q`` percentile of its newest samples (at least ``recent`` when the window has them).
 
+        A result is reused for ``GATEWAY_LATENCY_QUANTILE_CACHE_SECONDS`` (0.25 s) within the
+        same second: folding the window costs about 300 µs, which on every request made
+        ``cost-slo`` the slowest strategy; the figures behind it (per-second sums, synced
+        across processes once a second) move on that scale anyway. The result is shared:
+        callers only read it.
+
         ``stream``: streams' time to first token, else whole answers. Seconds are taken
         newest first until they hold ``recent`` samples; a deployment with fewer in the
         whole window gets the percentile of what there is (``window_samples`` says how
@@ -264,6 +273,12 @@ class LiveLatency:
         now_second = int(clock_module.clock.time())
         prefix = "t" if stream else "h"
         self._ensure_sync()
+        cache_seconds = conf["LATENCY_QUANTILE_CACHE_SECONDS"]
+        cache_key = (q, stream, recent, now_second)
+        if cache_seconds > 0:
+            cached = self._quantile_cache.get(cache_key)
+            if cached is not None and time.monotonic() - cached[0] < cache_seconds:
+                return cached[1]
         per_second: dict[str, dict[int, dict[int, int]]] = {}
         with self._lock:
             if self._client_factory() is None and self._local:
@@ -306,6 +321,10 @@ class LiveLatency:
                     previous_ms=previous.percentile(q),
                     previous_samples=previous.total,
                 )
+        if cache_seconds > 0:
+            if len(self._quantile_cache) > 32:  # older seconds' entries
+                self._quantile_cache.clear()
+            self._quantile_cache[cache_key] = (time.monotonic(), result)
         return result
 
     def stats(self) -> dict[str, tuple[float, int]]:
