@@ -36,6 +36,8 @@ from typing import Any
 from gunicorn import util  # type: ignore[import-untyped]  # no type hints
 from gunicorn.http import message, wsgi  # type: ignore[import-untyped]
 
+from gatewaysite.sockets import send_all
+
 _original_http_date = util.http_date
 _date_cache: tuple[int, str] = (-1, "")
 
@@ -51,13 +53,6 @@ def http_date(timestamp: float | None = None) -> str:
         text = str(_original_http_date(second))
         _date_cache = (second, text)
     return text
-
-
-def _send_all(sock: Any, data: bytes) -> None:
-    """``sock.sendall(data)``: one ``send``, and ``sendall`` for the rest when it took less."""
-    sent = sock.send(data)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
 
 
 class CoalescingResponse(wsgi.Response):
@@ -96,7 +91,7 @@ class CoalescingResponse(wsgi.Response):
         held, self._held = self._held, None
         if held is not None:
             data = held + data
-        _send_all(self.sock, data)
+        send_all(self.sock, data)
 
 
 _original_ip_in_allow_list = message._ip_in_allow_list

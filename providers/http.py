@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 
 from gatewaysite.clock import monotonic
+from gatewaysite.sockets import send_all
 from providers.adapters.base import Target, UpstreamError, error_for_status, retry_after_seconds
 from providers.http1 import Connection, Origin, ProtocolError, Response, read_response, request_head
 
@@ -205,10 +206,7 @@ def _exchange(origin: Origin, request: bytes, target: Target, deadline: _Deadlin
         assert sock is not None  # a connection just taken or opened
         try:
             deadline.before_read(sock)  # sending waits no longer than a read may
-            # one send is the rule (gevent's sendall would first ask the kernel for the send buffer's size)
-            sent = sock.send(request)
-            if sent < len(request):
-                sock.sendall(memoryview(request)[sent:])
+            send_all(sock, request)
         except TimeoutError:
             conn.close()
             raise

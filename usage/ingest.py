@@ -45,6 +45,7 @@ _RECORD_FIELDS = {f.attname for f in UsageRecord._meta.concrete_fields} - {"id"}
 _SAMPLE_FIELDS = {f.attname for f in LatencySample._meta.concrete_fields} - {"id"}
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens")
 _MAX_BIGINT = 2**63 - 1
+_COST_FIELDS = ("cost_usd", "hedge_cost_usd")
 
 
 def _when(value: Any) -> datetime:
@@ -56,38 +57,56 @@ def _when(value: Any) -> datetime:
     return parsed
 
 
-def _known(data: dict[str, Any], fields: set[str], what: str) -> dict[str, Any]:
+def _known(data: dict[str, Any], fields: set[str], what: str) -> None:
     unknown = data.keys() - fields
     if unknown:
         raise ValueError(f"{what} has fields the row does not: {', '.join(sorted(unknown))}")
-    return dict(data)
 
 
 def _record(data: dict[str, Any]) -> UsageRecord:
-    values = _known(data, _RECORD_FIELDS, "usage record")
+    _check_record(data)
+    values = dict(data)
     client_key_id = values.pop("client_key_id", None)
     values["created_at"] = _when(values["created_at"])
-    for name in _TOKEN_FIELDS:
-        count = values.get(name, 0)
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_BIGINT:
-            raise ValueError(f"{name} is {count!r}: not a token count")
-    if values.get("cost_usd") is not None:
-        cost = Decimal(str(values["cost_usd"]))
-        if not cost.is_finite() or cost < 0:
-            raise ValueError(f"cost_usd is {cost}: a cost is never negative")
-        values["cost_usd"] = cost
-    if values.get("hedge_cost_usd") is not None:
-        hedge_cost = Decimal(str(values["hedge_cost_usd"]))
-        if not hedge_cost.is_finite() or hedge_cost < 0:
-            raise ValueError(f"hedge_cost_usd is {hedge_cost}: a cost is never negative")
-        values["hedge_cost_usd"] = hedge_cost
+    for name in _COST_FIELDS:
+        if values.get(name) is not None:
+            values[name] = Decimal(str(values[name]))
     return UsageRecord(client_key_id=client_key_id, **values)
 
 
 def _sample(data: dict[str, Any]) -> LatencySample:
-    values = _known(data, _SAMPLE_FIELDS, "latency sample")
+    _check_sample(data)
+    values = dict(data)
     values["created_at"] = _when(values["created_at"])
     return LatencySample(**values)
+
+
+def _check_record(data: Any) -> None:
+    """What a usage record must be to be ingested, checked on the decoded event (no model built).
+
+    Both paths use it: ``_record`` (the model path) and the one-statement batch on Postgres.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"a usage record is an object, not {type(data).__name__}")
+    _known(data, _RECORD_FIELDS, "usage record")
+    data["created_at"]  # noqa: B018 - KeyError: a record without its moment is no record
+    for name in _TOKEN_FIELDS:
+        count = data.get(name, 0)
+        if type(count) is not int or not 0 <= count <= _MAX_BIGINT:  # bool is not a count
+            raise ValueError(f"{name} is {count!r}: not a token count")
+    for name in _COST_FIELDS:
+        value = data.get(name)
+        if value is not None:
+            cost = Decimal(str(value))
+            if not cost.is_finite() or cost < 0:
+                raise ValueError(f"{name} is {cost}: a cost is never negative")
+
+
+def _check_sample(data: Any) -> None:
+    if not isinstance(data, dict):
+        raise TypeError(f"a latency sample is an object, not {type(data).__name__}")
+    _known(data, _SAMPLE_FIELDS, "latency sample")
+    data["created_at"]  # noqa: B018
 
 
 _INSERT_FIELDS = [f for f in UsageRecord._meta.concrete_fields if f.name != "id"]
@@ -159,31 +178,6 @@ def records_insert(records: list[UsageRecord]) -> list[UsageRecord]:
         inserted = insert_new_records(records)
         rollup_add(inserted)
     return inserted
-
-
-def _check_record(data: Any) -> None:
-    """What ``_record`` refuses, checked on the decoded event without building a model (the fast path)."""
-    if not isinstance(data, dict):
-        raise TypeError(f"a usage record is an object, not {type(data).__name__}")
-    _known(data, _RECORD_FIELDS, "usage record")
-    data["created_at"]  # noqa: B018 - KeyError, as ``_record``: a record without its moment is no record
-    for name in _TOKEN_FIELDS:
-        count = data.get(name, 0)
-        if type(count) is not int or not 0 <= count <= _MAX_BIGINT:  # bool is not a count
-            raise ValueError(f"{name} is {count!r}: not a token count")
-    for name in ("cost_usd", "hedge_cost_usd"):
-        value = data.get(name)
-        if value is not None:
-            cost = Decimal(str(value))
-            if not cost.is_finite() or cost < 0:
-                raise ValueError(f"{name} is {cost}: a cost is never negative")
-
-
-def _check_sample(data: Any) -> None:
-    if not isinstance(data, dict):
-        raise TypeError(f"a latency sample is an object, not {type(data).__name__}")
-    _known(data, _SAMPLE_FIELDS, "latency sample")
-    data["created_at"]  # noqa: B018
 
 
 def _defaults(model: Any) -> bytes:

@@ -70,6 +70,20 @@ def seq_key(writer: str) -> str:
     return f"{SLOT}:usage:seq:{writer}"
 
 
+def script_arguments(
+    stream: str, writer: str, seq: int, events: Sequence[tuple[bytes, Sequence[Counter]]]
+) -> tuple[list[str], list[bytes | int]]:
+    """The script's KEYS and ARGV for a batch (the layout the script's header comment gives)."""
+    keys: list[str] = [seq_key(writer), stream]
+    args: list[bytes | int] = [seq, SEQ_TTL_SECONDS, len(events)]
+    for payload, counters in events:
+        args += [payload, len(counters)]
+        for key, amount, ttl in counters:
+            keys.append(key)
+            args += [amount, ttl]
+    return keys, args
+
+
 def apply_batch(
     client: Any, stream: str, writer: str, seq: int, events: Sequence[tuple[bytes, Sequence[Counter]]]
 ) -> list[list[int]] | None:
@@ -77,13 +91,7 @@ def apply_batch(
     global _script
     if _script is None:
         _script = client.register_script(_APPLY)  # EVALSHA, loaded on first use by any client
-    keys: list[str] = [seq_key(writer), stream]
-    args: list[Any] = [seq, SEQ_TTL_SECONDS, len(events)]
-    for payload, counters in events:
-        args += [payload, len(counters)]
-        for key, amount, ttl in counters:
-            keys.append(key)
-            args += [amount, ttl]
+    keys, args = script_arguments(stream, writer, seq, events)
     return split_values(_script(keys=keys, args=args, client=client), events)
 
 
@@ -92,18 +100,12 @@ def _bulk(value: bytes) -> bytes:
 
 
 def pack_batch(stream: str, writer: str, seq: int, events: Sequence[tuple[bytes, Sequence[Counter]]]) -> bytes:
-    """The EVALSHA command of ``apply_batch`` as RESP bytes, built in one pass."""
-    keys = [_bulk(seq_key(writer).encode()), _bulk(stream.encode())]
-    args = [_bulk(b"%d" % seq), _bulk(b"%d" % SEQ_TTL_SECONDS), _bulk(b"%d" % len(events))]
-    for payload, counters in events:
-        args.append(_bulk(payload))
-        args.append(_bulk(b"%d" % len(counters)))
-        for key, amount, ttl in counters:
-            keys.append(_bulk(key.encode()))
-            args.append(_bulk(b"%d" % amount))
-            args.append(_bulk(b"%d" % ttl))
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n%b%b" % (3 + len(keys) + len(args), _bulk(_SHA), _bulk(b"%d" % len(keys)))
-    return b"".join([head, *keys, *args])
+    """The EVALSHA command of ``apply_batch`` as RESP bytes (one ``send``, no per-argument encoding by redis-py)."""
+    keys, args = script_arguments(stream, writer, seq, events)
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n%b%b" % (3 + len(keys) + len(args), _bulk(_SHA), _bulk(b"%d" % len(keys)))]
+    parts += [_bulk(key.encode()) for key in keys]
+    parts += [_bulk(arg if isinstance(arg, bytes) else b"%d" % arg) for arg in args]
+    return b"".join(parts)
 
 
 def split_values(reply: Any, events: Sequence[tuple[bytes, Sequence[Counter]]]) -> list[list[int]] | None:
@@ -144,8 +146,7 @@ class BatchConnection:
         packed = pack_batch(stream, writer, seq, events)
         try:
             reply = self._call(client, packed)
-        except (RedisConnectionError, RedisTimeoutError):
-            self.drop()
+        except (RedisConnectionError, RedisTimeoutError):  # _call dropped the connection: once more on a new one
             reply = self._call(client, packed)
         return split_values(reply, events)
 

@@ -435,10 +435,7 @@ class LiveLatency:
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._thread = None
-        self._local, self._inflight, self._remote = {}, {}, {}
-        self._remote_totals = {}
-        self._remote_second = None
-        self._syncs = 0
+        self._forget()
 
     def _ensure_sync(self) -> None:
         if self._thread is not None or not self._background:
@@ -465,10 +462,15 @@ class LiveLatency:
     def reset(self) -> None:
         """Forget everything this process knows (tests)."""
         with self._lock:
-            self._local, self._inflight, self._remote = {}, {}, {}
-            self._remote_totals = {}
-            self._remote_second = None
-            self._syncs = 0
+            self._forget()
+
+    def _forget(self) -> None:
+        """No observation, no view read back, no percentile kept: as a new process starts."""
+        self._local, self._inflight, self._remote = {}, {}, {}
+        self._remote_totals = {}
+        self._remote_second = None
+        self._quantile_cache = {}
+        self._syncs = 0
 
 
 live_latency = LiveLatency()
