@@ -144,19 +144,23 @@ class RedisSentinel:
     def master_addr(self) -> str:
         return _cli(self.sentinel_port, "sentinel", "get-master-addr-by-name", self.service).split()[-1]
 
-    def _replica_caught_up(self) -> bool:
+    def _replication(self) -> tuple[int, int]:
+        """(the master's replication offset, the offset the replica has acknowledged)."""
         info = dict(
             line.split(":", 1) for line in _cli(self.master_port, "info", "replication").splitlines() if ":" in line
         )
         replica = dict(part.split("=", 1) for part in info.get("slave0", "").split(",") if "=" in part)
-        return bool(replica) and replica.get("offset") == info.get("master_repl_offset")
+        return int(info.get("master_repl_offset", "0").strip()), int(replica.get("offset", "-1"))
 
     def kill_master(self) -> None:
         """Wait until the replica has every write, then kill the master; returns once failed over.
 
         (``WAIT`` from another connection would not do: it waits for that connection's own writes.)
         """
-        _wait(self._replica_caught_up, "the replica to catch up", 10)
+        # every write made until now: the gateway keeps writing (the latency sync), so the
+        # offsets are rarely equal; the replica must reach the master's offset of this moment
+        written, _ = self._replication()
+        _wait(lambda: self._replication()[1] >= written, "the replica to catch up", 10)
         assert self.master is not None
         self.master.kill()
         self.master.wait(timeout=5)

@@ -102,6 +102,11 @@ def test_cost_slo_keeps_to_the_cheapest_deployment_within_the_objective_and_foll
         for gateway in _gunicorn(tmp_path):
             with ThreadPoolExecutor(8) as pool:
                 _served(gateway.url, secret, 120, pool)  # warm-up: every deployment gets measured
+                # ... and every worker sees it (samples are shared once a second): the steady
+                # state starts when a batch goes to the 3x deployment, as the phases below wait
+                deadline = time.monotonic() + 30
+                while (batch := _served(gateway.url, secret, 24, pool))["mid"] < 0.9 * 24:
+                    assert time.monotonic() < deadline, f"traffic did not settle on the 3x deployment: {batch}"
                 steady = _choices(gateway.url, secret, 300, pool)
                 reasons = Counter(steady)
                 assert sum(n for (deployment, _), n in reasons.items() if deployment == "mid") >= 0.95 * 300, reasons
