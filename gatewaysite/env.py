@@ -131,6 +131,7 @@ class GatewaySettings(TypedDict):
     USAGE_STREAM: str
     USAGE_MAX_ATTEMPTS: int
     RECORDING_ENABLED: bool
+    API_FAST_PATH: bool
     LOGIN_RATE: tuple[int, int]
     DEMO_SETUP: bool
     ANTHROPIC_DEFAULT_MAX_TOKENS: int

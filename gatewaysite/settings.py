@@ -218,6 +218,9 @@ GATEWAY: GatewaySettings = {
     "USAGE_STREAM": env_str("GATEWAY_USAGE_STREAM", "{gw}:usage"),
     # Failed ingestions of one stream entry before it moves to the dead letters (UsageDeadLetter).
     "USAGE_MAX_ATTEMPTS": env_int("GATEWAY_USAGE_MAX_ATTEMPTS", 3, minimum=1),
+    # The key-authenticated API's fixed paths skip Django's URL resolution and the middleware
+    # that pass them through (gatewaysite/api/handler.py); 0 sends them the long way, same answers.
+    "API_FAST_PATH": env_bool("GATEWAY_API_FAST_PATH", True),
     # Benchmark-only switch: skip usage/latency recording (docs/benchmark.md, "Recording off").
     "RECORDING_ENABLED": env_bool("GATEWAY_RECORDING_ENABLED", True),
     # Staff login attempts per username and client address (accounts/throttling.py).

@@ -1,0 +1,161 @@
+"""The API's short road through the WSGI handler (gatewaysite/api/handler.py) answers as
+Django's whole handler does.
+
+Two production servers on the same database, Redis and loopback upstream: one with the
+short road (the default), one with ``GATEWAY_API_FAST_PATH=0``. Every request below goes
+to both; status, header names, the values that do not vary per request, and the body
+(with the per-request ids left out) must be the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+
+from gatewaysite.api.handler import NOT_ON_THE_API, api_chain, api_routes
+from tests.procs import LiveGateway, start_gateway
+from tests.raw_http import parse_response, raw_exchange
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MODEL = "gpt-4o"
+HELLO = [{"role": "user", "content": "Hello"}]
+# Headers whose value is the request's own (ids, timing) or the second's.
+VARYING = {
+    "date",
+    "x-gateway-key-spend-usd",
+    "x-request-id",
+    "x-gateway-latency-ms",
+    "x-gateway-upstream-latency-ms",
+    "x-gateway-overhead-ms",
+}
+# Fields of a JSON body that are the request's own.
+VARYING_FIELDS = {"id", "created", "request_id"}
+# Answers that show the serving process's own state (live latency, health): status and header names only.
+PROCESS_STATE = {"/v1/routing/explain"}
+
+
+@pytest.fixture
+def routed(fake_openai: Any, make_provider: Any, make_deployment: Any, make_price: Any, issue_key: Any) -> dict:
+    provider = make_provider("up", base_url=fake_openai.url + "/v1", vendor="openai")
+    make_deployment(provider, MODEL, max_output_tokens=16_384)
+    make_price("openai", MODEL, "2.50", "10.00")
+    return {
+        "plain": issue_key(name="plain")[1],
+        "budgeted": issue_key(name="budgeted", budget_usd=Decimal("0.000001"), budget_period="day")[1],
+    }
+
+
+@pytest.fixture
+def gateways(tmp_path: Path, routed: dict, redis_client: Any) -> Iterator[tuple[LiveGateway, LiveGateway]]:
+    common = {"GATEWAY_MAX_BODY_BYTES": str(64 * 1024), "GATEWAY_SEED_PRICING": "0"}
+    short = start_gateway(tmp_path, workers=1, clean=True, access_log=None, **common)
+    long = start_gateway(tmp_path, workers=1, clean=True, access_log=None, GATEWAY_API_FAST_PATH="0", **common)
+    try:
+        yield short.wait_healthy(), long.wait_healthy()
+    finally:
+        short.stop()
+        long.stop()
+
+
+def _without(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without(v) for k, v in value.items() if k not in VARYING_FIELDS}
+    if isinstance(value, list):
+        return [_without(v) for v in value]
+    return value
+
+
+def _body(content: bytes) -> Any:
+    try:
+        return _without(orjson.loads(content))
+    except orjson.JSONDecodeError:
+        events = [line[6:] for line in content.split(b"\n") if line.startswith(b"data: ")]
+        if events:
+            return [_without(orjson.loads(e)) if e != b"[DONE]" else "[DONE]" for e in events]
+        return content
+
+
+def _answer(response: requests.Response) -> tuple[int, dict[str, str], Any]:
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return (
+        response.status_code,
+        {k: (v if k not in VARYING else "") for k, v in headers.items()},
+        _body(response.content),
+    )
+
+
+def test_both_roads_answer_alike(gateways: tuple[LiveGateway, LiveGateway], routed: dict) -> None:
+    plain = {"Authorization": f"Bearer {routed['plain']}"}
+    cases: list[tuple[str, str, dict[str, str], bytes | None]] = [
+        ("POST", "/v1/chat/completions", plain, json.dumps({"model": MODEL, "messages": HELLO}).encode()),
+        (
+            "POST",
+            "/v1/chat/completions",
+            plain,
+            json.dumps({"model": MODEL, "messages": HELLO, "stream": True}).encode(),
+        ),
+        ("POST", "/v1/chat/completions", plain, json.dumps({"model": "nope", "messages": HELLO}).encode()),
+        ("POST", "/v1/chat/completions", plain, json.dumps({"model": MODEL, "messages": 5}).encode()),
+        ("POST", "/v1/chat/completions", plain, b"{not json"),
+        ("POST", "/v1/chat/completions", plain, b"x" * (65 * 1024)),
+        ("POST", "/v1/chat/completions", {}, json.dumps({"model": MODEL, "messages": HELLO}).encode()),
+        ("POST", "/v1/chat/completions", {"Authorization": "Bearer sk-gw-nope"}, b"{}"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"Authorization": f"Bearer {routed['budgeted']}"},
+            json.dumps({"model": MODEL, "messages": HELLO}).encode(),
+        ),
+        ("GET", "/v1/chat/completions", plain, None),
+        ("HEAD", "/v1/chat/completions", plain, None),
+        ("GET", "/v1/models", plain, None),
+        ("HEAD", "/v1/models", plain, None),
+        ("POST", "/v1/models", plain, b"{}"),
+        ("POST", "/v1/routing/estimate-cost", plain, json.dumps({"model": MODEL, "messages": HELLO}).encode()),
+        ("POST", "/v1/routing/explain", plain, json.dumps({"model": MODEL, "messages": HELLO}).encode()),
+        ("GET", "/v1/reports/costs", plain, None),  # a client key on a staff endpoint
+        ("GET", "/v1/models", {**plain, "Host": "evil.example"}, None),
+        ("POST", "/v1/chat/completions", {**plain, "Host": "evil.example"}, b"{}"),
+    ]
+    short, long = gateways
+    for method, path, headers, body in cases:
+        answers = [
+            _answer(requests.request(method, g.url + path, headers=headers, data=body, timeout=30))
+            for g in (short, long)
+        ]
+        if path in PROCESS_STATE:
+            assert [(a[0], sorted(a[1])) for a in answers[:1]] == [(a[0], sorted(a[1])) for a in answers[1:]], path
+        else:
+            assert answers[0] == answers[1], (method, path, answers)
+        if answers[0][0] == 200:  # SecurityMiddleware and XFrameOptionsMiddleware ran on both
+            assert answers[0][1]["x-content-type-options"] == "nosniff" and answers[0][1]["x-frame-options"] == "DENY"
+
+
+def test_a_chunked_body_and_a_stalled_one(gateways: tuple[LiveGateway, LiveGateway], routed: dict) -> None:
+    body = json.dumps({"model": MODEL, "messages": HELLO}).encode()
+    chunked = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {routed['plain']}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    )
+    statuses = [parse_response(raw_exchange(g.port, chunked))[0] for g in gateways]
+    assert statuses == [200, 200]
+
+
+def test_the_short_road_covers_the_fixed_api_paths_only(settings: Any) -> None:
+    routes = api_routes()
+    assert "/v1/chat/completions" in routes and "/v1/models" in routes and "/v1/messages" in routes
+    assert not any(path.startswith("/v1/admin/") for path in routes)  # configuration writes wait for propagation
+    assert all(path.startswith("/v1/") for path in routes)
+    assert "/admin/routing/strategy" not in routes
+    # every middleware it leaves out is one settings.MIDDLEWARE has (a renamed one would run twice or never)
+    assert set(settings.MIDDLEWARE) >= NOT_ON_THE_API
+    assert callable(api_chain(settings.MIDDLEWARE))
