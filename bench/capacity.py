@@ -274,26 +274,16 @@ class Postgres:
         return int(row[0]), int(row[1])
 
 
-class PeakSampler:
+class PeakSampler(procs.Sampler):
     """The highest value ``read`` returned, sampled every 0.1 s while the block runs."""
 
     def __init__(self, read: Any) -> None:
+        super().__init__(0.1)
         self.read = read
         self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.peak = max(self.peak, self.read())
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.read())
 
 
 class Capacity:

@@ -199,14 +199,21 @@ def live(rate: int, seconds: float, batch: int, consumers: int) -> None:
     results = _results(children)
     assert UsageRecord.objects.count() == LatencySample.objects.count() == total
     assert sum(LatencyRollup.objects.values_list("count", flat=True)) == total
-    cpu = sum(r["cpu"] for r in results)
-    backend = sum(r["backend_cpu"] for r in results)
     print(
         f"live: {rate:,} events/s for {seconds:.0f} s ({total:,} events, stamped when produced), {consumers}"
         f" consumer(s) draining every second: produced in {produced:.1f} s, stream empty {lag:.2f} s after the"
-        f" last event, largest backlog {backlog:,} entries; per 1,000 events: consumer CPU"
-        f" {1000 * cpu / total * 1000:.0f} ms, Postgres backend CPU {1000 * backend / total * 1000:.0f} ms"
+        f" last event, largest backlog {backlog:,} entries; {_cpu_per_thousand(results, total)}"
         f" (load average {os.getloadavg()[0]:.2f})"
+    )
+
+
+def _cpu_per_thousand(results: list[dict[str, Any]], events: int) -> str:
+    """The consumers' and their Postgres backends' CPU per 1,000 events, as the report lines say it."""
+    cpu = sum(r["cpu"] for r in results)
+    backend = sum(r["backend_cpu"] for r in results)
+    return (
+        f"per 1,000 events: consumer CPU {1000 * cpu / events * 1000:.0f} ms,"
+        f" Postgres backend CPU {1000 * backend / events * 1000:.0f} ms"
     )
 
 
@@ -236,12 +243,9 @@ def ingest(events: int, batch: int, consumers: int, spread: float) -> float:
     assert rolled == events, rolled
     assert not rollup_differences(start - timedelta(hours=1), now() + timedelta(hours=1))
     rate = events / elapsed
-    cpu = sum(r["cpu"] for r in results)
-    backend = sum(r["backend_cpu"] for r in results)
     print(
         f"ingestion: {events} events (1 sample each, over {spread:.0f} s), {consumers} consumer(s), batch {batch}:"
-        f" {elapsed:.2f} s = {rate:,.0f} events/s; per 1,000 events: consumer CPU {1000 * cpu / events * 1000:.0f} ms,"
-        f" Postgres backend CPU {1000 * backend / events * 1000:.0f} ms"
+        f" {elapsed:.2f} s = {rate:,.0f} events/s; {_cpu_per_thousand(results, events)}"
         f" (split {', '.join(str(r['events']) for r in results)}; load average {os.getloadavg()[0]:.2f})"
     )
     return rate

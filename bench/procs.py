@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 from bench.report import parse_proc_stat_cpu_ticks, parse_proc_status
 
@@ -181,7 +182,32 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
-class RssSampler:
+class Sampler:
+    """A background thread that calls ``sample()`` every ``interval`` seconds while the ``with`` block runs."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class RssSampler(Sampler):
     """Samples VmRSS of the given processes every ``interval`` seconds; keeps the peak.
 
     With ``timeline`` it also keeps every sample as ``(wall-clock time, RSS kB summed over
@@ -190,32 +216,20 @@ class RssSampler:
     """
 
     def __init__(self, pids: list[int], interval: float = 0.1, *, timeline: bool = False) -> None:
+        super().__init__(interval)
         self.pids = pids
-        self.interval = interval
         self.peak_kb = 0
         self.timeline = timeline
         self.samples: list[tuple[float, int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for pid in self.pids:
-                rss = rss_kb(pid).get("VmRSS", 0)
-                self.peak_kb = max(self.peak_kb, rss)
-                total += rss
-            if self.timeline:
-                self.samples.append((time.time(), total, cpu_ticks(self.pids)))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        total = 0
+        for pid in self.pids:
+            rss = rss_kb(pid).get("VmRSS", 0)
+            self.peak_kb = max(self.peak_kb, rss)
+            total += rss
+        if self.timeline:
+            self.samples.append((time.time(), total, cpu_ticks(self.pids)))
 
     @property
     def peak_mb(self) -> float:

@@ -116,6 +116,37 @@ class Connection:
         if not self.recv_more(guard):
             raise ProtocolError("the connection closed in the middle of the response")
 
+    def take(self, most: int, guard: ReadGuard | None) -> bytes:
+        """Up to ``most`` bytes of what was received (reading first when nothing is), consumed."""
+        if not self.buf:
+            self.fill(guard)
+        buf = self.buf
+        if len(buf) <= most:
+            self.buf = b""
+            return buf
+        self.buf = buf[most:]
+        return buf[:most]
+
+    def find(
+        self,
+        separator: bytes,
+        guard: ReadGuard | None,
+        too_long: str,
+        start: int = 0,
+        closed: str = "the connection closed in the middle of the response",
+    ) -> int:
+        """Where ``separator`` is in ``buf`` (from ``start``), reading until it is there; at
+        most ``MAX_HEAD`` bytes are read for it (``too_long`` past that, ``closed`` if the
+        peer closes first)."""
+        end = self.buf.find(separator, start)
+        while end < 0:
+            if len(self.buf) > MAX_HEAD:
+                raise ProtocolError(too_long)
+            if not self.recv_more(guard):
+                raise ProtocolError(closed)
+            end = self.buf.find(separator, start)
+        return end
+
     def recv_more(self, guard: ReadGuard | None) -> bool:
         """Append the next bytes from the socket to ``buf``; False when the peer closed the connection."""
         sock = self.sock
@@ -374,18 +405,10 @@ class Response:
             raise ProtocolError("the response was closed")
         mode = self._mode
         if mode == _LENGTH:
-            if not conn.buf:
-                conn.fill(self.guard)
-            buf, left = conn.buf, self._left
-            if len(buf) <= left:
-                conn.buf = b""
-                self._left = left = left - len(buf)
-                self._done = left == 0
-                return buf
-            conn.buf = buf[left:]
-            self._left = 0
-            self._done = True
-            return buf[:left]
+            data = conn.take(self._left, self.guard)
+            self._left -= len(data)
+            self._done = self._left == 0
+            return data
         if mode == _CHUNKED:
             return self._read_chunk(conn)
         # close-delimited
@@ -397,26 +420,13 @@ class Response:
 
     def _read_chunk(self, conn: Connection) -> bytes:
         if self._left:
-            if not conn.buf:
-                conn.fill(self.guard)
-            buf, left = conn.buf, self._left
-            if len(buf) <= left:
-                conn.buf = b""
-                self._left = left - len(buf)
-            else:
-                conn.buf = buf[left:]
-                self._left = 0
-                buf = buf[:left]
+            data = conn.take(self._left, self.guard)
+            self._left -= len(data)
             self._crlf = self._left == 0
-            return buf
+            return data
         # a chunk boundary: the previous chunk's CRLF, then the next chunk-size line
         start = 2 if self._crlf else 0
-        end = conn.buf.find(b"\r\n", start)
-        while end < 0:
-            if len(conn.buf) > MAX_HEAD:
-                raise ProtocolError("a chunk-size line is too long")
-            conn.fill(self.guard)
-            end = conn.buf.find(b"\r\n", start)
+        end = conn.find(b"\r\n", self.guard, "a chunk-size line is too long", start)
         buf = conn.buf
         if start and buf[:2] != b"\r\n":
             raise ProtocolError("a chunk did not end with CRLF")
@@ -432,12 +442,7 @@ class Response:
             self._left = size
             return self._read_chunk(conn)
         while True:  # the last chunk: trailers (ignored) up to an empty line
-            end = conn.buf.find(b"\r\n")
-            while end < 0:
-                if len(conn.buf) > MAX_HEAD:
-                    raise ProtocolError("trailers are too long")
-                conn.fill(self.guard)
-                end = conn.buf.find(b"\r\n")
+            end = conn.find(b"\r\n", self.guard, "trailers are too long")
             line = conn.buf[:end]
             conn.buf = conn.buf[end + 2 :]
             if not line:
@@ -464,13 +469,12 @@ class Response:
 def read_response(conn: Connection, guard: ReadGuard | None) -> Response:
     """Read the status line and headers of the response to the request just sent on ``conn``."""
     while True:
-        end = conn.buf.find(b"\r\n\r\n")
-        while end < 0:
-            if len(conn.buf) > MAX_HEAD:
-                raise ProtocolError("the response's headers are too long")
-            if not conn.recv_more(guard):
-                raise ProtocolError("the server closed the connection without a response")
-            end = conn.buf.find(b"\r\n\r\n")
+        end = conn.find(
+            b"\r\n\r\n",
+            guard,
+            "the response's headers are too long",
+            closed="the server closed the connection without a response",
+        )
         head = conn.buf[:end].decode("latin-1")
         conn.buf = conn.buf[end + 4 :]
         lines = head.split("\r\n")

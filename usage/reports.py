@@ -380,6 +380,18 @@ def _detail_values(row: tuple[Any, ...], *, iso: bool = True) -> list[Any]:
     return values
 
 
+def _batches(records: QuerySet[UsageRecord], iso: bool) -> Iterator[list[list[Any]]]:
+    """The records' export values (``_detail_values``), ``_EXPORT_BATCH`` rows at a time, the last batch shorter."""
+    batch: list[list[Any]] = []
+    for row in detail_rows(records):
+        batch.append(_detail_values(row, iso=iso))
+        if len(batch) >= _EXPORT_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def detail_csv(records: QuerySet[UsageRecord], total: dict[str, Any] | None = None) -> Iterator[bytes]:
     """Streamed CSV: a header and one line per record; with ``total``, a TOTAL line (summed by the database).
 
@@ -390,18 +402,11 @@ def detail_csv(records: QuerySet[UsageRecord], total: dict[str, Any] | None = No
     writer = csv.writer(buffer, lineterminator="\n")
     header = csv.writer(_Echo(), lineterminator="\n")
     yield _csv_line(header, DETAIL_FIELDS)
-    batch: list[list[Any]] = []
-    for row in detail_rows(records):
-        batch.append(_detail_values(row))
-        if len(batch) >= _EXPORT_BATCH:
-            writer.writerows(batch)
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-            batch = []
-    if batch:
+    for batch in _batches(records, iso=True):
         writer.writerows(batch)
         yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
     if total is None:
         return
     line: list[Any] = [""] * len(DETAIL_FIELDS)
@@ -415,14 +420,8 @@ def detail_json(records: QuerySet[UsageRecord], total: dict[str, Any], params: R
     """Streamed JSON: ``{"start", "end", "rows": [...], "total": {...}}``, a chunk of rows serialized at once."""
     head = {"start": params.start.isoformat(), "end": params.end.isoformat(), "group_by": [], "currency": "USD"}
     yield orjson.dumps(head)[:-1] + b',"rows":['
-    first = True
-    batch: list[dict[str, Any]] = []
-    for row in detail_rows(records):
-        batch.append(dict(zip(DETAIL_FIELDS, _detail_values(row, iso=False), strict=True)))
-        if len(batch) >= _EXPORT_BATCH:
-            yield (b"" if first else b",") + orjson.dumps(batch)[1:-1]
-            first = False
-            batch = []
-    if batch:
-        yield (b"" if first else b",") + orjson.dumps(batch)[1:-1]
+    separator = b""
+    for batch in _batches(records, iso=False):
+        yield separator + orjson.dumps([dict(zip(DETAIL_FIELDS, values, strict=True)) for values in batch])[1:-1]
+        separator = b","
     yield b'],"total":' + orjson.dumps(total, default=_json_value) + b"}"

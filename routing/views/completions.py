@@ -120,12 +120,8 @@ class ChatCompletionsView(ClientKeyView):
 def result_response(result: CompletionResult) -> HttpResponseBase:
     """The HTTP response of a routed call (chat, embeddings, messages): its stream or body, status, headers."""
     if result.stream is not None:
-        response: HttpResponseBase = StreamingHttpResponse(result.stream, status=result.status)
-    else:
-        response = HttpResponse(result.body, status=result.status)
-    for name, value in result.headers.items():
-        response[name] = value
-    return response
+        return StreamingHttpResponse(result.stream, status=result.status, headers=result.headers)
+    return HttpResponse(result.body, status=result.status, headers=result.headers)
 
 
 def _model_entry(name: str) -> dict[str, Any]:
