@@ -726,8 +726,17 @@ PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("key check", ("accounts/",)),
     ("completion path (other)", ("routing/services/completion.py",)),
     ("view (DRF dispatch, response)", ("rest_framework/", "routing/views/")),
-    ("Django middleware and handler", ("django/", "whitenoise/", "gatewaysite/middleware.py")),
-    ("gunicorn worker and HTTP parsing", ("gunicorn/",)),
+    (
+        "Django middleware and handler",
+        (
+            "django/",
+            "whitenoise/",
+            "gatewaysite/middleware.py",
+            "gatewaysite/api/handler.py",
+            "monitoring/middleware.py",
+        ),
+    ),
+    ("server: HTTP/1.1 handler, gunicorn worker", ("gatewaysite/http_server.py", "gunicorn/")),
     ("gevent (scheduling, sockets)", ("gevent/", "greenlet")),
 ]
 

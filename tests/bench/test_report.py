@@ -185,7 +185,7 @@ def test_collapsed_profile_is_bucketed_by_the_layers_of_the_request_path() -> No
     assert buckets["gevent hub loop (epoll, timers, switches)"] == 50.0
     assert buckets["upstream HTTP call (providers/http.py, http1.py)"] == 30.0
     assert buckets["usage recording (recorder, event payload)"] == 15.0
-    assert buckets["gunicorn worker and HTTP parsing"] == 5.0
+    assert buckets["server: HTTP/1.1 handler, gunicorn worker"] == 5.0
     assert summary["self"][0] == {"frame": "run (gevent/hub.py:647)", "percent": 50.0}
     inclusive = {f["frame"]: f["percent"] for f in summary["inclusive"]}
     assert inclusive["handle (gunicorn/workers/ggevent.py:120)"] == 50.0
