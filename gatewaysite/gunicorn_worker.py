@@ -36,7 +36,7 @@ from typing import Any
 from gunicorn import util  # type: ignore[import-untyped]  # no type hints
 from gunicorn.http import message, wsgi  # type: ignore[import-untyped]
 
-from gatewaysite.sockets import send_all
+from gatewaysite.sockets import chunk, send_all
 
 _original_http_date = util.http_date
 _date_cache: tuple[int, str] = (-1, "")
@@ -87,7 +87,7 @@ class CoalescingResponse(wsgi.Response):
 
     def _emit_body(self, data: bytes) -> None:
         if self.chunked:
-            data = b"".join([b"%X\r\n" % len(data), data, b"\r\n"])  # util.write_chunk's framing
+            data = chunk(data)
         held, self._held = self._held, None
         if held is not None:
             data = held + data

@@ -74,7 +74,7 @@ from gunicorn.http.wsgi import HEADER_VALUE_RE, STATUS_RE, FileWrapper, WSGIErro
 from gunicorn.workers.ggevent import GeventWorker  # type: ignore[import-untyped]
 
 from gatewaysite.gunicorn_worker import http_date, ip_in_allow_list
-from gatewaysite.sockets import send_all
+from gatewaysite.sockets import chunk, send_all
 
 RECV_SIZE = 64 * 1024
 #: gunicorn's bounds (gunicorn/http/message.py): the request line is capped at 8190 bytes.
@@ -558,14 +558,8 @@ class Response:
             return
         self.sent += size
         if self.chunked:
-            if self.headers_sent:
-                send_all(self.sock, b"".join([b"%X\r\n" % size, data, b"\r\n"]))
-            else:
-                send_all(self.sock, b"".join([self.head(), b"%X\r\n" % size, data, b"\r\n"]))
-        elif self.headers_sent:
-            send_all(self.sock, data)
-        else:
-            send_all(self.sock, self.head() + data)
+            data = chunk(data)
+        send_all(self.sock, data if self.headers_sent else self.head() + data)
 
     def close(self) -> None:
         if not self.headers_sent:

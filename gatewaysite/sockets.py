@@ -1,4 +1,5 @@
-"""Socket writes shared by the server side (gatewaysite/gunicorn_worker.py) and the upstream client (providers/http.py)."""
+"""Socket writes shared by the server side (gatewaysite/http_server.py, gatewaysite/gunicorn_worker.py) and the
+upstream client (providers/http.py)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,8 @@ def send_all(sock: Any, data: bytes) -> None:
     sent = sock.send(data)
     if sent < len(data):
         sock.sendall(memoryview(data)[sent:])
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` framed as one chunk of a chunked HTTP/1.1 body (what gunicorn's ``util.write_chunk`` sends)."""
+    return b"".join([b"%X\r\n" % len(data), data, b"\r\n"])

@@ -15,13 +15,13 @@ the middleware that do something there:
   propagation wait skip ``/v1/`` outside ``/v1/admin/``; WhiteNoise serves only
   ``STATIC_URL``). A middleware added to ``settings.MIDDLEWARE`` later is run here too.
 - Left out of Django's per-request work: URL resolution (the match is made once, at
-  start), ``set_urlconf`` / ``set_script_prefix`` (nothing on these paths reverses a URL,
-  and there is one URLconf), the view middleware pass (only CSRF has one, and it exempts
-  ``/v1/``), and ``ATOMIC_REQUESTS`` (this road is closed when a database sets it).
-- Kept: ``request_started`` before and ``request_finished`` after the response (database
-  connections and caches are checked and closed as usual), Django's log line for
-  responses of 400 and above, the status line, headers and cookies as ``WSGIHandler``
-  writes them.
+  start), ``set_urlconf`` (there is one URLconf), the view middleware pass (only CSRF has
+  one, and it exempts ``/v1/``), and ``ATOMIC_REQUESTS`` (this road is closed when a
+  database sets it).
+- Kept: everything ``WSGIHandler.__call__`` does around ``get_response`` (the script
+  prefix, ``request_started``, the request object, the status line, headers, cookies and
+  file wrapper), ``request_finished`` after the response (database connections and caches
+  are checked and closed as usual), Django's log line for responses of 400 and above.
 
 Measured in docs/benchmark.md ("Where the time goes"): Django's handler, URL resolution
 and the pass-through middleware were about a fifth of a completion's CPU.
@@ -35,10 +35,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.core import signals
 from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.exception import convert_exception_to_response
-from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
+from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import ResolverMatch, URLPattern, URLResolver, get_resolver
@@ -116,32 +115,22 @@ def fast_path_enabled() -> bool:
 
 
 class GatewayWSGIHandler(WSGIHandler):
+    """``WSGIHandler`` (request object, ``request_started``, the status line, headers and
+    file wrapper as Django writes them); only ``get_response`` takes the short road."""
+
     def __init__(self) -> None:
         super().__init__()
         self.api_routes = api_routes() if fast_path_enabled() else {}
-        self.api_chain = api_chain(settings.MIDDLEWARE)
+        self.api_chain: Handler = api_chain(settings.MIDDLEWARE) if self.api_routes else _call_view
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        match = self.api_routes.get(environ.get("PATH_INFO", ""))
+    def get_response(self, request: HttpRequest) -> HttpResponseBase:
+        match = self.api_routes.get(request.path_info)
         if match is None:
-            return super().__call__(environ, start_response)
-        signals.request_started.send(sender=self.__class__, environ=environ)
-        request = WSGIRequest(environ)
+            return super().get_response(request)
+        # BaseHandler.get_response without set_urlconf (one URLconf) and URL resolution (done at start)
         request.resolver_match = match
         response: HttpResponse = self.api_chain(request)  # a streaming one too: typed as Django's own handler has it
         response._resource_closers.append(request.close)  # type: ignore[attr-defined]  # Django's own, untyped in the stubs
         if response.status_code >= 400:
             log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
-        # The rest as WSGIHandler.__call__ does it.
-        response._handler_class = self.__class__  # type: ignore[attr-defined]  # Django's own attribute
-        status = f"{response.status_code} {response.reason_phrase}"
-        headers = [
-            *response.items(),
-            *(("Set-Cookie", cookie.output(header="")) for cookie in response.cookies.values()),
-        ]
-        start_response(status, headers)
-        file_to_stream = getattr(response, "file_to_stream", None)
-        if file_to_stream is not None and environ.get("wsgi.file_wrapper"):
-            file_to_stream.close = response.close
-            return environ["wsgi.file_wrapper"](file_to_stream, response.block_size)  # type: ignore[attr-defined]
         return response
