@@ -27,11 +27,12 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import connection
 
+from gatewaysite.offload import gevent_patched
 from gatewaysite.redis_client import get_redis
 from usage.events import PendingEvent, decode_payload
 from usage.ingest import ingest_events
@@ -45,12 +46,17 @@ E = TypeVar("E")
 R = TypeVar("R")
 
 
+class _Done(Protocol):
+    def set(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 class _Slot(Generic[E, R]):
     __slots__ = ("event", "done", "result", "error")
 
-    def __init__(self, event: E) -> None:
+    def __init__(self, event: E, done: _Done) -> None:
         self.event = event
-        self.done = threading.Event()
+        self.done = done
         self.result: R | None = None
         self.error: BaseException | None = None
 
@@ -62,6 +68,13 @@ class GroupCommitWriter(Generic[E, R]):
     ``idle`` (optional) is called by the writer thread when no event came for
     ``IDLE_SECONDS`` and ``idle_wanted()`` says there is work to do without one (the Redis
     recorder replays its spool once Redis is back, even if no request comes after).
+
+    Under gevent (the served processes) the writer is a greenlet and the hand-off uses
+    gevent's own events: a waiter's event and the writer's wake-up are one compiled call
+    each, where ``threading.Event`` and ``Condition`` (patched) are pure Python over gevent
+    locks and allocate a lock per wait; every request waits twice (admission, recording).
+    Greenlets switch only where they block, so the queue needs no lock there. Elsewhere
+    (threads: tests, ``runserver``, Celery) the queue is guarded by a ``Condition``.
     """
 
     IDLE_SECONDS = 1.0
@@ -80,6 +93,9 @@ class GroupCommitWriter(Generic[E, R]):
         self._queue: list[_Slot[E, R]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._greenlets = False  # set when the writer starts: gevent_patched()
+        self._wake: Any = None  # under gevent: the writer's wake-up (gevent.event.Event)
+        self._new_done: Callable[[], Any] = threading.Event
         this = weakref.ref(self)
         # A forked child has no writer thread: start a new one there on first use. Checked at
         # fork time rather than with getpid()/is_alive() on every request (measured in
@@ -96,11 +112,20 @@ class GroupCommitWriter(Generic[E, R]):
         self._queue = []
         self._cond = threading.Condition()
         self._thread = None
+        self._greenlets = False
+        self._wake = None
+        self._new_done = threading.Event
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
             with self._cond:
                 if self._thread is None:
+                    if gevent_patched():
+                        from gevent.event import Event
+
+                        self._greenlets = True
+                        self._wake = Event()
+                        self._new_done = Event
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
 
@@ -109,26 +134,49 @@ class GroupCommitWriter(Generic[E, R]):
         # CPU): a flush is bounded by the Redis client's socket timeout, and its fallback by
         # the database's, and every batch's outcome is handed to its waiters.
         self._ensure_thread()
-        slot: _Slot[E, R] = _Slot(event)
-        with self._cond:
+        slot: _Slot[E, R] = _Slot(event, self._new_done())
+        if self._greenlets:
             self._queue.append(slot)
-            self._cond.notify()
+            self._wake.set()
+        else:
+            with self._cond:
+                self._queue.append(slot)
+                self._cond.notify()
         slot.done.wait()
         if slot.error is not None:
             raise slot.error
         assert slot.result is not None  # the writer sets a result or an error before it signals
         return slot.result
 
+    def _idle_due(self) -> bool:
+        return self._idle is not None and self._idle_wanted is not None and self._idle_wanted()
+
+    def _next_batch(self) -> list[_Slot[E, R]]:
+        """What has queued up (waiting for it); empty when the idle work is due instead."""
+        if self._greenlets:
+            wake = self._wake
+            while not self._queue:
+                wake.clear()
+                if self._idle_due():
+                    if not wake.wait(self.IDLE_SECONDS) and not self._queue:
+                        return []
+                else:
+                    wake.wait()
+            batch, self._queue = self._queue, []
+            return batch
+        with self._cond:
+            while not self._queue:
+                if self._idle_due():
+                    if not self._cond.wait(self.IDLE_SECONDS) and not self._queue:
+                        return []
+                else:
+                    self._cond.wait()
+            batch, self._queue = self._queue, []
+            return batch
+
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue:
-                    if self._idle is not None and self._idle_wanted is not None and self._idle_wanted():
-                        if not self._cond.wait(self.IDLE_SECONDS) and not self._queue:
-                            break
-                    else:
-                        self._cond.wait()
-                batch, self._queue = self._queue, []
+            batch = self._next_batch()
             if not batch:
                 assert self._idle is not None
                 try:
