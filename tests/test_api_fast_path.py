@@ -9,6 +9,7 @@ to both; status, header names, the values that do not vary per request, and the 
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,8 +19,15 @@ from typing import Any
 import orjson
 import pytest
 import requests
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.core.handlers.exception import convert_exception_to_response
+from django.core.signals import request_finished
+from django.db import connections
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
+from django.utils.deprecation import MiddlewareMixin
 
-from gatewaysite.api.handler import NOT_ON_THE_API, api_chain, api_routes
+from gatewaysite.api.handler import NOT_ON_THE_API, GatewayWSGIHandler, MixinRun, api_chain, api_routes
 from tests.procs import LiveGateway, start_gateway
 from tests.raw_http import parse_response, raw_exchange
 
@@ -159,3 +167,139 @@ def test_the_short_road_covers_the_fixed_api_paths_only(settings: Any) -> None:
     # every middleware it leaves out is one settings.MIDDLEWARE has (a renamed one would run twice or never)
     assert set(settings.MIDDLEWARE) >= NOT_ON_THE_API
     assert callable(api_chain(settings.MIDDLEWARE))
+
+
+class _ResponseHooks(MiddlewareMixin):
+    """A middleware with a response hook only (as XFrameOptionsMiddleware), logging its calls."""
+
+    log: list[str]
+    name = ""
+    raise_in_response = False
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        self.log.append(f"{self.name}.response")
+        if self.raise_in_response:
+            raise SuspiciousOperation(self.name)
+        response[f"x-{self.name}"] = "seen"
+        return response
+
+
+class _Hooks(_ResponseHooks):
+    """Both hooks; the request hook answers or raises when the scenario says so."""
+
+    answer_in_request = False
+    raise_in_request = False
+
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        self.log.append(f"{self.name}.request")
+        if self.raise_in_request:
+            raise PermissionDenied(self.name)
+        return HttpResponse(f"from {self.name}", status=299) if self.answer_in_request else None
+
+
+def _middleware(log: list[str], behaviour: dict[str, bool]) -> list[type[MiddlewareMixin]]:
+    """Middleware a, b (response hook only), c, outermost first; ``behaviour`` as ``{"a_raise_in_request": True}``."""
+    classes: list[type[MiddlewareMixin]] = []
+    for name, base in (("a", _Hooks), ("b", _ResponseHooks), ("c", _Hooks)):
+        attrs: dict[str, Any] = {"log": log, "name": name}
+        for key, value in behaviour.items():
+            owner, _, attr = key.partition("_")
+            if owner == name:
+                attrs[attr] = value
+        classes.append(type(f"M{name}", (base,), attrs))
+    return classes
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        {},
+        {"a_answer_in_request": True},
+        {"c_answer_in_request": True},
+        {"a_raise_in_request": True},
+        {"c_raise_in_request": True},
+        {"b_raise_in_response": True},
+        {"a_raise_in_response": True, "c_raise_in_response": True},
+        {"c_answer_in_request": True, "b_raise_in_response": True},
+        {"view_raises": True},
+    ],
+)
+def test_a_run_of_mixins_answers_as_djangos_own_chain(behaviour: dict[str, bool]) -> None:
+    """``MixinRun`` against Django's chain (one ``MiddlewareMixin.__call__`` per middleware, each
+    in ``convert_exception_to_response``) on the same middleware: the same hooks run in the same
+    order and the answer is the same, when a hook answers, raises, or the view raises."""
+    view_raises = behaviour.pop("view_raises", False)
+
+    def view(request: HttpRequest) -> HttpResponse:
+        if view_raises:
+            raise PermissionDenied("view")
+        return HttpResponse("from the view")
+
+    outcomes = []
+    for build in ("django", "run"):
+        log: list[str] = []
+        classes = _middleware(log, behaviour)
+        inner: Any = convert_exception_to_response(view)
+        if build == "django":
+            handler = inner
+            for cls in reversed(classes):
+                handler = convert_exception_to_response(cls(handler))
+        else:
+            handler = convert_exception_to_response(MixinRun([cls(inner) for cls in classes], inner))
+        response = handler(RequestFactory().get("/v1/models"))
+        outcomes.append((log, response.status_code, sorted(k for k in response.headers if k.startswith("x-"))))
+    assert outcomes[0] == outcomes[1]
+
+
+def _environ(path: str, key: str = "sk-gw-none") -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "localhost",
+        "HTTP_AUTHORIZATION": f"Bearer {key}",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.url_scheme": "http",
+    }
+
+
+def _serve(handler: GatewayWSGIHandler, path: str, key: str = "sk-gw-none") -> tuple[str, bytes]:
+    statuses = []
+    response = handler(_environ(path, key), lambda status, headers: statuses.append(status))
+    body = b"".join(response)
+    response.close()
+    return statuses[0], body
+
+
+def test_the_housekeeping_does_what_the_request_signals_do(routed: dict) -> None:
+    """Database connections opened by an API request are closed at its end (CONN_MAX_AGE 0)
+    and the request's log context is cleared, as the signals' receivers do on the long road."""
+    from monitoring.context import current_request
+
+    handler = GatewayWSGIHandler()
+    assert handler.housekeeping.applies()
+    connections["default"].close()
+    status, _ = _serve(handler, "/v1/models", routed["plain"])
+    assert status.startswith("200")
+    assert connections["default"].connection is None  # opened for the key, closed at the end
+    assert current_request.get() is None
+
+
+def test_a_receiver_connected_later_is_sent_the_signal() -> None:
+    handler = GatewayWSGIHandler()
+    seen: list[type] = []
+
+    def receiver(sender: type, **kwargs: Any) -> None:
+        seen.append(sender)
+
+    request_finished.connect(receiver, weak=False)
+    try:
+        assert not handler.housekeeping.applies()
+        _serve(handler, "/v1/models")
+    finally:
+        request_finished.disconnect(receiver)
+    assert seen == [GatewayWSGIHandler]
+    assert handler.housekeeping.applies()  # back to the receivers it was built with
