@@ -9,7 +9,9 @@ the middleware that do something there:
 - The same view (the DRF view of the URLconf, ``csrf_exempt`` as Django calls it) and
   the same middleware classes, in ``settings.MIDDLEWARE``'s order, each wrapped as
   Django wraps it (``convert_exception_to_response``), so an exception anywhere becomes
-  the same OpenAI-shaped error with the same headers.
+  the same OpenAI-shaped error with the same headers. Consecutive plain
+  ``MiddlewareMixin`` middleware (Django's security, common and clickjacking middleware)
+  run as one layer, ``MixinRun``, with the same hooks, order and exception outcome.
 - Left out: the middleware listed in ``NOT_ON_THE_API``, which pass these paths through
   untouched (sessions, CSRF, the session user, messages and the configuration
   propagation wait skip ``/v1/`` outside ``/v1/admin/``; WhiteNoise serves only
@@ -18,10 +20,12 @@ the middleware that do something there:
   start), ``set_urlconf`` (there is one URLconf), the view middleware pass (only CSRF has
   one, and it exempts ``/v1/``), and ``ATOMIC_REQUESTS`` (this road is closed when a
   database sets it).
-- Kept: everything ``WSGIHandler.__call__`` does around ``get_response`` (the script
-  prefix, ``request_started``, the request object, the status line, headers, cookies and
-  file wrapper), ``request_finished`` after the response (database connections and caches
-  are checked and closed as usual), Django's log line for responses of 400 and above.
+- The request signals' work without the signals (``RequestHousekeeping``): database
+  connections checked and closed, and every other receiver called, at the start and the
+  end of the request, while the receivers are the ones it was built with.
+- Kept: the rest of what ``WSGIHandler.__call__`` does around ``get_response`` (the
+  script prefix, the request object, the status line, headers and cookies), and Django's
+  log line for responses of 400 and above.
 
 Measured in docs/benchmark.md ("Where the time goes"): Django's handler, URL resolution
 and the pass-through middleware were about a fifth of a completion's CPU.
@@ -277,6 +281,7 @@ class _ApiClose:
                 closer()
         response._resource_closers.clear()  # type: ignore[attr-defined]
         response.closed = True
+        del response.close  # the response held this object, which held it: no cycle left for the collector
         self.housekeeping.finish(self.sender)
 
 
@@ -302,7 +307,9 @@ class GatewayWSGIHandler(WSGIHandler):
         response._handler_class = self.__class__  # type: ignore[attr-defined]  # Django's own
         response.close = _ApiClose(response, self.housekeeping, self.__class__)  # type: ignore[method-assign]
         status = f"{response.status_code} {response.reason_phrase}"
-        headers = [*response.items(), *(("Set-Cookie", c.output(header="")) for c in response.cookies.values())]
+        headers = list(response.items())
+        if response.cookies:
+            headers.extend(("Set-Cookie", c.output(header="")) for c in response.cookies.values())
         start_response(status, headers)
         return response  # the API's views answer no files: no file wrapper
 

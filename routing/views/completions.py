@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -97,15 +98,59 @@ def chat_route(request: Request, body: dict[str, Any]) -> RouteRequest:
 _JSON = JSONRenderer()
 
 
+_NEGOTIATOR = DefaultContentNegotiation()  # stateless: one for every request
+
+
+def _per_class(view: APIView, name: str, build: Callable[[], Any]) -> Any:
+    """``build()``'s value, made once per view class (the class's own settings) and kept on it."""
+    cls = type(view)
+    value = cls.__dict__.get(name)
+    if value is None:
+        value = build()
+        setattr(cls, name, value)
+    return value
+
+
 class ClientKeyView(APIView):
+    """The key-authenticated API's DRF view: DRF's dispatch, without rebuilding per request
+    what holds no state (the authenticators and permissions of the view class, the content
+    negotiator, the ``Allow``/``Vary`` headers), and with the DRF request's reference cycle
+    (request -> parser context -> request, view) broken when the view is done, so the
+    request is freed at once rather than by a garbage collection (docs/benchmark.md)."""
+
     authentication_classes = [ClientKeyAuthentication]
     permission_classes = [HasClientKey]
     throttle_classes: list[Any] = []
+
+    def get_authenticators(self) -> Any:
+        return _per_class(self, "_authenticators", lambda: tuple(super(ClientKeyView, self).get_authenticators()))
+
+    def get_permissions(self) -> Any:
+        return _per_class(self, "_permissions", lambda: tuple(super(ClientKeyView, self).get_permissions()))
+
+    def get_content_negotiator(self) -> Any:
+        return _NEGOTIATOR
+
+    @property
+    def default_response_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = _per_class(
+            self, "_response_headers", lambda: super(ClientKeyView, self).default_response_headers
+        )
+        return dict(headers)
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
         """Always JSON (errors included), whatever ``Accept`` says: streaming clients send
         ``Accept: text/event-stream`` and must get their stream, not a 406."""
         return _JSON, _JSON.media_type
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            drf_request = self.request
+            if isinstance(drf_request, Request):
+                drf_request.parser_context = None  # type: ignore[assignment]  # read only while parsing, by DRF's parsers
+            self.request = None  # type: ignore[assignment]
 
 
 class ChatCompletionsView(ClientKeyView):
