@@ -74,7 +74,7 @@ from gunicorn.http.wsgi import HEADER_VALUE_RE, STATUS_RE, FileWrapper, WSGIErro
 from gunicorn.workers.ggevent import GeventWorker  # type: ignore[import-untyped]
 
 from gatewaysite.gunicorn_worker import http_date, ip_in_allow_list
-from gatewaysite.sockets import chunk, send_all
+from gatewaysite.sockets import chunk, recv_expecting_wait, send_all
 
 RECV_SIZE = 64 * 1024
 #: gunicorn's bounds (gunicorn/http/message.py): the request line is capped at 8190 bytes.
@@ -248,11 +248,12 @@ class Connection:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def fill(self) -> bool:
-        """One ``recv`` into the parser; False at the end of input (or when the parser failed)."""
+    def fill(self, idle: bool = False) -> bool:
+        """One ``recv`` into the parser; False at the end of input (or when the parser failed).
+        ``idle``: nothing is expected yet (a kept-alive connection after an answer): wait, then read."""
         if self.dead or self.eof:
             return False
-        data = self.sock.recv(RECV_SIZE)
+        data = recv_expecting_wait(self.sock, RECV_SIZE) if idle else self.sock.recv(RECV_SIZE)
         if not data:
             self.eof = True
             return False
@@ -695,6 +696,7 @@ class GatewayWorker(GeventWorker):
         trusted = self.trusted(addr)
         keepalive = self.keepalive
         queue = conn.queue
+        answered = False  # an answer was sent: the next request's first read waits before reading
         while True:
             if keepalive:
                 client.settimeout(keepalive)
@@ -703,7 +705,9 @@ class GatewayWorker(GeventWorker):
                     if queue and queue[0].error is not None:
                         self.handle_error(None, client, addr, queue[0].error)
                         return
-                    if not conn.fill():
+                    idle = answered and not queue
+                    answered = False
+                    if not conn.fill(idle):
                         if queue and queue[0].error is not None:
                             continue
                         return  # the client closed (or half-closed) the connection
@@ -723,6 +727,7 @@ class GatewayWorker(GeventWorker):
                 if not self.drain(conn, request):
                     return
             queue.popleft()
+            answered = True
 
     def prepare(self, conn: Connection, request: ParsedRequest, base: dict[str, Any], trusted: bool) -> dict[str, Any]:
         """Check the request as gunicorn's parser does and build its environ (``wsgi.create``)."""

@@ -207,6 +207,7 @@ def _exchange(origin: Origin, request: bytes, target: Target, deadline: _Deadlin
         try:
             deadline.before_read(sock)  # sending waits no longer than a read may
             send_all(sock, request)
+            conn.awaiting = True
         except TimeoutError:
             conn.close()
             raise

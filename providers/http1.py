@@ -47,6 +47,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
+from gatewaysite.sockets import recv_expecting_wait
+
 RECV_SIZE = 65536
 MAX_HEAD = 65536  # status line and headers of one response; a chunk-size line must be much shorter
 MAX_IDLE_PER_ORIGIN = 10_000  # as many as a worker's connections (8,000 streams each hold one to the same upstream)
@@ -94,12 +96,13 @@ class Holder(Protocol):
 class Connection:
     """One socket to an origin, with what was received on it and not consumed yet."""
 
-    __slots__ = ("buf", "holder", "origin", "sock")
+    __slots__ = ("awaiting", "buf", "holder", "origin", "sock")
 
     def __init__(self, sock: socket.socket, origin: Origin) -> None:
         self.sock: socket.socket | None = sock
         self.origin = origin
         self.buf = b""  # received and not consumed yet
+        self.awaiting = False  # a request was just sent: its answer's first read waits before reading
         self.holder: Holder | None = None
 
     def idle_ok(self) -> bool:
@@ -155,7 +158,11 @@ class Connection:
         if guard is not None:
             guard.before_read(sock)
         try:
-            data = sock.recv(RECV_SIZE)
+            if self.awaiting:
+                self.awaiting = False
+                data = recv_expecting_wait(sock, RECV_SIZE)
+            else:
+                data = sock.recv(RECV_SIZE)
         except TimeoutError:
             raise
         except OSError as exc:  # reset, or shut down by a cancellation
