@@ -9,6 +9,7 @@ to both; status, header names, the values that do not vary per request, and the 
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 from collections.abc import Iterator
@@ -303,3 +304,23 @@ def test_a_receiver_connected_later_is_sent_the_signal() -> None:
         request_finished.disconnect(receiver)
     assert seen == [GatewayWSGIHandler]
     assert handler.housekeeping.applies()  # back to the receivers it was built with
+
+
+def test_an_api_request_leaves_no_garbage_for_the_collector(routed: dict) -> None:
+    """The DRF view's request/view cycle and the road's close are broken when the request
+    ends: every object of the request is freed by its reference count, none waits for a
+    collection (gatewaysite/gunicorn.conf.py times full collections on this)."""
+    handler = GatewayWSGIHandler()
+    _serve(handler, "/v1/models", routed["plain"])  # warm: the key cache, the per-class objects
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(5):
+            status, _ = _serve(handler, "/v1/models", routed["plain"])
+            assert status.startswith("200")
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []

@@ -114,9 +114,10 @@ def _per_class(view: APIView, name: str, build: Callable[[], Any]) -> Any:
 class ClientKeyView(APIView):
     """The key-authenticated API's DRF view: DRF's dispatch, without rebuilding per request
     what holds no state (the authenticators and permissions of the view class, the content
-    negotiator, the ``Allow``/``Vary`` headers), and with the DRF request's reference cycle
-    (request -> parser context -> request, view) broken when the view is done, so the
-    request is freed at once rather than by a garbage collection (docs/benchmark.md)."""
+    negotiator, the ``Allow``/``Vary`` headers), and with its reference cycles (DRF request
+    -> parser context -> request and view; the view's ``head`` alias of ``get``) broken when
+    the view is done, so the request is freed at once rather than by a garbage collection
+    (docs/benchmark.md)."""
 
     authentication_classes = [ClientKeyAuthentication]
     permission_classes = [HasClientKey]
@@ -151,6 +152,7 @@ class ClientKeyView(APIView):
             if isinstance(drf_request, Request):
                 drf_request.parser_context = None  # type: ignore[assignment]  # read only while parsing, by DRF's parsers
             self.request = None  # type: ignore[assignment]
+            vars(self).pop("head", None)  # View.as_view's ``self.head = self.get``: a bound method of the view, on it
 
 
 class ChatCompletionsView(ClientKeyView):
