@@ -20,6 +20,7 @@ grow with load, so one round trip serves many requests (docs/architecture.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -135,13 +136,9 @@ class GroupCommitWriter(Generic[E, R]):
         # the database's, and every batch's outcome is handed to its waiters.
         self._ensure_thread()
         slot: _Slot[E, R] = _Slot(event, self._new_done())
-        if self._greenlets:
+        with self._guard():
             self._queue.append(slot)
-            self._wake.set()
-        else:
-            with self._cond:
-                self._queue.append(slot)
-                self._cond.notify()
+            self._notify()
         slot.done.wait()
         if slot.error is not None:
             raise slot.error
@@ -151,26 +148,31 @@ class GroupCommitWriter(Generic[E, R]):
     def _idle_due(self) -> bool:
         return self._idle is not None and self._idle_wanted is not None and self._idle_wanted()
 
+    def _guard(self) -> Any:
+        """What guards the queue: nothing under gevent (greenlets switch only where they block)."""
+        return contextlib.nullcontext() if self._greenlets else self._cond
+
+    def _notify(self) -> None:
+        if self._greenlets:
+            self._wake.set()
+        else:
+            self._cond.notify()
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait (the queue guarded, if it is) for a notify; False when ``timeout`` passed first."""
+        if self._greenlets:
+            self._wake.clear()
+            return bool(self._wake.wait(timeout))
+        return self._cond.wait(timeout)
+
     def _next_batch(self) -> list[_Slot[E, R]]:
         """What has queued up (waiting for it); empty when the idle work is due instead."""
-        if self._greenlets:
-            wake = self._wake
+        with self._guard():
             while not self._queue:
-                wake.clear()
-                if self._idle_due():
-                    if not wake.wait(self.IDLE_SECONDS) and not self._queue:
-                        return []
-                else:
-                    wake.wait()
-            batch, self._queue = self._queue, []
-            return batch
-        with self._cond:
-            while not self._queue:
-                if self._idle_due():
-                    if not self._cond.wait(self.IDLE_SECONDS) and not self._queue:
-                        return []
-                else:
-                    self._cond.wait()
+                idle_due = self._idle_due()
+                woken = self._wait(self.IDLE_SECONDS if idle_due else None)
+                if idle_due and not woken and not self._queue:
+                    return []
             batch, self._queue = self._queue, []
             return batch
 

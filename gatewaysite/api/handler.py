@@ -131,7 +131,6 @@ class MixinRun:
     """
 
     def __init__(self, middleware: list[MiddlewareMixin], inner: Handler) -> None:
-        self.middleware = middleware
         self.inner = inner
         self.requests = [getattr(m, "process_request", None) for m in middleware]
         self.responses = [getattr(m, "process_response", None) for m in middleware]
