@@ -147,6 +147,8 @@ def test_both_roads_answer_alike(gateways: tuple[LiveGateway, LiveGateway], rout
             assert [(a[0], sorted(a[1])) for a in answers[:1]] == [(a[0], sorted(a[1])) for a in answers[1:]], path
         else:
             assert answers[0] == answers[1], (method, path, answers)
+        # the answer never varies with Accept (always JSON): no Vary header telling caches it does
+        assert "vary" not in answers[0][1], (method, path)
         if answers[0][0] == 200:  # SecurityMiddleware and XFrameOptionsMiddleware ran on both
             assert answers[0][1]["x-content-type-options"] == "nosniff" and answers[0][1]["x-frame-options"] == "DENY"
 
