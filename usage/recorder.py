@@ -286,6 +286,7 @@ class RedisStreamRecorder(Recorder):
         self._name = ""
         self._seq = 0
         self._spooled = False  # this process has spooled batches not replayed yet
+        self._retired = False  # replaced (reset_recorder): no more idle work
         self._connection = BatchConnection()  # used by the writer thread only
 
     def _batch_id(self) -> tuple[str, int]:
@@ -313,10 +314,17 @@ class RedisStreamRecorder(Recorder):
         return [[] for _ in events]  # the counters' values are unknown now: no spend is reported
 
     def _has_spool(self) -> bool:
-        return self._spooled and self._pid == os.getpid()
+        return self._spooled and not self._retired and self._pid == os.getpid()
+
+    def retire(self) -> None:
+        """No more idle replays from this recorder: it was replaced (``reset_recorder``), and
+        its spool is left to the next replay of every file (the periodic task, a new process)."""
+        self._retired = True
 
     def _replay_own_spool(self) -> None:
         """Replay this process's spool (before its next batch, or after a second without one)."""
+        if self._retired:
+            return
         try:
             count = spool_replay(own_only=True)
         except Exception:
@@ -364,5 +372,11 @@ def get_recorder() -> Recorder:
 
 
 def reset_recorder() -> None:
+    """Forget the process's recorder; the next ``get_recorder()`` builds one for the settings
+    of then. Used where settings change under a live process (tests point it at another Redis
+    or spool directory): the old recorder's writer thread stays, asleep, and replays nothing
+    more, so a spool it left cannot go into the Redis of whoever comes next."""
     global _recorder
+    if isinstance(_recorder, RedisStreamRecorder):
+        _recorder.retire()
     _recorder = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -19,10 +20,11 @@ from gatewaysite.clock import now
 from gatewaysite.redis_client import reset_redis
 from providers.pricing.cost import to_picodollars
 from tests.procs import LiveGateway, PrivateRedis, current_database_url, gateway_env, wait_until
+from usage import recorder as recorder_module
 from usage.consumer import drain
 from usage.events import CounterIncrement, PendingEvent
 from usage.models import UsageRecord
-from usage.recorder import RedisStreamRecorder
+from usage.recorder import GroupCommitWriter, RedisStreamRecorder, reset_recorder
 from usage.spool import spool_dir, spool_replay
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,6 +106,25 @@ def test_a_quiet_recorder_replays_its_spool_within_seconds_of_redis_coming_back(
     assert not list(spool_dir().glob("usage-*"))
     assert drain() == 2
     assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == ["req_a", "req_b"]
+
+
+def test_a_replaced_recorder_replays_nothing_into_the_next_redis(private_redis: PrivateRedis, tmp_path: Path) -> None:
+    """``reset_recorder`` (settings changed under the process: another Redis, another spool
+    directory) retires the recorder it forgets: a spool it left is not sent, a second later,
+    into the Redis that is configured by then."""
+    old = RedisStreamRecorder()
+    assert old.record(_event("req_old_1", 100)) == [100, 100, -1000]
+    private_redis.stop()
+    assert old.record(_event("req_old_2", 20)) == []  # spooled
+    recorder_module._recorder = old
+    reset_recorder()
+    private_redis.start()  # back: an active recorder would replay its spool within a second or so
+    time.sleep(3 * GroupCommitWriter.IDLE_SECONDS)
+    client = private_redis.client()
+    assert int(client.get("{gw}:spend:key:7")) == 100  # req_old_2 was not replayed
+    assert list(spool_dir().glob("usage-*"))  # still spooled, for the replay of every file
+    assert spool_replay() == 1  # which sends it exactly once
+    assert int(client.get("{gw}:spend:key:7")) == 120
 
 
 def test_the_writer_connection_is_renewed_after_a_kill_and_the_script_reloaded_after_a_flush(
