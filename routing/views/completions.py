@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from accounts.authentication import ClientKeyAuthentication, HasClientKey, client_key
 from gatewaysite.api.errors import ModelNotFound, PayloadTooLarge
 from gatewaysite.api.parsers import parse_json_body
+from gatewaysite.api.responses import api_response, api_stream
 from gatewaysite.clock import monotonic
 from gatewaysite.middleware import request_id_of
 from gatewaysite.offload import offload_cpu
@@ -167,8 +168,8 @@ class ChatCompletionsView(ClientKeyView):
 def result_response(result: CompletionResult) -> HttpResponseBase:
     """The HTTP response of a routed call (chat, embeddings, messages): its stream or body, status, headers."""
     if result.stream is not None:
-        return StreamingHttpResponse(result.stream, status=result.status, headers=result.headers)
-    return HttpResponse(result.body, status=result.status, headers=result.headers)
+        return api_stream(result.stream, status=result.status, headers=result.headers)
+    return api_response(result.body, status=result.status, headers=result.headers)
 
 
 def _model_entry(name: str) -> dict[str, Any]:

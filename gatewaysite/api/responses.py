@@ -1,0 +1,82 @@
+"""The API's responses: Django's, with headers that cost less to set and read.
+
+A completion's answer carries about fifteen headers: the gateway's own (attempts, strategy,
+provider, cost, spend, latency, the request id), DRF's ``Allow``, and the security
+middleware's. Django's ``ResponseHeaders`` checks each name and value in two Python calls
+(an encode to test the charset, then a newline check), answers ``in`` and ``setdefault``
+by raising and catching ``KeyError`` for a missing header, and lists its items by looking
+every name up again. ``ApiHeaders`` holds the same contents and raises the same errors,
+for less: a plain ASCII ``str`` name and value without CR or LF (every header the gateway
+and Django's middleware set) is stored as Django stores it after one pass of checks;
+anything else (bytes, non-ASCII text, newlines, other types) takes Django's own path, with
+its conversions and its errors. Measured in docs/benchmark.md; tests/test_api_responses.py
+holds it to Django's class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
+from typing import Any
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase, ResponseHeaders
+
+
+def _plain(text: object) -> bool:
+    """A ``str`` that Django would store unchanged: ASCII (so latin-1 too), no CR or LF."""
+    return type(text) is str and text.isascii() and "\n" not in text and "\r" not in text
+
+
+class _HeaderItems(ItemsView[str, str]):
+    """``(name, value)`` pairs straight from the store, in order, without a lookup per name."""
+
+    _mapping: ApiHeaders
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._mapping._store.values())
+
+
+class ApiHeaders(ResponseHeaders):
+    """``ResponseHeaders``: the same contents, answers and errors; its common operations cheaper."""
+
+    _store: dict[str, tuple[str, str]]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if _plain(key) and _plain(value):
+            self._store[key.lower()] = (key, value)
+        else:
+            super().__setitem__(key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return key.lower() in self._store  # type: ignore[attr-defined]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        item = self._store.get(key.lower())
+        return default if item is None else item[1]
+
+    def items(self) -> _HeaderItems:  # still an ItemsView
+        return _HeaderItems(self)
+
+
+def _with_api_headers(response: HttpResponseBase, headers: Mapping[str, str]) -> None:
+    """Give ``response`` (built without headers) ``headers`` as ``ApiHeaders``, with Django's
+    default ``Content-Type`` when they have none, as ``HttpResponseBase.__init__`` does."""
+    default_type = response.headers["Content-Type"]
+    api_headers = ApiHeaders(headers)
+    if "Content-Type" not in api_headers:
+        api_headers["Content-Type"] = default_type
+    response.headers = api_headers
+
+
+def api_response(body: bytes | None, *, status: int, headers: Mapping[str, str]) -> HttpResponse:
+    """``HttpResponse(body, status=status, headers=headers)`` with ``ApiHeaders``."""
+    response = HttpResponse(body, status=status)
+    _with_api_headers(response, headers)
+    return response
+
+
+def api_stream(chunks: Iterable[bytes], *, status: int, headers: Mapping[str, str]) -> StreamingHttpResponse:
+    """``StreamingHttpResponse(chunks, status=status, headers=headers)`` with ``ApiHeaders``."""
+    response = StreamingHttpResponse(chunks, status=status)
+    _with_api_headers(response, headers)
+    return response
