@@ -10,6 +10,7 @@ JSON type where a translating adapter reads them too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gatewaysite.api.errors import InvalidRequest
@@ -99,17 +100,25 @@ def _tool_calls(calls: Any, where: str) -> None:
             raise _fail(f"'{here}.function.arguments' must be a JSON string.", f"{here}.function.arguments")
 
 
+_ROLE_AND_CONTENT = frozenset({"role", "content"})
+
+
 def _messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise _fail("'messages' must be a non-empty array.", "messages")
     for index, message in enumerate(messages):
-        where = f"messages[{index}]"
         if not isinstance(message, dict):
-            raise _fail(f"'{where}' must be an object.", where)
+            raise _fail(f"'messages[{index}]' must be an object.", f"messages[{index}]")
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
+            where = f"messages[{index}]"
             raise _fail(f"'{where}.role' must be one of {', '.join(sorted(ROLES))}.", f"{where}.role")
-        _content(message.get("content"), f"{where}.content")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            _content(content, f"messages[{index}].content")
+        if message.keys() <= _ROLE_AND_CONTENT:
+            continue  # the usual message: nothing else to check (the paths are built only when needed)
+        where = f"messages[{index}]"
         _string(message.get("name"), f"{where}.name")
         _string(message.get("tool_call_id"), f"{where}.tool_call_id")
         _tool_calls(message.get("tool_calls"), f"{where}.tool_calls")
@@ -147,6 +156,51 @@ def _stop(stop: Any) -> None:
         raise _fail("'stop' must be a string or an array of strings.", "stop")
 
 
+def _tool_choice(body: dict[str, Any]) -> None:
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | dict):
+        raise _fail("'tool_choice' must be a string or an object.", "tool_choice")
+
+
+def _stream_options(body: dict[str, Any]) -> None:
+    options = _typed(body, "stream_options", dict, "an object")
+    if options is not None:
+        _typed(options, "include_usage", bool, "a boolean", param="stream_options.include_usage")
+
+
+def _modalities(body: dict[str, Any]) -> None:
+    modalities = _typed(body, "modalities", list, "an array of strings")
+    if modalities is not None and not all(isinstance(item, str) for item in modalities):
+        raise _fail("'modalities' must be an array of strings.", "modalities")
+
+
+# Each optional field's check, in the order errors are reported; a check passes when its
+# field is absent, so only the fields present are checked.
+_FIELD_CHECKS: tuple[tuple[str, Callable[[dict[str, Any]], object]], ...] = (
+    ("tools", lambda body: _tools(body["tools"])),
+    ("tool_choice", _tool_choice),
+    ("stream", lambda body: _typed(body, "stream", bool, "a boolean")),
+    ("stream_options", _stream_options),
+    ("metadata", lambda body: _typed(body, "metadata", dict, "an object")),
+    ("response_format", lambda body: _typed(body, "response_format", dict, "an object")),
+    ("logit_bias", lambda body: _typed(body, "logit_bias", dict, "an object")),
+    ("user", lambda body: _typed(body, "user", str, "a string")),
+    ("parallel_tool_calls", lambda body: _typed(body, "parallel_tool_calls", bool, "a boolean")),
+    ("logprobs", lambda body: _typed(body, "logprobs", bool, "a boolean")),
+    ("modalities", _modalities),
+    ("stop", lambda body: _stop(body["stop"])),
+    ("max_tokens", lambda body: _integer(body, "max_tokens", 1, MAX_TOKENS_LIMIT)),
+    ("max_completion_tokens", lambda body: _integer(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT)),
+    ("n", lambda body: _integer(body, "n", 1, MAX_CHOICES)),
+    ("top_logprobs", lambda body: _integer(body, "top_logprobs", 0, 20)),
+    ("seed", lambda body: _typed(body, "seed", int, "an integer")),
+    ("temperature", lambda body: _number(body, "temperature", 0, 2)),
+    ("top_p", lambda body: _number(body, "top_p", 0, 1)),
+    ("presence_penalty", lambda body: _number(body, "presence_penalty", -2, 2)),
+    ("frequency_penalty", lambda body: _number(body, "frequency_penalty", -2, 2)),
+)
+
+
 def validate_chat_body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
@@ -154,31 +208,8 @@ def validate_chat_body(body: Any) -> dict[str, Any]:
     if not isinstance(model, str) or not model.strip():
         raise _fail("'model' is required and must be a string.", "model")
     _messages(body.get("messages"))
-    _tools(body.get("tools"))
-    choice = body.get("tool_choice")
-    if choice is not None and not isinstance(choice, str | dict):
-        raise _fail("'tool_choice' must be a string or an object.", "tool_choice")
-    _typed(body, "stream", bool, "a boolean")
-    options = _typed(body, "stream_options", dict, "an object")
-    if options is not None:
-        _typed(options, "include_usage", bool, "a boolean", param="stream_options.include_usage")
-    _typed(body, "metadata", dict, "an object")
-    _typed(body, "response_format", dict, "an object")
-    _typed(body, "logit_bias", dict, "an object")
-    _typed(body, "user", str, "a string")
-    _typed(body, "parallel_tool_calls", bool, "a boolean")
-    _typed(body, "logprobs", bool, "a boolean")
-    modalities = _typed(body, "modalities", list, "an array of strings")
-    if modalities is not None and not all(isinstance(item, str) for item in modalities):
-        raise _fail("'modalities' must be an array of strings.", "modalities")
-    _stop(body.get("stop"))
-    _integer(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
-    _integer(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT)
-    _integer(body, "n", 1, MAX_CHOICES)
-    _integer(body, "top_logprobs", 0, 20)
-    _typed(body, "seed", int, "an integer")
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
-    _number(body, "presence_penalty", -2, 2)
-    _number(body, "frequency_penalty", -2, 2)
+    if len(body) > 2:  # more than the model and the messages
+        for name, check in _FIELD_CHECKS:
+            if name in body:
+                check(body)
     return body
