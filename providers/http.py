@@ -328,6 +328,8 @@ def iter_sse(target: Target, response: Response) -> Iterator[tuple[str | None, b
                         yield event, b"\n".join(data_lines)
                         if deadline is not None:
                             deadline.restart(target.stream_idle_timeout, "let the stream stall: no event")
+                        if not buffer:
+                            response.expect_wait()  # the next event is likely still on its way
                     event, data_lines = None, []
                 elif line.startswith(b"data:"):
                     data_lines.append(line[5:].lstrip(b" "))

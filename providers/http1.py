@@ -403,6 +403,14 @@ class Response:
         self._crlf = False  # a chunk's data was read, its CRLF not yet
         self.guard: ReadGuard | None = None
 
+    def expect_wait(self) -> None:
+        """The next read most likely finds nothing yet (a stream's next event): once what was
+        received is used up (a chunk's CRLF may still be there), the next read waits for the
+        socket first, then reads (``Connection.awaiting``)."""
+        conn = self._conn
+        if conn is not None:
+            conn.awaiting = True
+
     def read1(self) -> bytes:
         """The next piece of the body, as soon as some is there; ``b""`` at its end."""
         if self._done:

@@ -242,3 +242,27 @@ def test_under_gevent_a_dripping_status_line_and_headers_are_cut_too(
         assert slow.wait_hung_up(2)
     finally:
         server.stop()
+
+
+def test_under_gevent_a_stream_that_stalls_midway_is_cut_at_its_idle_deadline(
+    tmp_path: Path, routes: dict[str, Any], upstreams: tuple[SlowOpenAI, FakeOpenAI]
+) -> None:
+    """The production worker, where a stream's next read waits for the socket first, on a bare
+    loop timer (gatewaysite/sockets.py): the gap between events is still cut at
+    ``stream_idle_timeout`` (0.4 s here; the upstream stalls 5 s)."""
+    slow, _ = upstreams
+    slow.queue(Slow(events=stream_events(["Hello", " there", " friend"]), stall_after_events=3, stall=5.0))
+    server = start_gateway(tmp_path, workers=1).wait_healthy()
+    try:
+        started = time.monotonic()
+        streamed = _post(server.url, routes["secret"], stream=True)
+        took = time.monotonic() - started
+        assert streamed.status_code == 200
+        events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+        relayed = "".join(events[:-1])
+        assert '"Hello"' in relayed and '" there"' in relayed and '" friend"' not in relayed
+        assert '"code":"upstream_timeout"' in events[-1].replace(" ", "") and "stall" in events[-1]
+        assert took < 4.0  # cut at the idle deadline, not at the end of the upstream's stall
+        assert slow.wait_hung_up()
+    finally:
+        server.stop()
