@@ -1,5 +1,5 @@
-"""Socket writes shared by the server side (gatewaysite/http_server.py, gatewaysite/gunicorn_worker.py) and the
-upstream client (providers/http.py)."""
+"""Socket reads and writes shared by the server side (gatewaysite/http_server.py,
+gatewaysite/gunicorn_worker.py) and the upstream client (providers/http.py, providers/http1.py)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def _wait_readable(sock: Any, watcher: Any) -> None:
     """What gevent's ``socket._wait(sock._read_event)`` does, with a bare loop timer for the
     socket's timeout instead of a ``gevent.Timeout`` (a Python object started, entered, exited
     and closed per wait: a tenth of a relayed stream's CPU when its reads wait chunk by chunk).
-    The same outcome: ``socket.timeout`` (``TimeoutError``) raised in the waiting greenlet when the timeout passes
-    first, ``ConcurrentObjectUseError`` when another greenlet already waits on the socket."""
+    The same outcome: ``socket.timeout`` (``TimeoutError``) raised in the waiting greenlet when
+    the timeout passes first, ``ConcurrentObjectUseError`` when another greenlet already waits
+    on the socket."""
     if watcher.callback is not None:
         raise ConcurrentObjectUseError(f"This socket is already used by another greenlet: {watcher.callback!r}")
     hub = sock.hub

@@ -102,7 +102,7 @@ class Connection:
         self.sock: socket.socket | None = sock
         self.origin = origin
         self.buf = b""  # received and not consumed yet
-        self.awaiting = False  # a request was just sent: its answer's first read waits before reading
+        self.awaiting = False  # the next read waits before reading (a request just sent, a stream between events)
         self.holder: Holder | None = None
 
     def idle_ok(self) -> bool:
