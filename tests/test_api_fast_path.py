@@ -336,3 +336,44 @@ def test_an_api_request_leaves_no_garbage_for_the_collector(routed: dict) -> Non
         gc.set_debug(0)
         gc.garbage.clear()
     assert left == []
+
+
+def test_initialized_connections_answers_as_django(routed: dict) -> None:
+    """The housekeeping's read of the opened connections gives Django's answer: none, one
+    opened here, in another thread, in a greenlet (gevent's thread-local), in an asyncio loop."""
+    import asyncio
+    import threading
+
+    import gevent
+
+    from gatewaysite.api.handler import _CONNECTION_STORAGE, initialized_connections
+
+    assert _CONNECTION_STORAGE is not None  # the fast read applies with the pinned asgiref
+
+    def both() -> tuple[list[Any], list[Any]]:
+        return initialized_connections(), connections.all(initialized_only=True)
+
+    def check(opened: bool) -> None:
+        fast, django_answer = both()
+        assert fast == django_answer
+        assert bool(fast) is opened
+
+    def fresh() -> None:
+        check(False)  # a new thread (or greenlet) has opened nothing
+        connections["default"].ensure_connection()
+        check(True)
+        connections.close_all()
+
+    connections.close_all()
+    connections["default"].ensure_connection()
+    check(True)
+    thread = threading.Thread(target=fresh)
+    thread.start()
+    thread.join()
+    gevent.spawn(fresh).join()
+
+    async def in_a_loop() -> tuple[list[Any], list[Any]]:
+        return both()
+
+    fast, django_answer = asyncio.run(in_a_loop())
+    assert fast == django_answer

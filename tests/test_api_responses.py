@@ -85,7 +85,13 @@ def test_lookups_setdefault_and_removal_as_django() -> None:
 def test_api_responses_are_the_responses_django_builds(headers: dict[str, str], body: bytes | None) -> None:
     ours = api_response(body, status=201, headers=headers)
     django = HttpResponse(body, status=201, headers=headers)
-    assert isinstance(ours.headers, ApiHeaders)
+    assert isinstance(ours.headers, ApiHeaders) and isinstance(ours, HttpResponse)
+    # every attribute Django's constructor sets, with the same value (the headers and cookies compared apart)
+    assert set(vars(ours)) == set(vars(django))
+    for name, value in vars(django).items():
+        if name not in ("headers", "cookies"):
+            assert vars(ours)[name] == value, name
+    assert dict(ours.cookies) == dict(django.cookies) == {} and type(ours.cookies) is type(django.cookies)
     assert (ours.status_code, list(ours.items()), ours.content, ours.charset) == (
         django.status_code,
         list(django.items()),

@@ -356,9 +356,10 @@ def run_completion(route: RouteRequest, *, request_id: str, received: float) -> 
 def _completion_result(call: _Call, attempt: Attempt, completion: Any) -> CompletionResult:
     """A non-streaming answer: record the attempt, price and record the request, answer."""
     _record_attempt(call, attempt, None)
-    output_text = _output_text(completion.body)
+    anomaly = completion.usage is not None and bool(completion.usage.anomaly)
+    output_text = _output_text(completion.body) if anomaly else ""  # read only to bill an implausible usage
     cost, spend = call.finish(status="ok", http_status=200, usage=completion.usage, output_text=output_text)
-    if completion.usage is not None and completion.usage.anomaly:
+    if anomaly:
         # The client sees the usage it is billed for, never the implausible values (an
         # upstream that echoes the request may have put a credential there).
         completion.body["usage"] = call.estimated_usage(output_text).to_openai()
