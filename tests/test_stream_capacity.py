@@ -97,3 +97,43 @@ def test_timed_full_collections_are_spaced_by_their_cost() -> None:
     assert spacing(30.0, 0.005, 0.02) == 30.0  # a small heap: the interval
     assert spacing(30.0, 0.005, 0.8) == pytest.approx(160.0)  # 8,000 streams: 0.8 s of CPU
     assert spacing(30.0, 0.0, 0.8) == 30.0  # share 0: the interval alone
+
+
+def _largest_young_generation(seconds: float) -> int:
+    """Objects that each live a while, freed as fast as new ones come (what open streams'
+    waits do): the largest generation 0 seen meanwhile."""
+    import collections
+    import gc
+    import time
+
+    alive: collections.deque[dict[str, list[int]]] = collections.deque(maxlen=5_000)
+    largest = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(100):
+            alive.append({"wait": [1]})  # two tracked objects; the oldest pair is freed
+        largest = max(largest, len(gc.get_objects(generation=0)))
+        time.sleep(0.001)
+    return largest
+
+
+def test_young_collections_on_a_clock_keep_the_young_generation_small() -> None:
+    """Python starts a young collection when tracked allocations exceed frees by 700: when
+    they balance (thousands of streams, each wait's objects living seconds) the young
+    generation grows to tens of thousands of objects and each collection stalls every
+    stream. Collected on a clock (gatewaysite/gunicorn.conf.py), it holds one period's."""
+    import threading
+
+    namespace = runpy.run_path(str(ROOT / "gatewaysite" / "gunicorn.conf.py"))
+    assert namespace["_gc_thresholds"]() == (700, 10, 1_000_000)
+    without = _largest_young_generation(1.0)
+    stop = threading.Event()
+    pacer = threading.Thread(target=namespace["_young_collections"], args=(0.01, stop), daemon=True)
+    pacer.start()
+    try:
+        with_clock = _largest_young_generation(1.0)
+    finally:
+        stop.set()
+        pacer.join(5)
+    assert without > 9_000, (without, with_clock)  # the pattern grows it to every live object without the clock
+    assert with_clock < 6_000, (without, with_clock)
