@@ -19,8 +19,8 @@ serves. Environment:
   ``net.core.somaxconn``).
 - ``GUNICORN_KEEPALIVE`` (75 s): idle keep-alive; above a load balancer's idle timeout.
 - ``GUNICORN_GC_THRESHOLD`` (``700,10,1000000``), ``GUNICORN_GC_YOUNG_SECONDS`` (0.05),
-  ``GUNICORN_GC_FULL_SECONDS`` (300) and ``GUNICORN_GC_FULL_SHARE`` (0.005): garbage
-  collection (see ``post_worker_init``);
+  ``GUNICORN_GC_YOUNG_MIN_CONNECTIONS`` (500), ``GUNICORN_GC_FULL_SECONDS`` (300) and
+  ``GUNICORN_GC_FULL_SHARE`` (0.005): garbage collection (see ``post_worker_init``);
   ``GUNICORN_GC_LOG``: 1 logs every full collection and every younger one of 5 ms or
   more, with its duration (the benchmark's stream phase reads them).
 - ``GUNICORN_ACCESS_LOG``: 1 writes the access log to stdout (off by default: it costs
@@ -91,14 +91,27 @@ def _gc_thresholds() -> tuple[int, int, int]:
     return 700, 10, 1_000_000
 
 
-def _young_collections(interval: float, stop: Any = None) -> None:
-    """Collect generations 0 and 1 every ``interval`` seconds (until ``stop``, an Event, is set)."""
+YOUNG_MIN_CONNECTIONS = 500  # GUNICORN_GC_YOUNG_MIN_CONNECTIONS
+
+
+def _young_collections(interval: float, stop: Any = None, busy: Any = None) -> None:
+    """Collect generations 0 and 1 every ``interval`` seconds while ``busy()`` says so (always
+    without it), until ``stop`` (an Event) is set."""
     import gc
     import time
 
     while stop is None or not stop.is_set():
         time.sleep(interval)  # cooperative under the gevent worker
-        gc.collect(1)
+        if busy is None or busy():
+            gc.collect(1)
+
+
+def _many_connections(worker: Any, least: int) -> Any:
+    """Whether ``worker`` serves at least ``least`` connections now (always, for a worker
+    class that does not count them)."""
+    if not hasattr(worker, "open_connections"):
+        return None
+    return lambda: worker.open_connections >= least
 
 
 def next_full_collection(interval: float, share: float, cost: float) -> float:
@@ -223,21 +236,25 @@ def post_worker_init(worker: object) -> None:
       (``GUNICORN_GC_THRESHOLD``, default ``700,10,1000000``), which stops automatic full
       collections; young garbage is collected as often as by default, and more (below).
     - Young collections on a clock: every ``GUNICORN_GC_YOUNG_SECONDS`` (0.05; 0 turns it
-      off) a collection of generations 0 and 1. Python starts a young collection when the
-      tracked objects *allocated* exceed those *freed* by 700; with thousands of open
-      streams every relayed chunk's wait allocates a few objects that live its 2 s (a loop
-      timer, a waiter, their bound methods and arguments) while those of two seconds ago
-      are freed, so the count barely moves, the young generations grow to 10,000-50,000
-      objects between collections, and each collection stalled every stream for 5-36 ms
-      (8,000 streams: added TTFT p99 70-110 ms, the slow starts falling on those pauses).
-      Collected on a clock, the young generations hold 50 ms of allocations (a pause of
-      about a millisecond), and an object that outlives them is traversed once on its way
-      to the old generation instead of twice. On the request path, whose objects die by
-      reference count, a collection finds the young generations nearly empty (tens of
-      microseconds, 20 a second). With 20 collections of generation 1 a second, a third
-      threshold of 1000 would start an automatic full collection every 50 s (Python
-      starts one when the objects moved to the old generation since the last exceed a
-      quarter of it, as they do while thousands of streams come and go): hence 1,000,000.
+      off) a collection of generations 0 and 1, while the worker serves at least
+      ``GUNICORN_GC_YOUNG_MIN_CONNECTIONS`` (500) connections. Python starts a young
+      collection when the tracked objects *allocated* exceed those *freed* by 700; with
+      thousands of open streams every relayed chunk's wait allocates a few objects that
+      live its 2 s (a loop timer, a waiter, their bound methods and arguments) while those
+      of two seconds ago are freed, so the count barely moves, the young generations grow
+      to 10,000-50,000 objects between collections, and each collection stalled every
+      stream for 5-36 ms (8,000 streams: added TTFT p99 70-110 ms, the slow starts falling
+      on those pauses). Collected on a clock, the young generations hold 50 ms of
+      allocations (a pause of about a millisecond), and an object that outlives them is
+      traversed once on its way to the old generation instead of twice. With few
+      connections (16 busy ones, say) the clock waits: the requests' objects die by their
+      reference count, so Python's own count rarely starts a collection, while one every
+      50 ms would traverse every in-flight request's objects each time (1.4% of the
+      worker's CPU at 16 connections, in a profile). With 20 collections of generation 1 a
+      second, a third threshold of 1000 would start an automatic full collection every
+      50 s (Python starts one when the objects moved to the old generation since the last
+      exceed a quarter of it, as they do while thousands of streams come and go): hence
+      1,000,000.
     - Reference cycles that outlive a request then accumulate until a full collection, so
       one runs on a timer instead: every ``GUNICORN_GC_FULL_SECONDS`` (300; 0 turns it
       off), which bounds that garbage to 5 minutes' worth. The API's requests leave none
@@ -273,4 +290,6 @@ def post_worker_init(worker: object) -> None:
         threading.Thread(target=_full_collections, args=(interval, share), name="gc-full", daemon=True).start()
     young = float(os.environ.get("GUNICORN_GC_YOUNG_SECONDS", "0.05") or 0)
     if young > 0:
-        threading.Thread(target=_young_collections, args=(young,), name="gc-young", daemon=True).start()
+        least = int(os.environ.get("GUNICORN_GC_YOUNG_MIN_CONNECTIONS", str(YOUNG_MIN_CONNECTIONS)))
+        busy = _many_connections(worker, least)
+        threading.Thread(target=_young_collections, args=(young, None, busy), name="gc-young", daemon=True).start()

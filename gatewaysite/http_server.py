@@ -646,7 +646,16 @@ class GatewayWorker(GeventWorker):
         self.request_names: dict[bytes, tuple[str, str, int]] = {}
         self.peers: dict[str, bool] = {}
 
+    open_connections = 0  # connections being served now (the young-collection clock reads it)
+
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        self.open_connections += 1
+        try:
+            self._handle(listener, client, addr)
+        finally:
+            self.open_connections -= 1
+
+    def _handle(self, listener: Any, client: Any, addr: Any) -> None:
         if not self.own_connections:
             super().handle(listener, client, addr)
             return

@@ -137,3 +137,40 @@ def test_young_collections_on_a_clock_keep_the_young_generation_small() -> None:
         pacer.join(5)
     assert without > 9_000, (without, with_clock)  # the pattern grows it to every live object without the clock
     assert with_clock < 6_000, (without, with_clock)
+
+    stop = threading.Event()  # with few connections the clock waits: as without it
+    idle = threading.Thread(target=namespace["_young_collections"], args=(0.01, stop, lambda: False), daemon=True)
+    idle.start()
+    try:
+        waiting = _largest_young_generation(1.0)
+    finally:
+        stop.set()
+        idle.join(5)
+    assert waiting > 9_000, waiting
+
+
+def test_the_worker_counts_the_connections_it_serves() -> None:
+    """What the young-collection clock reads (``GatewayWorker.open_connections``)."""
+    import socket
+
+    from gatewaysite.http_server import GatewayWorker
+
+    namespace = runpy.run_path(str(ROOT / "gatewaysite" / "gunicorn.conf.py"))
+    worker = object.__new__(GatewayWorker)
+    busy = namespace["_many_connections"](worker, 2)
+    seen: list[tuple[int, bool]] = []
+
+    def serve(listener: object, client: object, addr: object) -> None:
+        seen.append((worker.open_connections, busy()))
+        if len(seen) == 1:
+            inner, other = socket.socketpair()
+            other.close()
+            worker.handle(None, inner, ("127.0.0.1", 1))  # a second connection while the first is served
+
+    worker.serve = serve  # type: ignore[method-assign]
+    first, other = socket.socketpair()
+    other.close()
+    worker.handle(None, first, ("127.0.0.1", 1))
+    assert seen == [(1, False), (2, True)]
+    assert worker.open_connections == 0 and not busy()
+    assert namespace["_many_connections"](object(), 2) is None  # a worker class that does not count: always
