@@ -1,7 +1,9 @@
 """Code trees side by side, all served at once: which costs less CPU per request.
 
 ``bash bench/ab.sh before=/tmp/old after=.`` (or ``label=path:NAME~value,...`` to give a
-tree environment variables, e.g. ``off=.:GATEWAY_API_FAST_PATH~0``). Each tree runs one
+tree environment variables, e.g. ``off=.:GATEWAY_API_FAST_PATH~0``; ``GATEWAY_RECORDING_ENABLED~0``
+serves a tree with recording off, so ``on=. off=.:GATEWAY_RECORDING_ENABLED~0`` measures
+what recording costs in alternated rounds). Each tree runs one
 gunicorn worker on its own port against the same nginx upstream, database and Redis; wrk
 runs of ``--duration`` seconds alternate between them (the order reversed every other
 round) and the worker's CPU time (``/proc``) is divided by the requests of each run.
@@ -60,7 +62,10 @@ def main() -> None:
             label, root, extra = variant(spec)
             port = FIRST_GATEWAY_PORT + index
             env = {**os.environ, **extra}
-            service = procs.start_gateway(port, env, workers=1, recording=True, log=tmp / f"{label}.log", root=root)
+            recording = extra.get("GATEWAY_RECORDING_ENABLED", "1") != "0"  # off=.:GATEWAY_RECORDING_ENABLED~0
+            service = procs.start_gateway(
+                port, env, workers=1, recording=recording, log=tmp / f"{label}.log", root=root
+            )
             services.append(service)
             servers[label] = (f"http://127.0.0.1:{port}/v1/chat/completions", procs.children(service.pid))
 
