@@ -122,31 +122,28 @@ def test_young_collections_on_a_clock_keep_the_young_generation_small() -> None:
     they balance (thousands of streams, each wait's objects living seconds) the young
     generation grows to tens of thousands of objects and each collection stalls every
     stream. Collected on a clock (gatewaysite/gunicorn.conf.py), it holds one period's."""
-    import threading
-
     namespace = runpy.run_path(str(ROOT / "gatewaysite" / "gunicorn.conf.py"))
     assert namespace["_gc_thresholds"]() == (700, 10, 1_000_000)
     without = _largest_young_generation(1.0)
-    stop = threading.Event()
-    pacer = threading.Thread(target=namespace["_young_collections"], args=(0.01, stop), daemon=True)
-    pacer.start()
-    try:
-        with_clock = _largest_young_generation(1.0)
-    finally:
-        stop.set()
-        pacer.join(5)
+    with_clock = _largest_with_clock(namespace["_young_collections"], None)
     assert without > 9_000, (without, with_clock)  # the pattern grows it to every live object without the clock
     assert with_clock < 6_000, (without, with_clock)
+    waiting = _largest_with_clock(namespace["_young_collections"], lambda: False)  # few connections: the clock waits
+    assert waiting > 9_000, waiting
 
-    stop = threading.Event()  # with few connections the clock waits: as without it
-    idle = threading.Thread(target=namespace["_young_collections"], args=(0.01, stop, lambda: False), daemon=True)
-    idle.start()
+
+def _largest_with_clock(young_collections: Any, busy: Any) -> int:
+    """``_largest_young_generation`` while the clock runs every 10 ms beside it."""
+    import threading
+
+    stop = threading.Event()
+    clock = threading.Thread(target=young_collections, args=(0.01, stop, busy), daemon=True)
+    clock.start()
     try:
-        waiting = _largest_young_generation(1.0)
+        return _largest_young_generation(1.0)
     finally:
         stop.set()
-        idle.join(5)
-    assert waiting > 9_000, waiting
+        clock.join(5)
 
 
 def test_the_worker_counts_the_connections_it_serves() -> None:

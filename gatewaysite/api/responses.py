@@ -43,26 +43,14 @@ class ApiHeaders(ResponseHeaders):
     _store: dict[str, tuple[str, str]]
 
     def __init__(self, data: Any) -> None:
-        # ResponseHeaders.__init__ (each item through __setitem__), in one loop for a dict
+        # ResponseHeaders.__init__ (each item through __setitem__), without its generator for a dict
         if type(data) is not dict:
             super().__init__(data)
             return
-        store: dict[str, tuple[str, str]] = {}
-        self._store = store
+        self._store = {}
+        setitem = self.__setitem__
         for key, value in data.items():
-            if (
-                type(key) is str
-                and type(value) is str
-                and key.isascii()
-                and value.isascii()
-                and "\n" not in key
-                and "\r" not in key
-                and "\n" not in value
-                and "\r" not in value
-            ):
-                store[key.lower()] = (key, value)
-            else:
-                self[key] = value
+            setitem(key, value)
 
     def __setitem__(self, key: str, value: Any) -> None:
         # _plain(key) and _plain(value), inline: this runs about fifteen times per answer
