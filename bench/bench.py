@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -288,15 +289,17 @@ class Bench:
         root: Path | None = None,
         upstream: bool = True,
         env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> tuple[procs.Service, list[int]]:
         root = root or (Path(self.args.gateway_root).resolve() if self.args.gateway_root else ROOT)
+        port = port or self.args.gateway_port
         service = self.start(
             procs.start_gateway(
-                self.args.gateway_port,
+                port,
                 {**self.env, **(env or {})},
                 workers=workers,
                 recording=recording,
-                log=self.logs / "gateway.log",
+                log=self.logs / ("gateway.log" if port == self.args.gateway_port else f"gateway-{port}.log"),
                 root=root,
             )
         )
@@ -311,13 +314,16 @@ class Bench:
                 response.read()
             log(f"gateway up: {workers} worker(s) {pids}")
             return service, pids
-        headers = probe(self.gateway_url, self.key, MODEL)  # loads the snapshot and key cache
+        headers = probe(self.url(port), self.key, MODEL)  # loads the snapshot and key cache
         self.count(1)
         log(
             f"gateway up: {workers} worker(s) {pids}, recording {'on' if recording else 'off'}, "
             f"strategy {headers.get('x-gateway-strategy')}"
         )
         return service, pids
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
 
     def count(self, requests: int) -> None:
         """Requests answered by a gateway that records usage (each must become a record)."""
@@ -386,6 +392,73 @@ class Bench:
             log(f"  2 processes, c32: {result['rps']} req/s, errors {result['errors']}")
             self.stop(gateway)
             drain_usage()
+        if args.side_by_side:
+            runs["side_by_side"] = self.side_by_side()
+            self.results["records"] = {"ingested": usage_records(), "requests": self.requests_recorded}
+
+    def side_by_side(self) -> dict[str, Any]:
+        """Recording on, recording off and (with ``--workers2``) two processes, served at once
+        and measured in alternated rounds (the order reversed every other round): the machine's
+        speed drifts by a tenth within minutes, which phases minutes apart cannot tell from
+        the code. The targets on recording's cost and on two processes read the medians."""
+        args = self.args
+        base = args.gateway_port
+        layout = [("on", 1, True, 16, base), ("off", 1, False, 16, base + 10)]  # the upstreams use base + 6, + 7
+        if args.workers2:
+            layout.append(("two", 2, True, 32, base + 11))
+        log(f"side by side: {', '.join(label for label, *_ in layout)}; {args.side_rounds} alternated rounds")
+        servers = {}
+        for label, workers, recording, conns, port in layout:
+            service, pids = self.gateway(workers=workers, recording=recording, port=port)
+            servers[label] = (service, pids, recording, conns, port)
+        found: dict[str, list[dict[str, Any]]] = {label: [] for label in servers}
+        try:
+            for _, pids, recording, _conns, port in servers.values():
+                self.recording = recording
+                self.warm(self.url(port), pids)
+            order = list(servers)
+            for number in range(args.side_rounds):
+                for label in order if number % 2 == 0 else list(reversed(order)):
+                    _, pids, recording, conns, port = servers[label]
+                    threads = 2 if conns > 16 else 1
+                    result = measure(
+                        self.url(port),
+                        connections=conns,
+                        duration=args.side_duration,
+                        key=self.key,
+                        pids=pids,
+                        threads=threads,
+                    )
+                    self.recording = recording
+                    self.count(result["requests"])
+                    found[label].append(result)
+                log(
+                    "  round "
+                    + str(number + 1)
+                    + ": "
+                    + ", ".join(
+                        f"{label} {found[label][-1]['rps']} req/s ({found[label][-1].get('cpu_us_per_req')} us/req)"
+                        for label in order
+                    )
+                )
+                drain_usage()
+        finally:
+            for service, *_ in servers.values():
+                self.stop(service)
+            self.recording = False
+        out: dict[str, Any] = {"rounds": args.side_rounds, "duration": args.side_duration}
+        for label, results in found.items():
+            out[label] = {
+                "connections": servers[label][3],
+                "rps": statistics.median(r["rps"] for r in results),
+                "cpu_us_per_req": statistics.median(r.get("cpu_us_per_req") or 0 for r in results),
+                "rps_rounds": [r["rps"] for r in results],
+                "errors": sum(r["errors"] for r in results),
+            }
+        log(
+            f"  medians: { {label: (v['rps'], v['cpu_us_per_req']) for label, v in out.items() if isinstance(v, dict)} }"
+        )
+        return out
 
     def stream_client(self, url: str) -> dict[str, Any]:
         args = self.args
@@ -753,6 +826,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--portkey-port", type=int, default=18086)
     parser.add_argument("--litellm-port", type=int, default=18087)
     parser.add_argument("--no-workers2", dest="workers2", action="store_false")
+    parser.add_argument(
+        "--no-side-by-side",
+        dest="side_by_side",
+        action="store_false",
+        help="leave out the alternated rounds of recording on/off and one/two processes",
+    )
+    parser.add_argument("--side-rounds", type=int, help="alternated rounds side by side (8; quick 4)")
+    parser.add_argument("--side-duration", type=float, default=3.0, help="seconds per side-by-side wrk run")
     parser.add_argument("--profile", action="store_true", help="also profile the worker with py-spy")
     parser.add_argument("--profile-seconds", type=float, default=15.0)
     parser.add_argument("--compare-root", default="", help="a code tree to compare with (before/after)")
@@ -768,6 +849,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
+    if args.side_rounds is None:
+        args.side_rounds = 4 if args.quick else 8
     # The full run holds the stream target: 8,000 streams open together in one process,
     # 4,000 chunks per second in all (docs/benchmark.md, "Concurrent streams").
     if args.streams is None:

@@ -358,6 +358,17 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     out["recording_cost_cpu"] = round(1 - cpu_off / cpu_on, 3) if cpu_on and cpu_off else None
     two = runs.get("workers2", {}).get("c32", {}).get("rps")
     out["two_process_ratio"] = ratio(two, one)
+    side = runs.get("side_by_side") or {}
+    side_on, side_off, side_two = (side.get(k, {}).get("rps") for k in ("on", "off", "two"))
+    if side_on and side_off:  # alternated rounds: what the targets read when the run has them
+        out["recording_cost_phases"] = out["recording_cost"]
+        out["recording_cost"] = round(1 - side_on / side_off, 3)
+        cpu_side_on, cpu_side_off = (side[k].get("cpu_us_per_req") for k in ("on", "off"))
+        if cpu_side_on and cpu_side_off:
+            out["recording_cost_cpu"] = round(1 - cpu_side_off / cpu_side_on, 3)
+    if side_on and side_two:
+        out["two_process_ratio_phases"] = out["two_process_ratio"]
+        out["two_process_ratio"] = ratio(side_two, side_on)
     streams = results.get("streams", {})
     gw_streams, direct_streams = streams.get("gateway"), streams.get("direct")
     if gw_streams:
@@ -478,6 +489,26 @@ def http_rows(results: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def side_by_side_lines(results: dict[str, Any]) -> list[str]:
+    """The alternated rounds of recording on/off and one/two processes, as a paragraph."""
+    side = results.get("runs", {}).get("side_by_side") or {}
+    on, off, two = side.get("on"), side.get("off"), side.get("two")
+    if not on or not off:
+        return []
+    head = results.get("headline") or headline(results)
+    text = (
+        f"Side by side (served at once, {_fmt(side.get('rounds'))} alternated rounds of "
+        f"{_fmt(side.get('duration'), 0)} s, medians): recording on {_fmt(on['rps'])} req/s at "
+        f"{_fmt(on['cpu_us_per_req'])} µs/req, off {_fmt(off['rps'])} req/s at {_fmt(off['cpu_us_per_req'])} µs/req "
+        f"(recording costs {_fmt(100 * (head.get('recording_cost') or 0), 1)}% of throughput)"
+    )
+    if two:
+        text += (
+            f"; two processes at 32 connections {_fmt(two['rps'])} req/s, {_fmt(head.get('two_process_ratio'), 2)}x one"
+        )
+    return ["", text + ". The targets on recording's cost and on two processes read these medians."]
+
+
 def render_peers(peers: dict[str, Any], *, heading: str | None = "##") -> list[str]:
     """The peer table: each server's figures and the gateway's ratio to each peer
     (``heading=None``: no heading, for a document that has its own)."""
@@ -558,6 +589,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "errors",
     ]
     lines += _table(header, http_rows(results))
+    lines += side_by_side_lines(results)
     records = results.get("records")
     if records:
         lines += [

@@ -225,6 +225,28 @@ def test_recording_cost_is_also_given_in_cpu_per_request() -> None:
     assert headline(results)["recording_cost_cpu"] == 0.15
 
 
+def test_side_by_side_rounds_decide_recording_cost_and_two_processes() -> None:
+    """When the run has alternated rounds, the targets read their medians; the phases'
+    figures stay in the headline beside them, and the report says which is which."""
+    results = _results()
+    results["runs"]["side_by_side"] = {
+        "rounds": 8,
+        "duration": 3.0,
+        "on": {"connections": 16, "rps": 2600.0, "cpu_us_per_req": 380.0, "rps_rounds": [], "errors": 0},
+        "off": {"connections": 16, "rps": 2860.0, "cpu_us_per_req": 342.0, "rps_rounds": [], "errors": 0},
+        "two": {"connections": 32, "rps": 4160.0, "cpu_us_per_req": 450.0, "rps_rounds": [], "errors": 0},
+    }
+    figures = headline(results)
+    assert figures["recording_cost"] == 0.091  # 1 - 2600/2860
+    assert figures["recording_cost_phases"] == 0.12  # the phases' 1 - 1100/1250
+    assert figures["recording_cost_cpu"] == 0.1  # 1 - 342/380
+    assert figures["two_process_ratio"] == 1.6  # 4160/2600
+    assert figures["two_process_ratio_phases"] == 1.9
+    text = render_markdown({**results, "headline": figures})
+    assert "Side by side (served at once, 8 alternated rounds of 3 s, medians)" in text
+    assert "recording costs 9.1% of throughput" in text and "1.60x one" in text
+
+
 def _peer_round(rps: float, p50: float, cpu: float, rss: float = 100.0, errors: int = 0) -> dict:
     return {
         "c1": {"rps": 1000 / p50, "p50_ms": p50, "p99_ms": p50 * 2, "errors": 0, "peak_rss_mb": rss},
