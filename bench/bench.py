@@ -388,6 +388,7 @@ class Bench:
             result = measure(
                 self.gateway_url, connections=32, duration=args.duration, key=self.key, pids=pids, threads=2
             )
+            self.count(result["requests"])  # recorded: the side-by-side phase reads the records after it
             runs["workers2"] = {"c32": result}
             log(f"  2 processes, c32: {result['rps']} req/s, errors {result['errors']}")
             self.stop(gateway)
