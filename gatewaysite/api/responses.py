@@ -20,12 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponse, SimpleCookie, StreamingHttpResponse
-from django.http.response import HttpResponseBase, ResponseHeaders
-
-
-def _plain(text: object) -> bool:
-    """A ``str`` that Django would store unchanged: ASCII (so latin-1 too), no CR or LF."""
-    return type(text) is str and text.isascii() and "\n" not in text and "\r" not in text
+from django.http.response import ResponseHeaders
 
 
 class _HeaderItems(ItemsView[str, str]):
@@ -53,7 +48,8 @@ class ApiHeaders(ResponseHeaders):
             setitem(key, value)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        # _plain(key) and _plain(value), inline: this runs about fifteen times per answer
+        # both a str that Django would store unchanged: ASCII (so latin-1 too), no CR or LF
+        # (checked inline: this runs about fifteen times per answer)
         if (
             type(key) is str
             and type(value) is str
@@ -84,14 +80,13 @@ class ApiHeaders(ResponseHeaders):
         return _HeaderItems(self)
 
 
-def _with_api_headers(response: HttpResponseBase, headers: Mapping[str, str]) -> None:
-    """Give ``response`` (built without headers) ``headers`` as ``ApiHeaders``, with Django's
-    default ``Content-Type`` when they have none, as ``HttpResponseBase.__init__`` does."""
-    default_type = response.headers["Content-Type"]
+def _api_headers(headers: Mapping[str, str]) -> ApiHeaders:
+    """``headers`` as ``ApiHeaders``, with Django's default ``Content-Type`` when they have
+    none, as ``HttpResponseBase.__init__`` gives it (no charset of the response's own here)."""
     api_headers = ApiHeaders(headers)
     if "Content-Type" not in api_headers:
-        api_headers["Content-Type"] = default_type
-    response.headers = api_headers
+        api_headers["Content-Type"] = f"text/html; charset={settings.DEFAULT_CHARSET}"
+    return api_headers
 
 
 class ApiResponse(HttpResponse):
@@ -99,16 +94,13 @@ class ApiResponse(HttpResponse):
 
     ``HttpResponseBase.__init__`` first builds a ``ResponseHeaders``, asks it for a
     ``Content-Type`` (a ``KeyError`` raised and caught) and, when there is none, for the
-    charset (another); ``_with_api_headers`` then rebuilt the store. This sets the same
+    charset (another), and the store was then built a second time. This sets the same
     attributes to the same values once (tests/test_api_responses.py compares every
     attribute with the response Django builds, so a Django upgrade that adds one fails there).
     """
 
     def __init__(self, content: bytes | None, *, status: int, headers: Mapping[str, str]) -> None:
-        api_headers = ApiHeaders(headers)
-        if "Content-Type" not in api_headers:
-            api_headers["Content-Type"] = f"text/html; charset={settings.DEFAULT_CHARSET}"
-        self.headers = api_headers
+        self.headers = _api_headers(headers)
         self._charset = None
         self._resource_closers: list[Any] = []
         self._handler_class = None
@@ -133,5 +125,5 @@ def api_response(body: bytes | None, *, status: int, headers: Mapping[str, str])
 def api_stream(chunks: Iterable[bytes], *, status: int, headers: Mapping[str, str]) -> StreamingHttpResponse:
     """``StreamingHttpResponse(chunks, status=status, headers=headers)`` with ``ApiHeaders``."""
     response = StreamingHttpResponse(chunks, status=status)
-    _with_api_headers(response, headers)
+    response.headers = _api_headers(headers)
     return response
