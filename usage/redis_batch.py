@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
+from redis._parsers import _RESP2Parser, _RESP3Parser
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gatewaysite.redis_client import SLOT
+from gatewaysite.sockets import recv_expecting_wait
 
 SEQ_TTL_SECONDS = 7 * 86_400
 
@@ -108,6 +111,38 @@ def pack_batch(stream: str, writer: str, seq: int, events: Sequence[tuple[bytes,
     return b"".join(parts)
 
 
+INCOMPLETE = object()  # parse_reply: the reply has not fully arrived yet
+_NULLS = (b"_", b"#f", b"$-1", b"*-1")  # RESP3 null and false, RESP2 null bulk and null array
+
+
+def parse_reply(data: bytes) -> Any:
+    """The script's reply from raw RESP2 or RESP3 bytes: a list of integers, None (applied
+    before: null or false), an error as its exception (``NoScriptError`` for NOSCRIPT), or
+    ``INCOMPLETE`` when more bytes are due. Any other shape is a ``ResponseError``."""
+    end = data.find(b"\r\n")
+    if end < 0:
+        return INCOMPLETE
+    head = data[:end]
+    if head in _NULLS:
+        return None
+    kind = head[:1]
+    if kind == b"-":
+        message = head[1:].decode("utf-8", errors="replace")
+        return NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
+    if kind != b"*":
+        return ResponseError(f"unexpected reply to the usage batch: {head[:80]!r}")
+    count = int(head[1:])
+    lines = data[end + 2 :].split(b"\r\n", count)
+    if len(lines) <= count:
+        return INCOMPLETE
+    values = []
+    for line in lines[:count]:
+        if line[:1] != b":":
+            return ResponseError(f"unexpected item in the usage batch's reply: {line[:80]!r}")
+        values.append(int(line[1:]))
+    return values
+
+
 def split_values(reply: Any, events: Sequence[tuple[bytes, Sequence[Counter]]]) -> list[list[int]] | None:
     """The script's flat reply as the counters' new values per event, or None if the batch was applied before."""
     if not isinstance(reply, list):  # nil (RESP2) or false (RESP3): applied before
@@ -159,15 +194,51 @@ class BatchConnection:
         try:
             connection.send_packed_command([packed])
             try:
-                return connection.read_response()
+                return self._read(connection)
             except NoScriptError:  # a new or flushed Redis: load the script, then the same command
                 connection.send_command("SCRIPT", "LOAD", _APPLY)
                 connection.read_response()
                 connection.send_packed_command([packed])
-                return connection.read_response()
+                return self._read(connection)
         except BaseException:
             self.drop()
             raise
+
+    @staticmethod
+    def _read(connection: Any) -> Any:
+        """The script's reply, read from the socket and parsed here (``parse_reply``): redis-py's
+        pure-Python reply parser (a buffer object, a line read and a type dispatch per item) cost
+        about as much as the rest of the writer's call. Waits for readability before reading
+        (``recv_expecting_wait``: the reply is never there yet just after the send). redis-py's
+        own path is kept where its parser may hold bytes or the socket is TLS (bytes can wait
+        inside the TLS layer, unseen by a readability wait)."""
+        sock = connection._sock
+        parser = connection._parser
+        if (
+            sock is None
+            or isinstance(sock, ssl.SSLSocket)
+            or type(parser) not in (_RESP2Parser, _RESP3Parser)
+            or parser._buffer is None
+            or parser._buffer.unread_bytes()
+        ):
+            return connection.read_response()
+        try:
+            data = recv_expecting_wait(sock, 65536)
+            while True:
+                if not data:
+                    raise RedisConnectionError("Connection closed by server.")
+                reply = parse_reply(data)
+                if reply is not INCOMPLETE:
+                    break
+                more = sock.recv(65536)
+                data = data + more if more else b""
+        except TimeoutError as exc:  # socket.timeout
+            raise RedisTimeoutError("Timeout reading from the usage batch's connection") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"Error reading from the usage batch's connection: {exc}") from exc
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     def drop(self) -> None:
         connection, self._connection = self._connection, None
