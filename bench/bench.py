@@ -259,6 +259,7 @@ class Bench:
         self.services: list[procs.Service] = []
         self.key = ""
         self.requests_recorded = 0
+        self.in_flight_bound = 0
         self.recording = False
         self.results: dict[str, Any] = {
             "machine": machine(),
@@ -325,15 +326,20 @@ class Bench:
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/v1/chat/completions"
 
-    def count(self, requests: int) -> None:
-        """Requests answered by a gateway that records usage (each must become a record)."""
+    def count(self, requests: int, connections: int = 0) -> None:
+        """Requests answered by a gateway that records usage (each must become a record).
+        ``connections``: the wrk run's; when wrk stops it leaves up to one request per
+        connection in flight, which the gateway still answers and records but wrk does not
+        count. So the records must number at least the requests and at most the requests
+        plus the sum of these."""
         if self.recording:
             self.requests_recorded += requests
+            self.in_flight_bound += connections
 
     def warm(self, url: str, pids: list[int]) -> None:
         output = procs.run_wrk(url, connections=16, duration=self.args.warmup, key=self.key, model=MODEL)
         if pids:
-            self.count(parse_wrk(output)["requests"])
+            self.count(parse_wrk(output)["requests"], 16)
 
     def http_pair(self, url: str, pids: list[int]) -> dict[str, Any]:
         out = {}
@@ -341,7 +347,7 @@ class Bench:
             result = measure(url, connections=conns, duration=self.args.duration, key=self.key, pids=pids)
             out[f"c{conns}"] = result
             if pids:
-                self.count(result["requests"])
+                self.count(result["requests"], conns)
             log(
                 f"  c{conns}: {result['rps']} req/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
                 f"errors {result['errors']}, CPU {result.get('cpu_us_per_req')} us/req"
@@ -373,7 +379,11 @@ class Bench:
         self.count(wait_for_strategy(self.gateway_url, self.key, default)[1])
         self.stop(gateway)
         drain_usage()
-        self.results["records"] = {"ingested": usage_records(), "requests": self.requests_recorded}
+        self.results["records"] = {
+            "ingested": usage_records(),
+            "requests": self.requests_recorded,
+            "in_flight_bound": self.in_flight_bound,
+        }
 
         log("gateway, recording off")
         gateway, pids = self.gateway(recording=False)
@@ -388,14 +398,18 @@ class Bench:
             result = measure(
                 self.gateway_url, connections=32, duration=args.duration, key=self.key, pids=pids, threads=2
             )
-            self.count(result["requests"])  # recorded: the side-by-side phase reads the records after it
+            self.count(result["requests"], 32)  # recorded: the side-by-side phase reads the records after it
             runs["workers2"] = {"c32": result}
             log(f"  2 processes, c32: {result['rps']} req/s, errors {result['errors']}")
             self.stop(gateway)
             drain_usage()
         if args.side_by_side:
             runs["side_by_side"] = self.side_by_side()
-            self.results["records"] = {"ingested": usage_records(), "requests": self.requests_recorded}
+            self.results["records"] = {
+                "ingested": usage_records(),
+                "requests": self.requests_recorded,
+                "in_flight_bound": self.in_flight_bound,
+            }
 
     def side_by_side(self) -> dict[str, Any]:
         """Recording on, recording off and (with ``--workers2``) two processes, served at once
@@ -431,7 +445,7 @@ class Bench:
                         threads=threads,
                     )
                     self.recording = recording
-                    self.count(result["requests"])
+                    self.count(result["requests"], conns)
                     found[label].append(result)
                 log(
                     "  round "
@@ -650,7 +664,9 @@ class Bench:
                     )
                 rounds[target.label].append(out)
                 if target.label == "gateway":
-                    self.count(parse_wrk(warm)["requests"] + out["c1"]["requests"] + out["c16"]["requests"])
+                    self.count(
+                        parse_wrk(warm)["requests"] + out["c1"]["requests"] + out["c16"]["requests"], 16 + 1 + 16
+                    )
                     drain_usage()
         self.results["peers"] = summarize_peers(rounds, direct, versions={t.label: t.version for t in targets})
         for label, ratios in self.results["peers"]["ratios"].items():
@@ -673,7 +689,7 @@ class Bench:
         for round_number in range(self.args.compare_rounds):
             for label, key in keys.items():
                 result = measure(self.gateway_url, connections=16, duration=self.args.duration, key=key, pids=pids)
-                self.count(result["requests"])
+                self.count(result["requests"], 16)
                 rounds[label].append(result)
                 log(f"rate limit round {round_number + 1}, {label}: {result['rps']} req/s, errors {result['errors']}")
         self.stop(gateway)

@@ -489,6 +489,28 @@ def http_rows(results: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def records_lines(records: dict[str, Any] | None) -> list[str]:
+    """The run's records against its requests: none lost (at least one record per counted
+    request), none doubled (at most one more per request left in flight when a wrk run stopped)."""
+    if not records:
+        return []
+    ingested, requests = records.get("ingested"), records.get("requests")
+    bound = records.get("in_flight_bound")
+    line = (
+        f"Usage records ingested from the stream: {_fmt(ingested)} for {_fmt(requests)} completed requests "
+        "with recording on"
+    )
+    if bound is None or not isinstance(ingested, int) or not isinstance(requests, int):
+        return ["", line + " (fewer records than requests would mean lost records)."]
+    verdict = "as it must" if requests <= ingested <= requests + bound else "A RECORD IS LOST OR DOUBLED"
+    return [
+        "",
+        f"{line}, and at most {_fmt(bound)} more answered after a wrk run stopped counting (one per "
+        f"connection in flight): {verdict} (fewer records than requests would be a lost record, more "
+        "than both together a doubled one).",
+    ]
+
+
 def side_by_side_lines(results: dict[str, Any]) -> list[str]:
     """The alternated rounds of recording on/off and one/two processes, as a paragraph."""
     side = results.get("runs", {}).get("side_by_side") or {}
@@ -590,14 +612,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     lines += _table(header, http_rows(results))
     lines += side_by_side_lines(results)
-    records = results.get("records")
-    if records:
-        lines += [
-            "",
-            f"Usage records ingested from the stream: {_fmt(records.get('ingested'))} "
-            f"for {_fmt(records.get('requests'))} completed requests with recording on "
-            f"(fewer records than requests would mean lost records).",
-        ]
+    lines += records_lines(results.get("records"))
     streams = results.get("streams", {})
     if streams:
         lines += ["", "## Concurrent streams", ""]

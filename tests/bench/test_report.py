@@ -20,6 +20,7 @@ from bench.report import (
     parse_proc_status,
     parse_wrk,
     percentile,
+    records_lines,
     render_markdown,
     rss_slope_kb,
     summarize_collapsed,
@@ -457,3 +458,19 @@ def test_stream_section_reports_memory_per_stream_and_gc() -> None:
     text = render_markdown(results)
     assert "Gateway worker: 55.5 kB per open stream" in text
     assert "Full garbage collections: 2, the longest 800 ms (700 ms of CPU)." in text
+
+
+@pytest.mark.parametrize(
+    ("ingested", "verdict"),
+    [(1000, "as it must"), (1032, "as it must"), (999, "LOST OR DOUBLED"), (1033, "LOST OR DOUBLED")],
+)
+def test_records_are_judged_against_the_requests_and_those_left_in_flight(ingested: int, verdict: str) -> None:
+    (_, line) = records_lines({"ingested": ingested, "requests": 1000, "in_flight_bound": 32})
+    assert verdict in line
+    assert "1,000 completed requests" in line and "at most 32 more" in line
+
+
+def test_records_of_an_older_run_keep_the_plain_line() -> None:
+    (_, line) = records_lines({"ingested": 5, "requests": 5})
+    assert line.endswith("(fewer records than requests would mean lost records).")
+    assert records_lines(None) == []

@@ -147,6 +147,12 @@ def test_a_reply_arriving_a_byte_at_a_time_is_read_whole(private_redis: PrivateR
         assert direct.xlen(STREAM) == 12
         assert connection.apply(client, STREAM, "w1", 1, _events(12)) is None  # the same batch again: a no-op
         assert direct.xlen(STREAM) == 12
+
+        def not_used(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("redis-py's reply parser was used")
+
+        connection._connection.read_response = not_used  # the writer reads its replies itself
+        assert connection.apply(client, STREAM, "w1", 2, _events(1)) == [[sum(10 + n for n in range(12)) + 10, 13]]
         connection.drop()
     finally:
         client.close()
