@@ -184,11 +184,19 @@ def measure(
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     before = procs.cpu_ticks(pids)
+    machine_before, started = procs.machine_ticks(), time.monotonic()
     with procs.RssSampler(pids) as sampler:
         output = procs.run_wrk(
             url, connections=connections, duration=duration, key=key, model=MODEL, threads=threads, headers=headers
         )
+    machine_after, window = procs.machine_ticks(), time.monotonic() - started
     result = parse_wrk(output)
+    # the whole machine's CPU over the same window as the workers' (what everything else spent
+    # is the difference), and the hypervisor's steal
+    if result["requests"]:
+        busy = (machine_after[0] - machine_before[0]) / CLK_TCK
+        result["machine_us_per_req"] = round(busy / result["requests"] * 1e6, 1)
+    result["steal_cores"] = round((machine_after[1] - machine_before[1]) / CLK_TCK / window, 3)
     if pids:
         cpu_seconds = (procs.cpu_ticks(pids) - before) / CLK_TCK
         result["cpu_us_per_req"] = round(cpu_seconds / result["requests"] * 1e6, 1) if result["requests"] else None
@@ -467,6 +475,8 @@ class Bench:
                 "connections": servers[label][3],
                 "rps": statistics.median(r["rps"] for r in results),
                 "cpu_us_per_req": statistics.median(r.get("cpu_us_per_req") or 0 for r in results),
+                "machine_us_per_req": statistics.median(r.get("machine_us_per_req") or 0 for r in results),
+                "steal_cores": statistics.median(r["steal_cores"] for r in results),
                 "rps_rounds": [r["rps"] for r in results],
                 "errors": sum(r["errors"] for r in results),
             }

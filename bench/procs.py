@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from bench.report import parse_proc_stat_cpu_ticks, parse_proc_status
+from bench.report import parse_machine_ticks, parse_proc_stat_cpu_ticks, parse_proc_status
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -180,6 +180,11 @@ def cpu_ticks(pids: list[int]) -> int:
         with contextlib.suppress(OSError):
             total += parse_proc_stat_cpu_ticks(Path(f"/proc/{pid}/stat").read_text())
     return total
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, steal) clock ticks of the whole machine (``parse_machine_ticks``)."""
+    return parse_machine_ticks(Path("/proc/stat").read_text())
 
 
 class Sampler:

@@ -77,6 +77,26 @@ def parse_proc_stat_cpu_ticks(text: str) -> int:
     return int(after[11]) + int(after[12])
 
 
+def parse_machine_ticks(text: str) -> tuple[int, int]:
+    """(busy, steal) clock ticks of the whole machine from /proc/stat's first line: busy is
+    every state but idle, iowait and steal (user, nice, system, irq, softirq); steal is the
+    time the hypervisor gave the virtual CPUs to others."""
+    fields = [int(v) for v in text.splitlines()[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields + [0] * (8 - len(fields))
+    return user + nice + system + irq + softirq, steal
+
+
+def two_process_bound(one: dict[str, Any], two: dict[str, Any], cores: int = 2) -> float | None:
+    """The two-process ratio the machine allows. With every core busy, two workers serve at
+    most ``cores`` seconds of CPU divided by the whole machine's CPU per request (the workers'
+    and everything else's: the load generator, nginx, Redis, the kernel) a second, where one
+    worker serves one second divided by its own CPU per request."""
+    try:
+        return round(cores * one["cpu_us_per_req"] / two["machine_us_per_req"], 2)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
 def parse_cpuinfo(text: str) -> str:
     for line in text.splitlines():
         name, _, value = line.partition(":")
@@ -528,6 +548,16 @@ def side_by_side_lines(results: dict[str, Any]) -> list[str]:
         text += (
             f"; two processes at 32 connections {_fmt(two['rps'])} req/s, {_fmt(head.get('two_process_ratio'), 2)}x one"
         )
+        bound = two_process_bound(on, two)
+        if bound is not None:
+            rest = two["machine_us_per_req"] - two["cpu_us_per_req"]
+            text += (
+                f" (the whole machine spent {_fmt(two['machine_us_per_req'], 0)} µs of CPU per request: the two "
+                f"workers {_fmt(two['cpu_us_per_req'], 0)}, everything else, the load generator, nginx, Redis and "
+                f"the kernel, {_fmt(rest, 0)}; with one worker at {_fmt(on['cpu_us_per_req'], 0)} µs per request "
+                f"these two cores allow at most {_fmt(bound, 2)}x; hypervisor steal "
+                f"{_fmt(100 * (two.get('steal_cores') or 0), 1)}% of a core)"
+            )
     return ["", text + ". The targets on recording's cost and on two processes read these medians."]
 
 

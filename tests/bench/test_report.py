@@ -14,6 +14,7 @@ from bench.report import (
     headline,
     parse_cpuinfo,
     parse_gc_pauses,
+    parse_machine_ticks,
     parse_marked_json,
     parse_meminfo_gib,
     parse_proc_stat_cpu_ticks,
@@ -25,6 +26,7 @@ from bench.report import (
     rss_slope_kb,
     summarize_collapsed,
     summarize_streams,
+    two_process_bound,
 )
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:18084/v1/chat/completions
@@ -474,3 +476,27 @@ def test_records_of_an_older_run_keep_the_plain_line() -> None:
     (_, line) = records_lines({"ingested": 5, "requests": 5})
     assert line.endswith("(fewer records than requests would mean lost records).")
     assert records_lines(None) == []
+
+
+def test_machine_ticks_are_busy_and_steal_from_proc_stat() -> None:
+    text = "cpu  100 5 40 900 7 2 3 11 0 0\ncpu0 50 2 20 450 3 1 1 5 0 0\n"
+    assert parse_machine_ticks(text) == (100 + 5 + 40 + 2 + 3, 11)
+
+
+def test_the_two_process_bound_is_two_cores_over_the_machines_cpu_per_request() -> None:
+    one = {"cpu_us_per_req": 240.0}
+    two = {"cpu_us_per_req": 235.0, "machine_us_per_req": 300.0, "steal_cores": 0.02}
+    assert two_process_bound(one, two) == 1.6  # 2 x 240 / 300
+    assert two_process_bound(one, {"cpu_us_per_req": 235.0}) is None  # an older run: not measured
+    results = _results()
+    results["runs"]["side_by_side"] = {
+        "rounds": 8,
+        "duration": 3.0,
+        "on": {"connections": 16, "rps": 4000.0, "cpu_us_per_req": 240.0, "rps_rounds": [], "errors": 0},
+        "off": {"connections": 16, "rps": 4200.0, "cpu_us_per_req": 230.0, "rps_rounds": [], "errors": 0},
+        "two": {"connections": 32, "rps": 6400.0, "rps_rounds": [], "errors": 0, **two},
+    }
+    text = render_markdown({**results, "headline": headline(results)})
+    assert "the whole machine spent 300 µs of CPU per request" in text
+    assert "everything else, the load generator, nginx, Redis and the kernel, 65;" in text
+    assert "these two cores allow at most 1.60x" in text and "steal 2.0% of a core" in text
