@@ -314,6 +314,16 @@ class Connection:
         return False
 
 
+def release(request: ParsedRequest) -> None:
+    """A request that is done: its body's ``Input`` refers back to it, a reference cycle that
+    only the garbage collector would free. Broken here, the two go by reference counting at
+    once. Left to the collector, requests that live through a few young collections (waiting
+    for the group commit of their usage records) reached the oldest generation, which is
+    collected on a timer (gatewaysite/gunicorn.conf.py): a worker's memory grew by about 100
+    bytes per request until then."""
+    request.body = None
+
+
 class Input:
     """``wsgi.input``: the request body (chunks decoded) with ``read``, ``readline``, ``readlines``."""
 
@@ -735,7 +745,7 @@ class GatewayWorker(GeventWorker):
                     client.settimeout(keepalive)
                 if not self.drain(conn, request):
                     return
-            queue.popleft()
+            release(queue.popleft())
             answered = True
 
     def prepare(self, conn: Connection, request: ParsedRequest, base: dict[str, Any], trusted: bool) -> dict[str, Any]:
