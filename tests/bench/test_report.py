@@ -228,17 +228,23 @@ def test_recording_cost_is_also_given_in_cpu_per_request() -> None:
     assert headline(results)["recording_cost_cpu"] == 0.15
 
 
-def test_side_by_side_rounds_decide_recording_cost_and_two_processes() -> None:
-    """When the run has alternated rounds, the targets read their medians; the phases'
-    figures stay in the headline beside them, and the report says which is which."""
+def _with_side_by_side(on: tuple[float, float], off: tuple[float, float], two: dict) -> dict:
+    """A run with 8 alternated side-by-side rounds: (req/s, CPU µs per request) on and off, and the two-process run."""
     results = _results()
     results["runs"]["side_by_side"] = {
         "rounds": 8,
         "duration": 3.0,
-        "on": {"connections": 16, "rps": 2600.0, "cpu_us_per_req": 380.0, "rps_rounds": [], "errors": 0},
-        "off": {"connections": 16, "rps": 2860.0, "cpu_us_per_req": 342.0, "rps_rounds": [], "errors": 0},
-        "two": {"connections": 32, "rps": 4160.0, "cpu_us_per_req": 450.0, "rps_rounds": [], "errors": 0},
+        "on": {"connections": 16, "rps": on[0], "cpu_us_per_req": on[1], "rps_rounds": [], "errors": 0},
+        "off": {"connections": 16, "rps": off[0], "cpu_us_per_req": off[1], "rps_rounds": [], "errors": 0},
+        "two": {"connections": 32, "rps_rounds": [], "errors": 0, **two},
     }
+    return results
+
+
+def test_side_by_side_rounds_decide_recording_cost_and_two_processes() -> None:
+    """When the run has alternated rounds, the targets read their medians; the phases'
+    figures stay in the headline beside them, and the report says which is which."""
+    results = _with_side_by_side((2600.0, 380.0), (2860.0, 342.0), {"rps": 4160.0, "cpu_us_per_req": 450.0})
     figures = headline(results)
     assert figures["recording_cost"] == 0.091  # 1 - 2600/2860
     assert figures["recording_cost_phases"] == 0.12  # the phases' 1 - 1100/1250
@@ -488,14 +494,7 @@ def test_the_two_process_bound_is_two_cores_over_the_machines_cpu_per_request() 
     two = {"cpu_us_per_req": 235.0, "machine_us_per_req": 300.0, "steal_cores": 0.02}
     assert two_process_bound(one, two) == 1.6  # 2 x 240 / 300
     assert two_process_bound(one, {"cpu_us_per_req": 235.0}) is None  # an older run: not measured
-    results = _results()
-    results["runs"]["side_by_side"] = {
-        "rounds": 8,
-        "duration": 3.0,
-        "on": {"connections": 16, "rps": 4000.0, "cpu_us_per_req": 240.0, "rps_rounds": [], "errors": 0},
-        "off": {"connections": 16, "rps": 4200.0, "cpu_us_per_req": 230.0, "rps_rounds": [], "errors": 0},
-        "two": {"connections": 32, "rps": 6400.0, "rps_rounds": [], "errors": 0, **two},
-    }
+    results = _with_side_by_side((4000.0, 240.0), (4200.0, 230.0), {"rps": 6400.0, **two})
     text = render_markdown({**results, "headline": headline(results)})
     assert "the whole machine spent 300 µs of CPU per request" in text
     assert "everything else, the load generator, nginx, Redis and the kernel, 65;" in text
