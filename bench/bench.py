@@ -344,6 +344,14 @@ class Bench:
             self.requests_recorded += requests
             self.in_flight_bound += connections
 
+    def records(self) -> dict[str, int]:
+        """The records ingested so far against the requests counted (``count``)."""
+        return {
+            "ingested": usage_records(),
+            "requests": self.requests_recorded,
+            "in_flight_bound": self.in_flight_bound,
+        }
+
     def warm(self, url: str, pids: list[int]) -> None:
         output = procs.run_wrk(url, connections=16, duration=self.args.warmup, key=self.key, model=MODEL)
         if pids:
@@ -387,11 +395,7 @@ class Bench:
         self.count(wait_for_strategy(self.gateway_url, self.key, default)[1])
         self.stop(gateway)
         drain_usage()
-        self.results["records"] = {
-            "ingested": usage_records(),
-            "requests": self.requests_recorded,
-            "in_flight_bound": self.in_flight_bound,
-        }
+        self.results["records"] = self.records()
 
         log("gateway, recording off")
         gateway, pids = self.gateway(recording=False)
@@ -413,11 +417,7 @@ class Bench:
             drain_usage()
         if args.side_by_side:
             runs["side_by_side"] = self.side_by_side()
-            self.results["records"] = {
-                "ingested": usage_records(),
-                "requests": self.requests_recorded,
-                "in_flight_bound": self.in_flight_bound,
-            }
+            self.results["records"] = self.records()
 
     def side_by_side(self) -> dict[str, Any]:
         """Recording on, recording off and (with ``--workers2``) two processes, served at once

@@ -223,15 +223,16 @@ class BatchConnection:
         ):
             return connection.read_response()
         try:
-            data = recv_expecting_wait(sock, 65536)
-            while True:
-                if not data:
-                    raise RedisConnectionError("Connection closed by server.")
+            data = b""
+            chunk = recv_expecting_wait(sock, 65536)
+            while chunk:
+                data += chunk
                 reply = parse_reply(data)
                 if reply is not INCOMPLETE:
                     break
-                more = sock.recv(65536)
-                data = data + more if more else b""
+                chunk = sock.recv(65536)
+            else:
+                raise RedisConnectionError("Connection closed by server.")
         except TimeoutError as exc:  # socket.timeout
             raise RedisTimeoutError("Timeout reading from the usage batch's connection") from exc
         except OSError as exc:
