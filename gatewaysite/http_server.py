@@ -357,6 +357,10 @@ class Input:
             pass
         return request.take(size)
 
+    def holds(self, size: int) -> bool:
+        """The next ``size`` bytes of the body are in memory: reading them will not wait."""
+        return self.request.buffered >= size
+
     def readline(self, size: int | None = None) -> bytes:
         request = self.request
         limit = size if size is not None and size >= 0 else -1

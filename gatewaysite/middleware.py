@@ -244,8 +244,12 @@ class RequestBodyMiddleware:
             if int(length_header) > limit:
                 return self._too_large(request, api, limit)
             stream = request._stream  # Django's LimitedStream over the input
+        length = None if chunked else int(length_header)
+        # a body the server already holds in memory is read without a deadline (no read waits)
+        holds = getattr(meta.get("wsgi.input"), "holds", None)
+        seconds = 0 if length is not None and holds is not None and holds(length) else gateway["BODY_READ_SECONDS"]
         try:
-            body = _read_body(stream, limit, gateway["BODY_READ_SECONDS"], None if chunked else int(length_header))
+            body = _read_body(stream, limit, seconds, length)
         except BodyTooLarge:
             return self._too_large(request, api, limit)
         except BodyTimeout:

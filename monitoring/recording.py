@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from gatewaysite.locks import short_lock
 from monitoring import catalog
 from monitoring.context import current_request
 from routing.cooldowns import cooldowns
@@ -68,7 +69,7 @@ class _Histogram:
 
 class ProcessMetrics:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = short_lock()
         self._thread_started = False
         self._token = uuid.uuid4().hex[:12]
         self.enabled = True
@@ -97,7 +98,7 @@ class ProcessMetrics:
 
     def _after_fork(self) -> None:
         # A forked worker starts from zero (its parent's counts are the parent's) with its own file.
-        self._lock = threading.Lock()
+        self._lock = short_lock()
         self._thread_started = False
         self._token = uuid.uuid4().hex[:12]
         self._clear()

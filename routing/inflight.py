@@ -23,13 +23,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import uuid
 import weakref
 from typing import Any
 
 import orjson
 
+from gatewaysite.locks import short_lock
 from usage.latency.live import live_latency
 
 KEY_PREFIX = "gw:busy:"
@@ -42,7 +42,7 @@ def _process_id() -> str:
 
 class InFlight:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = short_lock()
         self._local: dict[str, int] = {}
         self._others: dict[str, int] = {}  # summed counts of the other processes, as last read
         self._absorbed = False  # read the others' reports at least once
@@ -122,7 +122,7 @@ class InFlight:
             self._absorbed = True
 
     def _after_fork(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = short_lock()
         self._local, self._others = {}, {}
         self._absorbed = False
         self._process = _process_id()

@@ -54,6 +54,34 @@ def test_setting_any_header_stores_or_fails_as_django(first: list[tuple[Any, Any
     assert len(ours.items()) == len(django.items()) and dict(ours) == dict(django)
 
 
+def built(cls: type, data: dict[Any, Any]) -> tuple[str, Any]:
+    """What building headers from ``data`` gives: the store, or the error's type."""
+    try:
+        headers = cls(data)
+    except Exception as exc:  # noqa: BLE001 - the error itself is what is compared
+        return "error", type(exc)
+    return "stored", [(k, v, type(k), type(v)) for k, (k, v) in headers._store.items()]
+
+
+class Marked(str):
+    """A ``str`` subclass (as Django's ``SafeString``): stored as it is, by Django's own path."""
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(data=st.dictionaries(st.one_of(NAMES, TEXT.map(Marked)), st.one_of(VALUES, TEXT.map(Marked)), max_size=8))
+def test_building_from_a_dict_stores_or_fails_as_django(data: dict[Any, Any]) -> None:
+    # the whole dict checked at once when every name and value is a plain ASCII str without
+    # CR or LF; anything else goes header by header: the same store or the same error either way
+    assert built(ApiHeaders, data) == built(ResponseHeaders, data)
+
+
+def test_a_completions_headers_are_built_in_one_pass() -> None:
+    data = {"x-gateway-attempts": "1", "x-gateway-provider": "openai", "Content-Type": "application/json"}
+    headers = ApiHeaders(data)
+    assert headers._store == {k.lower(): (k, v) for k, v in data.items()}
+    assert list(headers.items()) == list(ResponseHeaders(data).items())
+
+
 def test_lookups_setdefault_and_removal_as_django() -> None:
     for headers in (
         ApiHeaders({"Content-Type": "application/json"}),

@@ -81,6 +81,8 @@ class UsageReader:
         value = source.get(name)
         if value is None:
             return 0
+        if type(value) is int and 0 <= value <= MAX_PLAUSIBLE_TOKENS:  # the usual answer, at once
+            return value
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # JSON has one number type; 12.0 is 12
         if isinstance(value, bool) or not isinstance(value, int):

@@ -70,17 +70,35 @@ def route_request(request: Request) -> RouteRequest:
 
 _UNPREFIXED_HEADERS = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 
+# environ key -> header name, "" for a key that is not a header; bounded, since clients choose
+# their header names (past the bound a name is worked out on every request instead)
+_HEADER_NAMES: dict[str, str] = {}
+HEADER_NAMES_KEPT = 4096
+
+
+def _header_name(key: str) -> str:
+    if key.startswith("HTTP_"):
+        name = key[5:].replace("_", "-").lower()
+    else:
+        name = _UNPREFIXED_HEADERS.get(key, "")
+    if len(_HEADER_NAMES) < HEADER_NAMES_KEPT:
+        _HEADER_NAMES[key] = name
+    return name
+
 
 def lowercase_headers(request: Request) -> dict[str, str]:
     """The request's headers by lower-case name: what ``request.headers`` holds, read from
     the WSGI environ in one pass (building Django's ``HttpHeaders`` and walking it through
-    its case-insensitive mapping cost several times more on every request)."""
+    its case-insensitive mapping cost several times more on every request), each key's
+    header name looked up rather than worked out again."""
+    names = _HEADER_NAMES
     headers = {}
-    for name, value in request._request.META.items():
-        if name.startswith("HTTP_"):
-            headers[name[5:].replace("_", "-").lower()] = value
-        elif name in _UNPREFIXED_HEADERS:
-            headers[_UNPREFIXED_HEADERS[name]] = value
+    for key, value in request._request.META.items():
+        name = names.get(key)
+        if name is None:
+            name = _header_name(key)
+        if name:
+            headers[name] = value
     return headers
 
 
