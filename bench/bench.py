@@ -29,12 +29,14 @@ from bench.report import (
     cpu_percent,
     headline,
     machine,
+    median_split,
     parse_gc_pauses,
     parse_marked_json,
     parse_wrk,
     render_markdown,
     render_peers,
     rss_slope_kb,
+    split_rest,
     summarize_collapsed,
     summarize_compare,
     summarize_peers,
@@ -184,13 +186,25 @@ def measure(
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     before = procs.cpu_ticks(pids)
+    all_before, wrk_before, irq_before = procs.process_ticks(), procs.children_ticks(CLK_TCK), procs.interrupt_ticks()
     machine_before, started = procs.machine_ticks(), time.monotonic()
     with procs.RssSampler(pids) as sampler:
         output = procs.run_wrk(
             url, connections=connections, duration=duration, key=key, model=MODEL, threads=threads, headers=headers
         )
     machine_after, window = procs.machine_ticks(), time.monotonic() - started
+    all_after, wrk_after, irq_after = procs.process_ticks(), procs.children_ticks(CLK_TCK), procs.interrupt_ticks()
     result = parse_wrk(output)
+    # everything but the measured workers, per request and by command: the load generator
+    # (wrk, a child that has exited by now), the upstream, Redis, the kernel's interrupts
+    result["rest_us_per_req"] = split_rest(
+        all_before,
+        all_after,
+        exclude=pids,
+        extra_ticks={"wrk": wrk_after - wrk_before, "irq+softirq": irq_after - irq_before},
+        requests=result["requests"],
+        clk_tck=CLK_TCK,
+    )
     # the whole machine's CPU over the same window as the workers' (what everything else spent
     # is the difference), and the hypervisor's steal
     if result["requests"]:
@@ -477,6 +491,7 @@ class Bench:
                 "cpu_us_per_req": statistics.median(r.get("cpu_us_per_req") or 0 for r in results),
                 "machine_us_per_req": statistics.median(r.get("machine_us_per_req") or 0 for r in results),
                 "steal_cores": statistics.median(r["steal_cores"] for r in results),
+                "rest_us_per_req": median_split([r.get("rest_us_per_req") or {} for r in results]),
                 "rps_rounds": [r["rps"] for r in results],
                 "errors": sum(r["errors"] for r in results),
             }

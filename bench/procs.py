@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 from typing import Self
 
-from bench.report import parse_machine_ticks, parse_proc_stat_cpu_ticks, parse_proc_status
+from bench.report import (
+    parse_interrupt_ticks,
+    parse_machine_ticks,
+    parse_proc_stat_cpu_ticks,
+    parse_proc_stat_name_ticks,
+    parse_proc_status,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -185,6 +191,27 @@ def cpu_ticks(pids: list[int]) -> int:
 def machine_ticks() -> tuple[int, int]:
     """(busy, steal) clock ticks of the whole machine (``parse_machine_ticks``)."""
     return parse_machine_ticks(Path("/proc/stat").read_text())
+
+
+def interrupt_ticks() -> int:
+    """irq + softirq clock ticks of the whole machine (``parse_interrupt_ticks``)."""
+    return parse_interrupt_ticks(Path("/proc/stat").read_text())
+
+
+def process_ticks() -> dict[int, tuple[str, int]]:
+    """Every process's command name and CPU ticks (utime + stime, all its threads)."""
+    out: dict[int, tuple[str, int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                out[int(entry.name)] = parse_proc_stat_name_ticks(Path(f"/proc/{entry.name}/stat").read_text())
+    return out
+
+
+def children_ticks(clk_tck: int) -> int:
+    """CPU ticks of this process's waited-for children (the wrk runs), from getrusage."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round((usage.ru_utime + usage.ru_stime) * clk_tck)
 
 
 class Sampler:

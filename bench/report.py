@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import re
+import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -84,6 +85,66 @@ def parse_machine_ticks(text: str) -> tuple[int, int]:
     fields = [int(v) for v in text.splitlines()[0].split()[1:9]]
     user, nice, system, idle, iowait, irq, softirq, steal = fields + [0] * (8 - len(fields))
     return user + nice + system + irq + softirq, steal
+
+
+def parse_interrupt_ticks(text: str) -> int:
+    """irq + softirq clock ticks of the whole machine from /proc/stat's first line: kernel
+    work no process is charged for (on loopback, much of the receiving side of TCP)."""
+    fields = [int(v) for v in text.splitlines()[0].split()[1:8]] + [0] * 7
+    return fields[5] + fields[6]
+
+
+def parse_proc_stat_name_ticks(text: str) -> tuple[str, int]:
+    """(command name, utime + stime) from /proc/<pid>/stat."""
+    return text[text.index("(") + 1 : text.rindex(")")], parse_proc_stat_cpu_ticks(text)
+
+
+def split_rest(
+    before: dict[int, tuple[str, int]],
+    after: dict[int, tuple[str, int]],
+    *,
+    exclude: list[int],
+    extra_ticks: dict[str, int],
+    requests: int,
+    clk_tck: int,
+    floor_us: float = 1.0,
+) -> dict[str, float]:
+    """What the processes other than ``exclude`` (the measured workers) spent per request
+    between two /proc snapshots (``pid -> (name, ticks)``), summed by command name, in µs,
+    largest first. ``extra_ticks``: CPU no snapshot holds, by label (the load generator,
+    which has exited by the second snapshot; the kernel's interrupts). Processes that
+    started in between count from zero; names under ``floor_us`` are summed as "other"."""
+    if not requests:
+        return {}
+    ticks: dict[str, int] = dict(extra_ticks)
+    skip = set(exclude)
+    for pid, (name, now) in after.items():
+        if pid in skip:
+            continue
+        # a kernel worker's name says what it is doing now (kworker/u8:0-writeback): one label
+        name = name.partition("-")[0].partition("/")[0] if name.startswith("kworker/") else name
+        spent = now - before.get(pid, (name, 0))[1]
+        if spent > 0:
+            ticks[name] = ticks.get(name, 0) + spent
+    per_req = {name: t / clk_tck / requests * 1e6 for name, t in ticks.items()}
+    out: dict[str, float] = {}
+    other = 0.0
+    for name, us in sorted(per_req.items(), key=lambda item: -item[1]):
+        if us >= floor_us:
+            out[name] = round(us, 1)
+        else:
+            other += us
+    if other:
+        out["other"] = round(other, 1)
+    return out
+
+
+def median_split(splits: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each name over rounds' ``split_rest`` (a name missing from a round
+    counts as 0 there), largest first."""
+    names = {name for split in splits for name in split}
+    medians = {name: round(statistics.median(split.get(name, 0.0) for split in splits), 1) for name in names}
+    return dict(sorted(((n, us) for n, us in medians.items() if us > 0), key=lambda item: -item[1]))
 
 
 def two_process_bound(one: dict[str, Any], two: dict[str, Any], cores: int = 2) -> float | None:
