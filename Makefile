@@ -1,5 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
-PYTHON ?= python3.11
+# The interpreter of .venv: scripts/make_venv.sh picks the distribution's optimized Python 3.11
+# when there is one, else python3.11 on PATH; PYTHON=... chooses (remove .venv first to remake it).
+PYTHON ?=
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8084
@@ -8,8 +10,7 @@ export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/data/tiktoken)
 .PHONY: lock run test lint format worker beat bench bench-full bench-peers smoke migrate clean
 
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	bash scripts/make_venv.sh $(VENV) $(PYTHON)
 	$(BIN)/pip install -q --upgrade pip
 
 # constraints.txt pins every package (the versions the suite last passed with), so a fresh

@@ -99,12 +99,27 @@ def installed_litellm_version() -> str | None:
     return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
+def _made_with_this_interpreter(venv: Path) -> bool:
+    """The virtualenv at ``venv`` was made by the interpreter running this (its ``pyvenv.cfg``)."""
+    try:
+        config = (venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return False
+    fields = dict(line.split("=", 1) for line in config.splitlines() if "=" in line)
+    home = fields.get("home", "").strip()
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    return bool(home) and Path(home).resolve() == base.parent
+
+
 def install_litellm(version: str = LITELLM_VERSION) -> str:
     """A virtualenv at bench/.peers/litellm-venv with ``litellm[proxy]==version``."""
     if version in LITELLM_COMPROMISED:
         raise RuntimeError(f"litellm {version} is a compromised release; pick another version")
-    if installed_litellm_version() == version and (LITELLM_VENV / "bin" / "litellm").exists():
+    same = _made_with_this_interpreter(LITELLM_VENV)
+    if same and installed_litellm_version() == version and (LITELLM_VENV / "bin" / "litellm").exists():
         return version
+    if not same:  # the proxy runs on the gateway's interpreter, whichever build that is
+        shutil.rmtree(LITELLM_VENV, ignore_errors=True)
     if not (LITELLM_VENV / "bin" / "python").exists():
         _run([sys.executable, "-m", "venv", str(LITELLM_VENV)], "python -m venv")
     pip = str(LITELLM_VENV / "bin" / "pip")

@@ -156,7 +156,9 @@ def start_gateway(
     conf = root / "gatewaysite" / "gunicorn.conf.py"
     if not conf.exists():
         conf = ROOT / "gatewaysite" / "gunicorn.conf.py"
-    cmd = [GUNICORN, "-c", str(conf), "--chdir", str(root)]
+    # a tree with a virtualenv of its own is served by it (its interpreter and packages)
+    own = root / ".venv" / "bin" / "gunicorn"
+    cmd = [str(own) if own.exists() else GUNICORN, "-c", str(conf), "--chdir", str(root)]
     service = Service(f"gateway-{workers}w", cmd, env=child_env, log=log).start()
     wait_port(port)
     deadline = time.monotonic() + 30
