@@ -619,6 +619,11 @@ def side_by_side_lines(results: dict[str, Any]) -> list[str]:
                 f"these two cores allow at most {_fmt(bound, 2)}x; hypervisor steal "
                 f"{_fmt(100 * (two.get('steal_cores') or 0), 1)}% of a core)"
             )
+            split = two.get("rest_us_per_req") or {}
+            if split:
+                text += "; everything else by command, µs per request: " + ", ".join(
+                    f"{name} {_fmt(us, 1)}" for name, us in list(split.items())[:6]
+                )
     return ["", text + ". The targets on recording's cost and on two processes read these medians."]
 
 

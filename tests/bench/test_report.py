@@ -499,3 +499,46 @@ def test_the_two_process_bound_is_two_cores_over_the_machines_cpu_per_request() 
     assert "the whole machine spent 300 µs of CPU per request" in text
     assert "everything else, the load generator, nginx, Redis and the kernel, 65;" in text
     assert "these two cores allow at most 1.60x" in text and "steal 2.0% of a core" in text
+
+
+def test_the_rest_is_split_by_command_between_two_snapshots() -> None:
+    from bench.report import median_split, parse_interrupt_ticks, parse_proc_stat_name_ticks, split_rest
+
+    stat = "4242 (redis-server) S 1 2 3 0 -1 4194560 10 0 0 0 30 12 0 0 20 0 4 0 100 0 0"
+    assert parse_proc_stat_name_ticks(stat) == ("redis-server", 42)
+    assert parse_proc_stat_name_ticks("7 (kworker/u8:0-ext4 x) R " + "0 " * 10 + "5 6") == ("kworker/u8:0-ext4 x", 11)
+    assert parse_interrupt_ticks("cpu  100 5 40 900 7 2 3 11 0 0\n") == 5  # irq + softirq
+    before = {1: ("gunicorn", 500), 2: ("nginx", 100), 3: ("kworker/u8:0-events", 10), 4: ("redis-server", 40)}
+    after = {
+        1: ("gunicorn", 900),  # the measured worker: left out
+        2: ("nginx", 300),
+        3: ("kworker/u8:0-writeback", 30),  # renamed as its work changed: one process still
+        4: ("redis-server", 40),  # idle: not listed
+        5: ("kworker/1:1-mm", 1),  # started in between: counted from zero; under the floor
+    }
+    split = split_rest(
+        before, after, exclude=[1], extra_ticks={"wrk": 150, "irq+softirq": 50}, requests=10_000, clk_tck=100
+    )
+    # per request: ticks / 100 / 10,000 requests, in µs
+    assert split == {"nginx": 200.0, "wrk": 150.0, "irq+softirq": 50.0, "kworker": 21.0}
+    assert split_rest(before, after, exclude=[1], extra_ticks={}, requests=0, clk_tck=100) == {}
+    tiny = split_rest({}, {9: ("cron", 1)}, exclude=[], extra_ticks={}, requests=20_000, clk_tck=100)
+    assert tiny == {"other": 0.5}  # one tick spread over 20,000 requests: under the 1 µs floor
+    assert median_split([{"nginx": 40.0, "wrk": 30.0}, {"nginx": 44.0}, {"nginx": 42.0, "wrk": 34.0}]) == {
+        "nginx": 42.0,
+        "wrk": 30.0,
+    }
+
+
+def test_the_side_by_side_paragraph_names_what_else_spent_the_cpu() -> None:
+    two = {
+        "cpu_us_per_req": 235.0,
+        "machine_us_per_req": 300.0,
+        "steal_cores": 0.0,
+        "rest_us_per_req": {"nginx": 20.0, "wrk": 18.0, "irq+softirq": 15.0, "redis-server": 9.0},
+    }
+    results = _with_side_by_side((4000.0, 240.0), (4200.0, 230.0), {"rps": 6400.0, **two})
+    text = render_markdown({**results, "headline": headline(results)})
+    assert (
+        "everything else by command, µs per request: nginx 20.0, wrk 18.0, irq+softirq 15.0, redis-server 9.0" in text
+    )
