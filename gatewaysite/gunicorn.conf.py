@@ -188,6 +188,7 @@ def _log_collections() -> None:
     """Log collections as ``gc pause: generation G, N ms, C ms CPU, K collected`` (gunicorn's
     error log), full ones with the objects they traversed. The CPU time is the collector's
     own; the wall time also counts what other processes took from this one meanwhile."""
+    import contextlib
     import gc
     import logging
     import time
@@ -204,24 +205,31 @@ def _log_collections() -> None:
             return
         took = (time.perf_counter() - began[0]) * 1000
         cpu = (time.thread_time() - began[1]) * 1000
-        if info["generation"] == 2:
-            logger.warning(
-                "gc pause: generation 2, %.1f ms, %.1f ms CPU, %d collected, %d objects",
-                took,
-                cpu,
-                info["collected"],
-                tracked[0],
-            )
-        elif took >= GC_LOG_MS:
-            logger.warning(
-                "gc pause: generation %d, %.1f ms, %.1f ms CPU, %d collected",
-                info["generation"],
-                took,
-                cpu,
-                info["collected"],
-            )
+        # a collection that runs while a greenlet is being finalized: logging asks gevent for
+        # the current thread, which it cannot give then (RuntimeError); that pause goes unlogged
+        with contextlib.suppress(RuntimeError):
+            _log_collection(logger, info, took, cpu, tracked[0])
 
     gc.callbacks.append(callback)
+
+
+def _log_collection(logger: Any, info: dict[str, int], took: float, cpu: float, tracked: int) -> None:
+    if info["generation"] == 2:
+        logger.warning(
+            "gc pause: generation 2, %.1f ms, %.1f ms CPU, %d collected, %d objects",
+            took,
+            cpu,
+            info["collected"],
+            tracked,
+        )
+    elif took >= GC_LOG_MS:
+        logger.warning(
+            "gc pause: generation %d, %.1f ms, %.1f ms CPU, %d collected",
+            info["generation"],
+            took,
+            cpu,
+            info["collected"],
+        )
 
 
 def post_worker_init(worker: object) -> None:
