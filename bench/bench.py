@@ -186,14 +186,14 @@ def measure(
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     before = procs.cpu_ticks(pids)
-    all_before, wrk_before, irq_before = procs.process_ticks(), procs.children_ticks(CLK_TCK), procs.interrupt_ticks()
+    all_before, wrk_before = procs.process_ticks(), procs.children_ticks(CLK_TCK)
     machine_before, started = procs.machine_ticks(), time.monotonic()
     with procs.RssSampler(pids) as sampler:
         output = procs.run_wrk(
             url, connections=connections, duration=duration, key=key, model=MODEL, threads=threads, headers=headers
         )
     machine_after, window = procs.machine_ticks(), time.monotonic() - started
-    all_after, wrk_after, irq_after = procs.process_ticks(), procs.children_ticks(CLK_TCK), procs.interrupt_ticks()
+    all_after, wrk_after = procs.process_ticks(), procs.children_ticks(CLK_TCK)
     result = parse_wrk(output)
     # everything but the measured workers, per request and by command: the load generator
     # (wrk, a child that has exited by now), the upstream, Redis, the kernel's interrupts
@@ -201,7 +201,7 @@ def measure(
         all_before,
         all_after,
         exclude=pids,
-        extra_ticks={"wrk": wrk_after - wrk_before, "irq+softirq": irq_after - irq_before},
+        extra_ticks={"wrk": wrk_after - wrk_before, "irq+softirq": machine_after[2] - machine_before[2]},
         requests=result["requests"],
         clk_tck=CLK_TCK,
     )

@@ -190,14 +190,12 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, steal) clock ticks of the whole machine (``parse_machine_ticks``)."""
-    return parse_machine_ticks(Path("/proc/stat").read_text())
-
-
-def interrupt_ticks() -> int:
-    """irq + softirq clock ticks of the whole machine (``parse_interrupt_ticks``)."""
-    return parse_interrupt_ticks(Path("/proc/stat").read_text())
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, steal, irq + softirq) clock ticks of the whole machine, from one read of
+    /proc/stat (``parse_machine_ticks``, ``parse_interrupt_ticks``)."""
+    text = Path("/proc/stat").read_text()
+    busy, steal = parse_machine_ticks(text)
+    return busy, steal, parse_interrupt_ticks(text)
 
 
 def process_ticks() -> dict[int, tuple[str, int]]:

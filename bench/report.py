@@ -123,7 +123,7 @@ def split_rest(
             continue
         # a kernel worker's name says what it is doing now (kworker/u8:0-writeback): one label
         name = name.partition("-")[0].partition("/")[0] if name.startswith("kworker/") else name
-        spent = now - before.get(pid, (name, 0))[1]
+        spent = now - before[pid][1] if pid in before else now
         if spent > 0:
             ticks[name] = ticks.get(name, 0) + spent
     per_req = {name: t / clk_tck / requests * 1e6 for name, t in ticks.items()}
